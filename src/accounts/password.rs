@@ -1,0 +1,144 @@
+//! Passwords: a type that cannot be printed, a length policy, and argon2id hashing that runs on
+//! the blocking pool so it never stalls the async workers.
+
+use std::fmt;
+use std::sync::Arc;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::PasswordSettings;
+
+/// A candidate password that passed the policy. `Debug` never shows it.
+pub struct Password(SecretString);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([REDACTED])")
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PasswordError {
+    #[error("the password must be at least {0} characters long")]
+    TooShort(usize),
+    #[error("the password must be at most {0} characters long")]
+    TooLong(usize),
+    #[error("password hashing failed")]
+    Hashing,
+}
+
+impl Password {
+    /// Applies the length policy (NIST SP 800-63B §5.1.1.2: count characters, not bytes).
+    pub fn parse(raw: String, policy: &PasswordSettings) -> Result<Password, PasswordError> {
+        let len = raw.chars().count();
+        if len < policy.min_length {
+            return Err(PasswordError::TooShort(policy.min_length));
+        }
+        if len > policy.max_length {
+            return Err(PasswordError::TooLong(policy.max_length));
+        }
+        Ok(Password(SecretString::from(raw)))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+/// argon2id with the configured parameters.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    argon: Arc<Argon2<'static>>,
+}
+
+impl PasswordHasher {
+    pub fn new(settings: &PasswordSettings) -> Result<PasswordHasher, PasswordError> {
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|_| PasswordError::Hashing)?;
+        Ok(PasswordHasher {
+            argon: Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)),
+        })
+    }
+
+    /// The PHC string of `password`, computed on the blocking pool.
+    pub async fn hash(&self, password: &Password) -> Result<String, PasswordError> {
+        let argon = self.argon.clone();
+        let secret = SecretString::from(password.expose().to_string());
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            argon
+                .hash_password(secret.expose_secret().as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|_| PasswordError::Hashing)
+        })
+        .await
+        .map_err(|_| PasswordError::Hashing)?
+    }
+
+    /// Whether `candidate` matches the PHC string `stored` (constant time inside argon2).
+    pub async fn verify(&self, candidate: &str, stored: &str) -> bool {
+        let argon = self.argon.clone();
+        let candidate = SecretString::from(candidate.to_string());
+        let stored = stored.to_string();
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&stored)
+                .map(|parsed| {
+                    argon
+                        .verify_password(candidate.expose_secret().as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> PasswordSettings {
+        PasswordSettings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            ..PasswordSettings::default()
+        }
+    }
+
+    #[test]
+    fn length_policy_counts_characters() {
+        let p = PasswordSettings::default();
+        assert_eq!(
+            Password::parse("short".into(), &p).unwrap_err(),
+            PasswordError::TooShort(8)
+        );
+        assert!(Password::parse("ééééééé".into(), &p).is_err());
+        assert!(Password::parse("éééééééé".into(), &p).is_ok());
+        assert!(Password::parse("x".repeat(129), &p).is_err());
+        assert_eq!(
+            format!("{:?}", Password::parse("hunter22".into(), &p).unwrap()),
+            "Password([REDACTED])"
+        );
+    }
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_and_verify() {
+        let hasher = PasswordHasher::new(&cheap()).unwrap();
+        let pw = Password::parse("correct horse".into(), &cheap()).unwrap();
+        let hash = hasher.hash(&pw).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(hasher.verify("correct horse", &hash).await);
+        assert!(!hasher.verify("wrong horse", &hash).await);
+        assert!(!hasher.verify("correct horse", "garbage").await);
+    }
+}

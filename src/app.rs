@@ -1,0 +1,244 @@
+//! Wiring: turns `Settings` into adapters behind ports (`AppState`), builds the route tree and
+//! runs the server with graceful shutdown. Used by `main` and by the integration tests alike.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::middleware::CatchPanic;
+use poem::{get, EndpointExt, Route, Server};
+use secrecy::ExposeSecret;
+
+use crate::accounts::PasswordHasher;
+use crate::cache::RedisHandle;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::http;
+use crate::keys::{KeyManager, MasterKey, MasterKeySource};
+use crate::protocol::discovery::ProviderMetadata;
+use crate::store::{self, Store};
+
+/// Everything a request handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<KeyManager>,
+    pub clock: Arc<dyn Clock>,
+    pub passwords: PasswordHasher,
+    pub redis: Option<Arc<RedisHandle>>,
+    pub metadata: Arc<serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot open the database {url}: {reason}")]
+    Database { url: String, reason: String },
+    #[error("{0}")]
+    MasterKey(#[from] crate::keys::MasterKeyError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] crate::keys::KeyError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+}
+
+/// Opens the configured database (applying migrations) with a readable error.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
+    store::open(&settings.database.url, settings.database.max_connections)
+        .await
+        .map_err(|e| StartError::Database {
+            url: crate::config::redact_url(&settings.database.url),
+            reason: e.to_string(),
+        })
+}
+
+/// The master key from config, or from (or into) the key file.
+pub fn master_key(settings: &Settings) -> Result<MasterKey, StartError> {
+    if let Some(configured) = &settings.master_key {
+        return MasterKey::from_base64(configured.expose_secret()).map_err(|e| {
+            StartError::Config(format!(
+                "invalid configuration value for `master_key` (value hidden): {e}"
+            ))
+        });
+    }
+    let (key, source) = MasterKey::load_or_create(&settings.master_key_file)?;
+    if source == MasterKeySource::FileGenerated {
+        tracing::warn!(
+            path = %settings.master_key_file.display(),
+            "generated a new master key file; production must supply its own key in \
+             PORTCULLIS_MASTER_KEY (and keep it safe: without it the signing keys are lost)"
+        );
+    }
+    Ok(key)
+}
+
+pub struct Portcullis {
+    state: AppState,
+}
+
+impl Portcullis {
+    /// Builds the application on the real clock.
+    pub async fn build(settings: Settings) -> Result<Portcullis, StartError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Portcullis, StartError> {
+        settings
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let master = master_key(&settings)?;
+        let store = open_store(&settings).await?;
+        let retention = settings.longest_token_ttl_secs() + settings.keys.jwks_max_age_secs;
+        let keys = KeyManager::start(store.clone(), master, clock.clone(), retention).await?;
+        let redis = match &settings.redis.url {
+            Some(url) => Some(Arc::new(RedisHandle::new(url).map_err(StartError::Config)?)),
+            None => None,
+        };
+        let passwords = PasswordHasher::new(&settings.password)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let metadata = serde_json::to_value(ProviderMetadata::new(&settings.issuer))
+            .unwrap_or(serde_json::Value::Null);
+        Ok(Portcullis {
+            state: AppState {
+                settings: Arc::new(settings),
+                store,
+                keys: Arc::new(keys),
+                clock,
+                passwords,
+                redis,
+                metadata: Arc::new(metadata),
+            },
+        })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The full route tree with its middleware.
+    pub fn endpoint(&self) -> BoxedEndpoint {
+        Route::new()
+            .at(
+                "/.well-known/openid-configuration",
+                get(http::oidc::discovery),
+            )
+            .at(
+                "/.well-known/oauth-authorization-server",
+                get(http::oidc::discovery),
+            )
+            .at("/jwks.json", get(http::oidc::jwks))
+            .at("/health/live", get(http::health::live))
+            .at("/health/ready", get(http::health::ready))
+            .catch_error(|_: poem::error::NotFoundError| async { http::not_found() })
+            .data(self.state.clone())
+            .with(CatchPanic::new())
+            .around(http::middleware::request_id::request_id)
+            .map_to_response()
+            .boxed()
+    }
+
+    /// Binds the configured address and serves until `shutdown` resolves, then drains
+    /// in-flight requests for up to 10 s.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
+        let running = self.bind().await?;
+        tracing::info!(
+            addr = %running.addr,
+            issuer = %running.state.settings.issuer,
+            database = running.state.store.backend(),
+            "Portcullis is listening"
+        );
+        running.run(shutdown).await;
+        Ok(())
+    }
+
+    /// Binds the listener (port 0 picks a free port) without serving yet.
+    pub async fn bind(self) -> Result<BoundServer, StartError> {
+        let listen = self.state.settings.listen.clone();
+        let acceptor = TcpListener::bind(listen.clone())
+            .into_acceptor()
+            .await
+            .map_err(|e| StartError::Bind {
+                addr: listen.clone(),
+                reason: e.to_string(),
+            })?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or_else(|| StartError::Bind {
+                addr: listen,
+                reason: "no socket address".into(),
+            })?;
+        Ok(BoundServer {
+            addr,
+            state: self.state.clone(),
+            endpoint: self.endpoint(),
+            acceptor,
+        })
+    }
+}
+
+type BoxedEndpoint = poem::endpoint::BoxEndpoint<'static, poem::Response>;
+
+pub struct BoundServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    endpoint: BoxedEndpoint,
+    acceptor: poem::listener::TcpAcceptor,
+}
+
+impl BoundServer {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let refresher = tokio::spawn(refresh_keys_periodically(self.state.clone()));
+        let result = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(self.endpoint, shutdown, Some(Duration::from_secs(10)))
+            .await;
+        refresher.abort();
+        if let Err(e) = result {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    }
+}
+
+/// Other instances may rotate keys: re-read them on a short period.
+async fn refresh_keys_periodically(state: AppState) {
+    let period = Duration::from_secs(state.settings.keys.refresh_secs);
+    let mut ticker = tokio::time::interval(period);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if let Err(e) = state.keys.refresh().await {
+            tracing::warn!(error = %e, "could not refresh signing keys; using the cached ones");
+        }
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,59 @@
+//! The optional Redis connection (a reconnecting connection manager), shared by the rate
+//! limiter and the token deny-list. Absent when no Redis URL is configured.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::OnceCell;
+
+pub struct RedisHandle {
+    client: redis::Client,
+    manager: OnceCell<ConnectionManager>,
+}
+
+impl RedisHandle {
+    /// Parses the URL; the connection itself is made on first use, so start-up does not fail
+    /// (or hang) while Redis is down.
+    pub fn new(url: &str) -> Result<RedisHandle, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+        Ok(RedisHandle {
+            client,
+            manager: OnceCell::new(),
+        })
+    }
+
+    pub async fn connection(&self) -> Result<ConnectionManager, String> {
+        let manager = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.manager
+                .get_or_try_init(|| ConnectionManager::new(self.client.clone())),
+        )
+        .await
+        .map_err(|_| "Redis did not answer within 2s".to_string())?
+        .map_err(|e| format!("Redis unreachable: {}", e.kind_description()))?;
+        Ok(manager.clone())
+    }
+
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut conn = self.connection().await?;
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        .map_err(|_| "Redis did not answer PING within 2s".to_string())?
+        .map(|_| ())
+        .map_err(|e| format!("Redis PING failed: {}", e.kind_description()))
+    }
+}
+
+trait KindDescription {
+    fn kind_description(&self) -> String;
+}
+
+impl KindDescription for redis::RedisError {
+    /// The error's category only: a Redis error text can echo the URL and its password.
+    fn kind_description(&self) -> String {
+        format!("{:?}", self.kind())
+    }
+}

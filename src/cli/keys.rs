@@ -1,0 +1,78 @@
+//! `portcullis keys ...`: list and rotate signing keys.
+
+use std::sync::Arc;
+
+use clap::Subcommand;
+
+use super::{show_time, CliError};
+use crate::clock::SystemClock;
+use crate::config::Settings;
+use crate::keys::KeyManager;
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List signing keys with their state (next, active, retired) and whether the JWKS publishes them
+    List {
+        /// Print a JSON array
+        #[arg(long)]
+        json: bool,
+    },
+    /// Promote each algorithm's next key to active, retire the active one, and create a new next key
+    Rotate,
+}
+
+pub async fn run(cmd: KeysCommand, settings: Settings) -> Result<(), CliError> {
+    let keys = open(&settings).await?;
+    match cmd {
+        KeysCommand::List { json } => {
+            let ring = keys.ring();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(ring.summary()).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<18} {:<6} {:<8} {:<10} {:<21} ACTIVATED",
+                "KID", "ALG", "STATE", "PUBLISHED", "CREATED"
+            );
+            for k in ring.summary() {
+                println!(
+                    "{:<18} {:<6} {:<8} {:<10} {:<21} {}",
+                    k.kid,
+                    k.alg,
+                    k.state.as_str(),
+                    if k.published { "yes" } else { "no" },
+                    show_time(k.created_at),
+                    k.activated_at.map(show_time).unwrap_or_else(|| "-".into())
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Rotate => {
+            let promoted = keys
+                .rotate()
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            for (alg, kid) in promoted {
+                println!("{alg}: {kid} is now the active key");
+            }
+            println!(
+                "retired keys stay in the JWKS for {}s; running servers pick up the change within {}s",
+                settings.longest_token_ttl_secs() + settings.keys.jwks_max_age_secs,
+                settings.keys.refresh_secs
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn open(settings: &Settings) -> Result<KeyManager, CliError> {
+    let master = crate::app::master_key(settings)?;
+    let store = crate::app::open_store(settings).await?;
+    let retention = settings.longest_token_ttl_secs() + settings.keys.jwks_max_age_secs;
+    KeyManager::start(store, master, Arc::new(SystemClock), retention)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))
+}

@@ -1,0 +1,169 @@
+//! `portcullis user ...`: create and list users.
+
+use std::io::Read;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{show_time, CliError};
+use crate::accounts::{Email, Password, PasswordHasher, Role};
+use crate::app;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::store::{AuditEvent, StoreError, User};
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from standard input, never from the command line
+    Create(CreateArgs),
+    /// List users
+    List {
+        /// Print a JSON array
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    email: String,
+    /// Display name
+    #[arg(long)]
+    name: Option<String>,
+    /// Role (repeatable); must be one of accounts.roles (default: admin, expert, user)
+    #[arg(long = "role", value_name = "ROLE")]
+    roles: Vec<String>,
+    /// Mark the email address as already verified
+    #[arg(long)]
+    verified: bool,
+    /// Read the password from standard input (one line)
+    #[arg(long, required = true)]
+    password_stdin: bool,
+    /// Print a JSON object {"id": ..., "email": ...}
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(cmd: UserCommand, settings: &Settings) -> Result<(), CliError> {
+    match cmd {
+        UserCommand::Create(args) => create(args, settings).await,
+        UserCommand::List { json } => {
+            let store = app::open_store(settings).await?;
+            let users = store.list_users().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&users).unwrap_or_default()
+                );
+            } else if users.is_empty() {
+                println!("no users yet: create one with `portcullis user create --email E --password-stdin`");
+            } else {
+                println!(
+                    "{:<36} {:<32} {:<9} {:<20} CREATED",
+                    "ID", "EMAIL", "VERIFIED", "ROLES"
+                );
+                for u in &users {
+                    println!(
+                        "{:<36} {:<32} {:<9} {:<20} {}",
+                        u.id,
+                        u.email,
+                        if u.email_verified { "yes" } else { "no" },
+                        u.roles.join(","),
+                        show_time(u.created_at)
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn create(args: CreateArgs, settings: &Settings) -> Result<(), CliError> {
+    let email = Email::parse(&args.email).map_err(|e| CliError::BadInput(e.to_string()))?;
+    let mut roles: Vec<String> = Vec::new();
+    for r in &args.roles {
+        let role = Role::parse(r).map_err(|e| CliError::BadInput(e.to_string()))?;
+        if !settings
+            .accounts
+            .roles
+            .iter()
+            .any(|known| known == role.as_str())
+        {
+            return Err(CliError::BadInput(format!(
+                "unknown role {r:?}; configured roles are: {}",
+                settings.accounts.roles.join(", ")
+            )));
+        }
+        if !roles.iter().any(|x| x == role.as_str()) {
+            roles.push(role.as_str().to_string());
+        }
+    }
+    let name = args
+        .name
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        return Err(CliError::BadInput(
+            "the name must be at most 200 characters".into(),
+        ));
+    }
+    let mut raw = String::new();
+    std::io::stdin().read_to_string(&mut raw).map_err(|e| {
+        CliError::BadInput(format!("cannot read the password from standard input: {e}"))
+    })?;
+    let line = raw.strip_suffix('\n').unwrap_or(&raw);
+    let line = line.strip_suffix('\r').unwrap_or(line).to_string();
+    let password =
+        Password::parse(line, &settings.password).map_err(|e| CliError::BadInput(e.to_string()))?;
+
+    let store = app::open_store(settings).await?;
+    let taken = || {
+        CliError::BadInput(format!(
+            "a user with email {:?} already exists",
+            email.as_str()
+        ))
+    };
+    if store
+        .find_user_by_email(&User::email_key(email.as_str()))
+        .await?
+        .is_some()
+    {
+        return Err(taken());
+    }
+    let hasher =
+        PasswordHasher::new(&settings.password).map_err(|e| CliError::BadInput(e.to_string()))?;
+    let hash = hasher
+        .hash(&password)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let now = SystemClock.now();
+    let user = User {
+        id: Uuid::new_v4(),
+        email: email.as_str().to_string(),
+        email_verified: args.verified,
+        name,
+        password_hash: Some(hash),
+        roles,
+        disabled: false,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    match store.create_user(&user).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => return Err(taken()),
+        Err(e) => return Err(e.into()),
+    }
+    let mut event = AuditEvent::new("user.created", now);
+    event.actor = Some("cli".into());
+    event.subject = Some(user.id.to_string());
+    store.record_audit(&event).await?;
+    if args.json {
+        println!("{}", json!({"id": user.id, "email": user.email}));
+    } else {
+        println!("Created user {} ({})", user.email, user.id);
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! Client registration: turns an operator's request into a valid `Client`, with its secret
+//! shown once and only its hash stored. Used by the CLI (and any future admin API).
+
+use secrecy::SecretString;
+
+use crate::protocol::redirect_uri::{RedirectUri, RedirectUriError};
+use crate::protocol::scope::{Scope, ScopeError};
+use crate::random;
+use crate::store::{AuditEvent, Client, Store, StoreError, Timestamp};
+
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+pub const KNOWN_GRANTS: [&str; 3] = [
+    GRANT_AUTHORIZATION_CODE,
+    GRANT_REFRESH_TOKEN,
+    GRANT_CLIENT_CREDENTIALS,
+];
+pub const DEFAULT_SCOPE: &str = "openid profile email";
+
+/// What an operator asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ClientRegistration {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Empty means `authorization_code`.
+    pub grant_types: Vec<String>,
+    /// `None` means [`DEFAULT_SCOPE`].
+    pub scope: Option<String>,
+    pub public: bool,
+    pub first_party: bool,
+    pub allow_insecure_redirect: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("the client name must be 1 to 100 characters")]
+    Name,
+    #[error(transparent)]
+    RedirectUri(#[from] RedirectUriError),
+    #[error("unknown grant {0:?}; expected one of authorization_code, refresh_token, client_credentials")]
+    UnknownGrant(String),
+    #[error("the authorization_code grant needs at least one --redirect-uri")]
+    NoRedirectUri,
+    #[error(
+        "a public client cannot use client_credentials: it has no secret to authenticate with"
+    )]
+    PublicClientCredentials,
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    #[error("the scope must not be empty")]
+    EmptyScope,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RegistrationError {
+    /// Whether the operator's input is at fault (exit status 2) rather than the system.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, RegistrationError::Store(_))
+    }
+}
+
+/// A registered client and, for a confidential client, its secret (never stored in clear).
+#[derive(Debug)]
+pub struct Registered {
+    pub client: Client,
+    pub secret: Option<SecretString>,
+}
+
+/// Validates everything first, so that a refused registration writes nothing.
+pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, RegistrationError> {
+    let name = reg.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(RegistrationError::Name);
+    }
+    let redirect_uris = parse_uris(&reg.redirect_uris, reg.allow_insecure_redirect)?;
+    let post_logout_redirect_uris =
+        parse_uris(&reg.post_logout_redirect_uris, reg.allow_insecure_redirect)?;
+    let mut grant_types = Vec::new();
+    for g in &reg.grant_types {
+        if !KNOWN_GRANTS.contains(&g.as_str()) {
+            return Err(RegistrationError::UnknownGrant(g.clone()));
+        }
+        if !grant_types.contains(g) {
+            grant_types.push(g.clone());
+        }
+    }
+    if grant_types.is_empty() {
+        grant_types.push(GRANT_AUTHORIZATION_CODE.to_string());
+    }
+    if grant_types.iter().any(|g| g == GRANT_AUTHORIZATION_CODE) && redirect_uris.is_empty() {
+        return Err(RegistrationError::NoRedirectUri);
+    }
+    if reg.public && grant_types.iter().any(|g| g == GRANT_CLIENT_CREDENTIALS) {
+        return Err(RegistrationError::PublicClientCredentials);
+    }
+    let scope = Scope::parse(reg.scope.as_deref().unwrap_or(DEFAULT_SCOPE))?;
+    if scope.is_empty() {
+        return Err(RegistrationError::EmptyScope);
+    }
+    let secret = (!reg.public).then(|| random::token(32));
+    let client = Client {
+        id: random::token(16),
+        name: name.to_string(),
+        secret_hash: secret.as_deref().map(random::hash_secret),
+        redirect_uris,
+        post_logout_redirect_uris,
+        grant_types,
+        scope: scope.to_string(),
+        token_endpoint_auth_method: if reg.public {
+            "none"
+        } else {
+            "client_secret_basic"
+        }
+        .to_string(),
+        first_party: reg.first_party,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok(Registered {
+        client,
+        secret: secret.map(SecretString::from),
+    })
+}
+
+/// Validates, stores the client and records an audit event.
+pub async fn register(
+    store: &dyn Store,
+    reg: &ClientRegistration,
+    now: Timestamp,
+    actor: &str,
+) -> Result<Registered, RegistrationError> {
+    let registered = prepare(reg, now)?;
+    store.create_client(&registered.client).await?;
+    let mut event = AuditEvent::new("client.created", now);
+    event.actor = Some(actor.to_string());
+    event.client_id = Some(registered.client.id.clone());
+    event.detail = serde_json::json!({
+        "name": registered.client.name,
+        "public": registered.client.is_public(),
+        "grant_types": registered.client.grant_types,
+    });
+    store.record_audit(&event).await?;
+    Ok(registered)
+}
+
+fn parse_uris(raw: &[String], allow_insecure: bool) -> Result<Vec<String>, RedirectUriError> {
+    let mut out: Vec<String> = Vec::new();
+    for r in raw {
+        let uri = RedirectUri::parse(r, allow_insecure)?.into_string();
+        if !out.contains(&uri) {
+            out.push(uri);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg() -> ClientRegistration {
+        ClientRegistration {
+            name: "demo".into(),
+            redirect_uris: vec!["http://localhost:3000/cb".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn confidential_clients_get_a_secret_that_is_stored_hashed() {
+        let r = prepare(&reg(), 1).unwrap();
+        let secret = r.secret.expect("secret");
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            r.client.secret_hash.as_deref(),
+            Some(random::hash_secret(secret.expose_secret()).as_str())
+        );
+        assert_eq!(r.client.grant_types, vec!["authorization_code"]);
+        assert_eq!(r.client.scope, "email openid profile");
+    }
+
+    #[test]
+    fn public_clients_have_no_secret_and_no_client_credentials() {
+        let mut r = reg();
+        r.public = true;
+        let p = prepare(&r, 1).unwrap();
+        assert!(p.secret.is_none());
+        assert_eq!(p.client.token_endpoint_auth_method, "none");
+        r.grant_types = vec!["client_credentials".into()];
+        assert!(matches!(
+            prepare(&r, 1),
+            Err(RegistrationError::PublicClientCredentials)
+        ));
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let mut r = reg();
+        r.grant_types = vec!["password".into()];
+        assert!(prepare(&r, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("\"password\""));
+        let mut r = reg();
+        r.redirect_uris.clear();
+        assert!(matches!(
+            prepare(&r, 1),
+            Err(RegistrationError::NoRedirectUri)
+        ));
+    }
+}

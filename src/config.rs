@@ -1,0 +1,385 @@
+//! Settings: one struct, loaded in layers (defaults, TOML file, `PORTCULLIS_*` environment),
+//! then validated so that a bad value stops start-up with the key, the value and what is expected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "config/portcullis.toml";
+
+/// Environment variables with this prefix override the file; `__` separates nested keys.
+pub const ENV_PREFIX: &str = "PORTCULLIS_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The issuer identifier, exactly as it appears in tokens and discovery.
+    pub issuer: String,
+    /// Address the HTTP server binds to.
+    pub listen: String,
+    /// Base64 of 32 random bytes; encrypts signing keys at rest.
+    #[serde(skip_serializing)]
+    pub master_key: Option<SecretString>,
+    /// Where a generated master key is kept when `master_key` is not set.
+    pub master_key_file: PathBuf,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub log: LogSettings,
+    pub tokens: TokenSettings,
+    pub keys: KeySettings,
+    pub password: PasswordSettings,
+    pub accounts: AccountSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/to/file.db` (embedded) or `postgres://user@host/db`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://host:6379`; when absent, rate limits are kept in process.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `portcullis=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    pub access_token_ttl_secs: u64,
+    pub id_token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeySettings {
+    /// `Cache-Control: max-age` of the JWKS; must stay below the rotation overlap.
+    pub jwks_max_age_secs: u64,
+    /// How often each instance re-reads the keys from the database.
+    pub refresh_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordSettings {
+    /// argon2id memory cost in KiB (OWASP: 19456).
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub min_length: usize,
+    pub max_length: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountSettings {
+    /// The roles a user may hold.
+    pub roles: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            issuer: "http://localhost:8080".into(),
+            listen: "127.0.0.1:8080".into(),
+            master_key: None,
+            master_key_file: PathBuf::from("data/master.key"),
+            database: DatabaseSettings::default(),
+            redis: RedisSettings::default(),
+            log: LogSettings::default(),
+            tokens: TokenSettings::default(),
+            keys: KeySettings::default(),
+            password: PasswordSettings::default(),
+            accounts: AccountSettings::default(),
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: "sqlite://data/portcullis.db".into(),
+            max_connections: 10,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            access_token_ttl_secs: 600,
+            id_token_ttl_secs: 600,
+        }
+    }
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        KeySettings {
+            jwks_max_age_secs: 300,
+            refresh_secs: 30,
+        }
+    }
+}
+
+impl Default for PasswordSettings {
+    fn default() -> Self {
+        PasswordSettings {
+            memory_kib: 19456,
+            iterations: 2,
+            parallelism: 1,
+            min_length: 8,
+            max_length: 128,
+        }
+    }
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        AccountSettings {
+            roles: vec!["admin".into(), "expert".into(), "user".into()],
+        }
+    }
+}
+
+/// A configuration problem, phrased for the operator who has to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration value for `{key}`: {value:?} — expected {expected}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        expected: String,
+    },
+    #[error("cannot read configuration: {0}")]
+    Load(String),
+    #[error("configuration file {0} does not exist (given with --config)")]
+    MissingFile(PathBuf),
+}
+
+impl Settings {
+    /// Defaults, then `file` (or `config/portcullis.toml` when present), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        // `PORTCULLIS_DATABASE__URL` -> `database.url`; test-harness variables are not settings.
+        let env = Env::prefixed(ENV_PREFIX)
+            .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+            .split("__");
+        let settings: Settings = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Load(describe_figment_error(&e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value whose type alone does not say it is usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_issuer(&self.issuer)?;
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "listen",
+                &self.listen,
+                "an IP address and port such as 127.0.0.1:8080 or [::]:8080",
+            ));
+        }
+        let db = &self.database.url;
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                &redact_url(db),
+                "a sqlite://FILE or postgres://USER@HOST/DB URL",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "0", "at least 1"));
+        }
+        if let Some(url) = &self.redis.url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(invalid(
+                    "redis.url",
+                    &redact_url(url),
+                    "a redis://HOST:PORT or rediss://HOST:PORT URL",
+                ));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                &self.log.level,
+                "a level (error, warn, info, debug, trace) or a tracing filter",
+            ));
+        }
+        for (key, v) in [
+            (
+                "tokens.access_token_ttl_secs",
+                self.tokens.access_token_ttl_secs,
+            ),
+            ("tokens.id_token_ttl_secs", self.tokens.id_token_ttl_secs),
+        ] {
+            if !(10..=86_400).contains(&v) {
+                return Err(invalid(key, &v.to_string(), "between 10 and 86400 seconds"));
+            }
+        }
+        if self.keys.jwks_max_age_secs >= self.longest_token_ttl_secs() {
+            return Err(invalid(
+                "keys.jwks_max_age_secs",
+                &self.keys.jwks_max_age_secs.to_string(),
+                "fewer seconds than the longest token lifetime, so caches see rotated keys in time",
+            ));
+        }
+        if !(1..=3600).contains(&self.keys.refresh_secs) {
+            return Err(invalid(
+                "keys.refresh_secs",
+                &self.keys.refresh_secs.to_string(),
+                "between 1 and 3600 seconds",
+            ));
+        }
+        let p = &self.password;
+        if p.memory_kib < 8 * p.parallelism.max(1) || p.iterations == 0 || p.parallelism == 0 {
+            return Err(invalid(
+                "password",
+                &format!("m={} t={} p={}", p.memory_kib, p.iterations, p.parallelism),
+                "argon2id parameters with iterations >= 1, parallelism >= 1, memory_kib >= 8 * parallelism",
+            ));
+        }
+        if p.min_length < 8 || p.max_length < p.min_length || p.max_length > 1024 {
+            return Err(invalid(
+                "password.min_length",
+                &format!("{}..={}", p.min_length, p.max_length),
+                "min_length >= 8 and min_length <= max_length <= 1024",
+            ));
+        }
+        if self.accounts.roles.is_empty()
+            || self
+                .accounts
+                .roles
+                .iter()
+                .any(|r| crate::accounts::Role::parse(r).is_err())
+        {
+            return Err(invalid(
+                "accounts.roles",
+                &self.accounts.roles.join(","),
+                "a non-empty list of lowercase names (a-z, 0-9, - and _)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Signed tokens must stay verifiable this long after their key stops signing.
+    pub fn longest_token_ttl_secs(&self) -> u64 {
+        self.tokens
+            .access_token_ttl_secs
+            .max(self.tokens.id_token_ttl_secs)
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database.url.starts_with("sqlite:")
+    }
+}
+
+fn invalid(key: &'static str, value: &str, expected: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+/// OIDC Discovery §3 and RFC 8414 §2: the issuer is an https URL with no query or
+/// fragment. Plain http is accepted only for loopback hosts (development).
+fn validate_issuer(issuer: &str) -> Result<(), ConfigError> {
+    const EXPECTED: &str =
+        "an absolute https URL without query, fragment or trailing slash (http only for localhost)";
+    let url = Url::parse(issuer).map_err(|_| invalid("issuer", issuer, EXPECTED))?;
+    let loopback = matches!(
+        url.host_str(),
+        Some("localhost") | Some("127.0.0.1") | Some("[::1]")
+    );
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+    if !scheme_ok
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || issuer.ends_with('/')
+        || !url.username().is_empty()
+    {
+        return Err(invalid("issuer", issuer, EXPECTED));
+    }
+    Ok(())
+}
+
+/// Hides a password in a connection URL before it is shown anywhere.
+pub fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
+fn describe_figment_error(e: &figment::Error) -> String {
+    let mut parts = Vec::new();
+    for err in e.clone() {
+        let key = err.path.join(".");
+        let source = err
+            .metadata
+            .as_ref()
+            .map(|m| match &m.source {
+                Some(src) => format!(" (from {} {src})", m.name),
+                None => format!(" (from {})", m.name),
+            })
+            .unwrap_or_default();
+        if key.is_empty() {
+            parts.push(format!("{}{source}", err.kind));
+        } else {
+            parts.push(format!("key `{key}`: {}{source}", err.kind));
+        }
+    }
+    parts.join("; ")
+}

@@ -1,0 +1,3 @@
+//! Middleware applied to every route.
+
+pub mod request_id;

@@ -1,0 +1,350 @@
+//! Signing keys: generation, sealing under the master key, rotation `next -> active -> retired`,
+//! signing and the public JWKS. Signing reads an in-memory key ring and never waits on the
+//! database; the ring is refreshed from the store periodically and after a local rotation.
+
+pub mod master;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use josekit::jwk::{Jwk, KeyPair};
+use josekit::jws::{JwsHeader, JwsSigner, ES256, RS256};
+use josekit::jwt::JwtPayload;
+use serde_json::{json, Value};
+
+use crate::clock::Clock;
+use crate::random;
+use crate::store::{AuditEvent, KeyState, SigningKeyRecord, Store, StoreError, Timestamp};
+pub use master::{MasterKey, MasterKeyError, MasterKeySource};
+
+/// JWS algorithms Portcullis signs with (RFC 7518 §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SigningAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys; the OIDC default for ID tokens.
+    Rs256,
+    /// ECDSA P-256 with SHA-256; the default for access tokens (about 10x faster to sign).
+    Es256,
+}
+
+impl SigningAlg {
+    pub const ALL: [SigningAlg; 2] = [SigningAlg::Rs256, SigningAlg::Es256];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::Rs256 => "RS256",
+            SigningAlg::Es256 => "ES256",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<SigningAlg> {
+        SigningAlg::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// A fresh key pair: its PKCS#8 DER private key and its public JWK.
+    fn generate(self) -> Result<(Vec<u8>, Jwk), KeyError> {
+        match self {
+            SigningAlg::Rs256 => {
+                let pair = RS256.generate_key_pair(2048)?;
+                Ok((pair.to_der_private_key(), pair.to_jwk_public_key()))
+            }
+            SigningAlg::Es256 => {
+                let pair = ES256.generate_key_pair()?;
+                Ok((pair.to_der_private_key(), pair.to_jwk_public_key()))
+            }
+        }
+    }
+
+    fn signer(self, der: &[u8], kid: &str) -> Result<Box<dyn JwsSigner>, KeyError> {
+        Ok(match self {
+            SigningAlg::Rs256 => {
+                let mut s = RS256.signer_from_der(der)?;
+                s.set_key_id(kid);
+                Box::new(s)
+            }
+            SigningAlg::Es256 => {
+                let mut s = ES256.signer_from_der(der)?;
+                s.set_key_id(kid);
+                Box::new(s)
+            }
+        })
+    }
+}
+
+impl fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "signing key {kid} cannot be decrypted: the master key is not the one it was sealed with"
+    )]
+    WrongMasterKey { kid: String },
+    #[error("signing key {kid} is unusable: {reason}")]
+    Unusable { kid: String, reason: String },
+    #[error("no active {0} signing key")]
+    NoActiveKey(SigningAlg),
+    #[error("cryptography error: {0}")]
+    Crypto(String),
+}
+
+impl From<josekit::JoseError> for KeyError {
+    fn from(e: josekit::JoseError) -> Self {
+        KeyError::Crypto(e.to_string())
+    }
+}
+
+struct ActiveKey {
+    kid: String,
+    signer: Box<dyn JwsSigner>,
+}
+
+/// The keys one instance signs with and publishes, as last read from the store.
+pub struct KeyRing {
+    active: BTreeMap<SigningAlg, ActiveKey>,
+    jwks: Value,
+    summary: Vec<KeySummary>,
+}
+
+/// What an operator may see of a key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeySummary {
+    pub kid: String,
+    pub alg: String,
+    pub state: KeyState,
+    pub created_at: Timestamp,
+    pub activated_at: Option<Timestamp>,
+    pub retired_at: Option<Timestamp>,
+    pub published: bool,
+}
+
+impl KeyRing {
+    pub fn jwks(&self) -> &Value {
+        &self.jwks
+    }
+
+    pub fn summary(&self) -> &[KeySummary] {
+        &self.summary
+    }
+
+    pub fn active_kid(&self, alg: SigningAlg) -> Option<&str> {
+        self.active.get(&alg).map(|k| k.kid.as_str())
+    }
+
+    /// Signs `payload` as a compact JWS with the active key of `alg`; `typ` per RFC 9068 §2.1
+    /// (`at+jwt`) or `JWT`.
+    pub fn sign(
+        &self,
+        alg: SigningAlg,
+        typ: &str,
+        payload: &JwtPayload,
+    ) -> Result<String, KeyError> {
+        let key = self.active.get(&alg).ok_or(KeyError::NoActiveKey(alg))?;
+        let mut header = JwsHeader::new();
+        header.set_token_type(typ);
+        header.set_key_id(&key.kid);
+        Ok(josekit::jwt::encode_with_signer(
+            payload,
+            &header,
+            &*key.signer,
+        )?)
+    }
+}
+
+pub struct KeyManager {
+    store: Arc<dyn Store>,
+    master: MasterKey,
+    clock: Arc<dyn Clock>,
+    /// Retired keys stay published this long: the longest signed-token lifetime plus the
+    /// JWKS cache lifetime, so every token they signed can still be verified.
+    retention_secs: i64,
+    ring: RwLock<Arc<KeyRing>>,
+}
+
+impl KeyManager {
+    /// Makes sure every algorithm has an active and a next key, then loads the ring.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        master: MasterKey,
+        clock: Arc<dyn Clock>,
+        retention_secs: u64,
+    ) -> Result<KeyManager, KeyError> {
+        ensure_keys(&*store, &master, &*clock).await?;
+        let ring = load_ring(&*store, &master, clock.now(), retention_secs as i64).await?;
+        Ok(KeyManager {
+            store,
+            master,
+            clock,
+            retention_secs: retention_secs as i64,
+            ring: RwLock::new(Arc::new(ring)),
+        })
+    }
+
+    pub fn ring(&self) -> Arc<KeyRing> {
+        match self.ring.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the keys from the store (another instance may have rotated them).
+    pub async fn refresh(&self) -> Result<(), KeyError> {
+        let ring = load_ring(
+            &*self.store,
+            &self.master,
+            self.clock.now(),
+            self.retention_secs,
+        )
+        .await?;
+        let mut guard = match self.ring.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(ring);
+        Ok(())
+    }
+
+    /// For every algorithm: the next key becomes active, the active key retires, a new next
+    /// key is made; retired keys past their retention are deleted. Returns the new active kids.
+    pub async fn rotate(&self) -> Result<Vec<(SigningAlg, String)>, KeyError> {
+        let now = self.clock.now();
+        for alg in SigningAlg::ALL {
+            let new_next = new_record(alg, KeyState::Next, &self.master, now)?;
+            self.store.rotate_signing_keys(&new_next, now).await?;
+        }
+        self.store
+            .purge_retired_keys(now - self.retention_secs)
+            .await?;
+        self.refresh().await?;
+        let ring = self.ring();
+        let promoted: Vec<(SigningAlg, String)> = ring
+            .active
+            .iter()
+            .map(|(alg, k)| (*alg, k.kid.clone()))
+            .collect();
+        let mut event = AuditEvent::new("keys.rotated", now);
+        event.detail = json!({
+            "active": promoted.iter().map(|(a, k)| json!({"alg": a.as_str(), "kid": k})).collect::<Vec<_>>()
+        });
+        self.store.record_audit(&event).await?;
+        Ok(promoted)
+    }
+}
+
+fn new_record(
+    alg: SigningAlg,
+    state: KeyState,
+    master: &MasterKey,
+    now: Timestamp,
+) -> Result<SigningKeyRecord, KeyError> {
+    let kid = random::token(12);
+    let (der, mut jwk) = alg.generate()?;
+    jwk.set_key_id(&kid);
+    jwk.set_key_use("sig");
+    jwk.set_algorithm(alg.as_str());
+    Ok(SigningKeyRecord {
+        private_key: master.seal(kid.as_bytes(), &der),
+        kid,
+        alg: alg.as_str().to_string(),
+        state,
+        public_jwk: jwk.to_string(),
+        created_at: now,
+        activated_at: (state == KeyState::Active).then_some(now),
+        retired_at: None,
+    })
+}
+
+/// First start: an algorithm without keys gets an active and a next key, in one transaction.
+/// If another instance does the same at the same moment, the unique indexes keep one set.
+async fn ensure_keys(
+    store: &dyn Store,
+    master: &MasterKey,
+    clock: &dyn Clock,
+) -> Result<(), KeyError> {
+    let existing = store.list_signing_keys().await?;
+    for alg in SigningAlg::ALL {
+        if existing
+            .iter()
+            .any(|k| k.alg == alg.as_str() && k.state == KeyState::Active)
+        {
+            continue;
+        }
+        let now = clock.now();
+        let keys = [
+            new_record(alg, KeyState::Active, master, now)?,
+            new_record(alg, KeyState::Next, master, now)?,
+        ];
+        if store.insert_initial_keys(&keys).await? {
+            tracing::info!(alg = alg.as_str(), kid = %keys[0].kid, "generated signing keys");
+        }
+    }
+    Ok(())
+}
+
+async fn load_ring(
+    store: &dyn Store,
+    master: &MasterKey,
+    now: Timestamp,
+    retention_secs: i64,
+) -> Result<KeyRing, KeyError> {
+    let records = store.list_signing_keys().await?;
+    let mut active = BTreeMap::new();
+    let mut published = Vec::new();
+    let mut summary = Vec::new();
+    for record in &records {
+        let is_published = match record.state {
+            KeyState::Next | KeyState::Active => true,
+            KeyState::Retired => record.retired_at.unwrap_or(0) + retention_secs > now,
+        };
+        summary.push(KeySummary {
+            kid: record.kid.clone(),
+            alg: record.alg.clone(),
+            state: record.state,
+            created_at: record.created_at,
+            activated_at: record.activated_at,
+            retired_at: record.retired_at,
+            published: is_published,
+        });
+        if is_published {
+            let jwk: Value =
+                serde_json::from_str(&record.public_jwk).map_err(|e| KeyError::Unusable {
+                    kid: record.kid.clone(),
+                    reason: e.to_string(),
+                })?;
+            published.push(jwk);
+        }
+        if record.state == KeyState::Active {
+            let Some(alg) = SigningAlg::parse(&record.alg) else {
+                continue;
+            };
+            let der = master
+                .open(record.kid.as_bytes(), &record.private_key)
+                .map_err(|_| KeyError::WrongMasterKey {
+                    kid: record.kid.clone(),
+                })?;
+            let signer = alg
+                .signer(&der, &record.kid)
+                .map_err(|e| KeyError::Unusable {
+                    kid: record.kid.clone(),
+                    reason: e.to_string(),
+                })?;
+            active.insert(
+                alg,
+                ActiveKey {
+                    kid: record.kid.clone(),
+                    signer,
+                },
+            );
+        }
+    }
+    Ok(KeyRing {
+        active,
+        jwks: json!({ "keys": published }),
+        summary,
+    })
+}

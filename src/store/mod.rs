@@ -1,0 +1,113 @@
+//! Storage port: one trait per aggregate, implemented by the SQLite and PostgreSQL adapters.
+//! Decides nothing about protocol rules; atomic state changes are single statements or
+//! transactions inside the adapter so that concurrent instances can never both win.
+
+mod model;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub use model::*;
+
+/// Unix time in seconds (UTC), the one time representation in storage.
+pub type Timestamp = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was hit (duplicate email, client id, second active key, ...).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A stored value could not be read back (a bug or manual tampering).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.constraint().unwrap_or("unique").to_string())
+            }
+            // Bound values are never part of sqlx's messages, so this leaks no secret.
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Backend(format!("migration failed: {e}"))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    async fn create_client(&self, client: &Client) -> StoreResult<()>;
+    async fn get_client(&self, id: &str) -> StoreResult<Option<Client>>;
+    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    /// Returns whether a client was deleted; its codes, tokens and consents go with it.
+    async fn delete_client(&self, id: &str) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Fails with [`StoreError::Conflict`] when the email is taken, whatever its case.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>>;
+    async fn find_user_by_email(&self, email_lower: &str) -> StoreResult<Option<User>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Inserts the first keys of an algorithm, all or nothing; returns false (and writes
+    /// nothing) when that algorithm already has keys, e.g. another instance was faster.
+    async fn insert_initial_keys(&self, keys: &[SigningKeyRecord]) -> StoreResult<bool>;
+    /// In one transaction: retire the active key of `new_next.alg`, promote its next key,
+    /// and store `new_next` as the next key. Fails with `Conflict` if a concurrent rotation won.
+    async fn rotate_signing_keys(
+        &self,
+        new_next: &SigningKeyRecord,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Deletes retired keys retired before `before`; returns how many.
+    async fn purge_retired_keys(&self, before: Timestamp) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    /// The newest events first.
+    async fn recent_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+}
+
+#[async_trait]
+pub trait Store: ClientStore + UserStore + KeyStore + AuditStore {
+    /// A cheap round trip, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+    fn backend(&self) -> &'static str;
+}
+
+/// Opens the database named by `url`, creating an SQLite file (and its folder) on first use,
+/// and applies pending migrations.
+pub async fn open(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(url, max_connections).await?,
+        ))
+    } else {
+        Ok(Arc::new(
+            postgres::PostgresStore::open(url, max_connections).await?,
+        ))
+    }
+}

@@ -1,0 +1,159 @@
+//! The stored aggregates, named after the domain. Secrets appear here only as hashes or
+//! ciphertext.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::Timestamp;
+
+/// A registered OAuth client (RFC 6749 §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Client {
+    pub id: String,
+    pub name: String,
+    /// SHA-256 of the client secret, hex; `None` for public clients.
+    #[serde(skip)]
+    pub secret_hash: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    /// Space-separated scopes the client may request (RFC 6749 §3.3).
+    pub scope: String,
+    pub token_endpoint_auth_method: String,
+    pub first_party: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Client {
+    pub fn is_public(&self) -> bool {
+        self.secret_hash.is_none()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    /// An argon2id PHC string.
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+}
+
+impl User {
+    /// The key that makes emails unique whatever their case.
+    pub fn email_key(email: &str) -> String {
+        email.trim().to_lowercase()
+    }
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("roles", &self.roles)
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Signing keys move `next -> active -> retired`: the next key is published before it signs,
+/// the retired one stays published until every token it signed has expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    Next,
+    Active,
+    Retired,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Next => "next",
+            KeyState::Active => "active",
+            KeyState::Retired => "retired",
+        }
+    }
+}
+
+impl FromStr for KeyState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "next" => Ok(KeyState::Next),
+            "active" => Ok(KeyState::Active),
+            "retired" => Ok(KeyState::Retired),
+            other => Err(format!("unknown key state {other:?}")),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    pub state: KeyState,
+    /// The public JWK as JSON, with `kid`, `use` and `alg`.
+    pub public_jwk: String,
+    /// The PKCS#8 private key, sealed with AES-256-GCM under the master key.
+    pub private_key: Vec<u8>,
+    pub created_at: Timestamp,
+    pub activated_at: Option<Timestamp>,
+    pub retired_at: Option<Timestamp>,
+}
+
+impl fmt::Debug for SigningKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("state", &self.state)
+            .field("private_key", &"[ENCRYPTED]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something that happened and that an operator may have to answer for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEvent {
+    pub id: Uuid,
+    pub at: Timestamp,
+    /// Dotted name such as `client.created` or `key.rotated`.
+    pub kind: String,
+    pub actor: Option<String>,
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    /// A JSON object; never a secret.
+    pub detail: serde_json::Value,
+}
+
+impl AuditEvent {
+    pub fn new(kind: &str, at: Timestamp) -> AuditEvent {
+        AuditEvent {
+            id: Uuid::now_v7(),
+            at,
+            kind: kind.to_string(),
+            actor: None,
+            subject: None,
+            client_id: None,
+            ip: None,
+            detail: serde_json::json!({}),
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The SQL shared by both adapters. Both dialects accept `$N` placeholders, `RETURNING`,
+//! partial unique indexes and the column types chosen in the migrations, so the statements
+//! are written once and instantiated per database by `impl_sql_store!`; an adapter writes its
+//! own SQL only where the dialects really differ (connection set-up).
+
+use super::{StoreError, StoreResult};
+
+pub(super) fn list_to_json(items: &[String]) -> String {
+    serde_json::Value::from(items.to_vec()).to_string()
+}
+
+pub(super) fn list_from_json(column: &str, raw: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+macro_rules! impl_sql_store {
+    ($store:ty, $db:ty, $backend:literal) => {
+        use async_trait::async_trait;
+        use sqlx::Row;
+        use uuid::Uuid;
+
+        use $crate::store::sql::{list_from_json, list_to_json};
+        use $crate::store::{
+            AuditEvent, AuditStore, Client, ClientStore, KeyState, KeyStore, SigningKeyRecord,
+            Store, StoreError, StoreResult, Timestamp, User, UserStore,
+        };
+
+        type DbRow = <$db as sqlx::Database>::Row;
+
+        const CLIENT_COLUMNS: &str = "id, name, secret_hash, redirect_uris, \
+            post_logout_redirect_uris, grant_types, scope, token_endpoint_auth_method, \
+            first_party, created_at, updated_at";
+        const USER_COLUMNS: &str = "id, email, email_verified, name, password_hash, roles, \
+            disabled, created_at, updated_at, deleted_at";
+        const KEY_COLUMNS: &str =
+            "kid, alg, state, public_jwk, private_key, created_at, activated_at, retired_at";
+
+        fn client_from_row(row: &DbRow) -> StoreResult<Client> {
+            Ok(Client {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                secret_hash: row.try_get("secret_hash")?,
+                redirect_uris: list_from_json("redirect_uris", row.try_get("redirect_uris")?)?,
+                post_logout_redirect_uris: list_from_json(
+                    "post_logout_redirect_uris",
+                    row.try_get("post_logout_redirect_uris")?,
+                )?,
+                grant_types: list_from_json("grant_types", row.try_get("grant_types")?)?,
+                scope: row.try_get("scope")?,
+                token_endpoint_auth_method: row.try_get("token_endpoint_auth_method")?,
+                first_party: row.try_get("first_party")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn user_from_row(row: &DbRow) -> StoreResult<User> {
+            Ok(User {
+                id: row.try_get("id")?,
+                email: row.try_get("email")?,
+                email_verified: row.try_get("email_verified")?,
+                name: row.try_get("name")?,
+                password_hash: row.try_get("password_hash")?,
+                roles: list_from_json("roles", row.try_get("roles")?)?,
+                disabled: row.try_get("disabled")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+                deleted_at: row.try_get("deleted_at")?,
+            })
+        }
+
+        fn key_from_row(row: &DbRow) -> StoreResult<SigningKeyRecord> {
+            let state: String = row.try_get("state")?;
+            Ok(SigningKeyRecord {
+                kid: row.try_get("kid")?,
+                alg: row.try_get("alg")?,
+                state: state.parse().map_err(StoreError::Corrupt)?,
+                public_jwk: row.try_get("public_jwk")?,
+                private_key: row.try_get("private_key")?,
+                created_at: row.try_get("created_at")?,
+                activated_at: row.try_get("activated_at")?,
+                retired_at: row.try_get("retired_at")?,
+            })
+        }
+
+        fn audit_from_row(row: &DbRow) -> StoreResult<AuditEvent> {
+            let detail: String = row.try_get("detail")?;
+            Ok(AuditEvent {
+                id: row.try_get("id")?,
+                at: row.try_get("at")?,
+                kind: row.try_get("kind")?,
+                actor: row.try_get("actor")?,
+                subject: row.try_get("subject")?,
+                client_id: row.try_get("client_id")?,
+                ip: row.try_get("ip")?,
+                detail: serde_json::from_str(&detail)
+                    .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
+            })
+        }
+
+        async fn insert_key<'c, E>(executor: E, key: &SigningKeyRecord) -> StoreResult<()>
+        where
+            E: sqlx::Executor<'c, Database = $db>,
+        {
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, alg, state, public_jwk, private_key, \
+                 created_at, activated_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(key.state.as_str())
+            .bind(&key.public_jwk)
+            .bind(&key.private_key)
+            .bind(key.created_at)
+            .bind(key.activated_at)
+            .bind(key.retired_at)
+            .execute(executor)
+            .await?;
+            Ok(())
+        }
+
+        #[async_trait]
+        impl ClientStore for $store {
+            async fn create_client(&self, c: &Client) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO clients (id, name, secret_hash, redirect_uris, \
+                     post_logout_redirect_uris, grant_types, scope, token_endpoint_auth_method, \
+                     first_party, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&c.id)
+                .bind(&c.name)
+                .bind(&c.secret_hash)
+                .bind(list_to_json(&c.redirect_uris))
+                .bind(list_to_json(&c.post_logout_redirect_uris))
+                .bind(list_to_json(&c.grant_types))
+                .bind(&c.scope)
+                .bind(&c.token_endpoint_auth_method)
+                .bind(c.first_party)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
+                let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1");
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(client_from_row).transpose()
+            }
+
+            async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+                let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id");
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                rows.iter().map(client_from_row).collect()
+            }
+
+            async fn delete_client(&self, id: &str) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM clients WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+        }
+
+        #[async_trait]
+        impl UserStore for $store {
+            async fn create_user(&self, u: &User) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO users (id, email, email_lower, email_verified, name, \
+                     password_hash, roles, disabled, created_at, updated_at, deleted_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(u.id)
+                .bind(&u.email)
+                .bind(User::email_key(&u.email))
+                .bind(u.email_verified)
+                .bind(&u.name)
+                .bind(&u.password_hash)
+                .bind(list_to_json(&u.roles))
+                .bind(u.disabled)
+                .bind(u.created_at)
+                .bind(u.updated_at)
+                .bind(u.deleted_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(user_from_row).transpose()
+            }
+
+            async fn find_user_by_email(&self, email_lower: &str) -> StoreResult<Option<User>> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email_lower = $1");
+                let row = sqlx::query(&sql)
+                    .bind(email_lower)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(user_from_row).transpose()
+            }
+
+            async fn list_users(&self) -> StoreResult<Vec<User>> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email_lower");
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                rows.iter().map(user_from_row).collect()
+            }
+        }
+
+        #[async_trait]
+        impl KeyStore for $store {
+            async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at, kid");
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                rows.iter().map(key_from_row).collect()
+            }
+
+            async fn insert_initial_keys(&self, keys: &[SigningKeyRecord]) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                for key in keys {
+                    match insert_key(&mut *tx, key).await {
+                        Ok(()) => {}
+                        // The partial unique indexes say another instance got there first.
+                        Err(StoreError::Conflict(_)) => return Ok(false),
+                        Err(e) => return Err(e),
+                    }
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn rotate_signing_keys(
+                &self,
+                new_next: &SigningKeyRecord,
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let next: Option<String> = sqlx::query_scalar(
+                    "SELECT kid FROM signing_keys WHERE alg = $1 AND state = 'next'",
+                )
+                .bind(&new_next.alg)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(next) = next else {
+                    return Err(StoreError::Conflict(format!(
+                        "no next {} key to promote",
+                        new_next.alg
+                    )));
+                };
+                sqlx::query(
+                    "UPDATE signing_keys SET state = 'retired', retired_at = $1 \
+                     WHERE alg = $2 AND state = 'active'",
+                )
+                .bind(now)
+                .bind(&new_next.alg)
+                .execute(&mut *tx)
+                .await?;
+                let promoted = sqlx::query(
+                    "UPDATE signing_keys SET state = 'active', activated_at = $1 \
+                     WHERE kid = $2 AND state = 'next'",
+                )
+                .bind(now)
+                .bind(&next)
+                .execute(&mut *tx)
+                .await?;
+                if promoted.rows_affected() != 1 {
+                    return Err(StoreError::Conflict("a concurrent rotation won".into()));
+                }
+                let mut record = new_next.clone();
+                record.state = KeyState::Next;
+                insert_key(&mut *tx, &record).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn purge_retired_keys(&self, before: Timestamp) -> StoreResult<u64> {
+                let done = sqlx::query(
+                    "DELETE FROM signing_keys WHERE state = 'retired' AND retired_at < $1",
+                )
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        #[async_trait]
+        impl AuditStore for $store {
+            async fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO audit_events (id, at, kind, actor, subject, client_id, ip, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(e.id)
+                .bind(e.at)
+                .bind(&e.kind)
+                .bind(&e.actor)
+                .bind(&e.subject)
+                .bind(&e.client_id)
+                .bind(&e.ip)
+                .bind(e.detail.to_string())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn recent_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+                let rows = sqlx::query(
+                    "SELECT id, at, kind, actor, subject, client_id, ip, detail \
+                     FROM audit_events ORDER BY at DESC, id DESC LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(audit_from_row).collect()
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+        }
+    };
+}
+
+pub(crate) use impl_sql_store;
