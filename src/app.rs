@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::CatchPanic;
 use poem::{get, EndpointExt, Route, Server};
 use secrecy::ExposeSecret;
@@ -137,6 +137,9 @@ impl Portcullis {
             .at("/health/live", get(http::health::live))
             .at("/health/ready", get(http::health::ready))
             .catch_error(|_: poem::error::NotFoundError| async { http::not_found() })
+            .catch_error(|_: poem::error::MethodNotAllowedError| async {
+                http::method_not_allowed()
+            })
             .data(self.state.clone())
             .with(CatchPanic::new())
             .around(http::middleware::request_id::request_id)
@@ -158,22 +161,42 @@ impl Portcullis {
         Ok(())
     }
 
-    /// Binds the listener (port 0 picks a free port) without serving yet.
+    /// Binds the configured address (port 0 picks a free port) without serving yet.
     pub async fn bind(self) -> Result<BoundServer, StartError> {
         let listen = self.state.settings.listen.clone();
         let acceptor = TcpListener::bind(listen.clone())
             .into_acceptor()
             .await
             .map_err(|e| StartError::Bind {
-                addr: listen.clone(),
+                addr: listen,
                 reason: e.to_string(),
             })?;
+        self.bound(acceptor)
+    }
+
+    /// Serves on a listener the caller bound already (tests bind first to learn the port,
+    /// so that the issuer can name it).
+    pub fn bind_std(self, listener: std::net::TcpListener) -> Result<BoundServer, StartError> {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let bind_err = |e: std::io::Error| StartError::Bind {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        };
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let acceptor = TcpAcceptor::from_std(listener).map_err(bind_err)?;
+        self.bound(acceptor)
+    }
+
+    fn bound(self, acceptor: TcpAcceptor) -> Result<BoundServer, StartError> {
         let addr = acceptor
             .local_addr()
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| StartError::Bind {
-                addr: listen,
+                addr: self.state.settings.listen.clone(),
                 reason: "no socket address".into(),
             })?;
         Ok(BoundServer {
@@ -191,7 +214,7 @@ pub struct BoundServer {
     pub addr: SocketAddr,
     pub state: AppState,
     endpoint: BoxedEndpoint,
-    acceptor: poem::listener::TcpAcceptor,
+    acceptor: TcpAcceptor,
 }
 
 impl BoundServer {

@@ -224,6 +224,16 @@ impl Settings {
                 "an IP address and port such as 127.0.0.1:8080 or [::]:8080",
             ));
         }
+        if let Some(key) = &self.master_key {
+            use secrecy::ExposeSecret;
+            if crate::keys::MasterKey::from_base64(key.expose_secret()).is_err() {
+                return Err(invalid(
+                    "master_key",
+                    "(hidden)",
+                    "base64 of exactly 32 random bytes, e.g. from `openssl rand -base64 32`",
+                ));
+            }
+        }
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres://")

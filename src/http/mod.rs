@@ -31,3 +31,11 @@ pub fn not_found() -> Response {
         "no-store",
     )
 }
+
+pub fn method_not_allowed() -> Response {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({"error": "method_not_allowed", "error_description": "this endpoint does not accept that HTTP method"}),
+        "no-store",
+    )
+}

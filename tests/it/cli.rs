@@ -1,0 +1,524 @@
+//! The operator's command line, run as a real process.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use portcullis::store;
+use serde_json::Value;
+
+use crate::common::fresh_database_url;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// A working directory and database for CLI runs, with no other configuration.
+struct Cli {
+    dir: tempfile::TempDir,
+    db: String,
+}
+
+impl Cli {
+    async fn new() -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fresh_database_url(dir.path()).await;
+        Cli { dir, db }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORTCULLIS_DATABASE__URL", &self.db)
+            .env("PORTCULLIS_PASSWORD__MEMORY_KIB", "64")
+            .env("PORTCULLIS_PASSWORD__ITERATIONS", "1");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    async fn client_count(&self) -> usize {
+        store::open(&self.db, 1)
+            .await
+            .unwrap()
+            .list_clients()
+            .await
+            .unwrap()
+            .len()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn client_create_json_prints_one_object_and_list_shows_it() {
+    let cli = Cli::new().await;
+    let out = cli.run(&[
+        "client",
+        "create",
+        "--name",
+        "demo",
+        "--redirect-uri",
+        "http://localhost:3000/cb",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.trim().lines().count(), 1, "exactly one line: {text}");
+    let created: Value = serde_json::from_str(text.trim()).unwrap();
+    let id = created["client_id"].as_str().unwrap();
+    let secret = created["client_secret"].as_str().unwrap();
+    assert!(secret.len() >= 43, "a 256-bit secret");
+    assert_eq!(created.as_object().unwrap().len(), 2);
+
+    let list = cli.run(&["client", "list"]);
+    assert!(list.status.success());
+    assert!(stdout(&list).contains(id) && stdout(&list).contains("demo"));
+    let show = cli.run(&["client", "show", id, "--json"]);
+    let shown: Value = serde_json::from_str(&stdout(&show)).unwrap();
+    assert_eq!(
+        shown["redirect_uris"],
+        serde_json::json!(["http://localhost:3000/cb"])
+    );
+    assert!(
+        !stdout(&show).contains(secret),
+        "the secret is never shown again"
+    );
+
+    // Only its hash is stored.
+    let stored = store::open(&cli.db, 1)
+        .await
+        .unwrap()
+        .get_client(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.secret_hash.as_deref(),
+        Some(portcullis::random::hash_secret(secret).as_str())
+    );
+
+    let public = cli.run(&[
+        "client",
+        "create",
+        "--name",
+        "spa",
+        "--public",
+        "--redirect-uri",
+        "https://spa.example.com/cb",
+        "--json",
+    ]);
+    let public: Value = serde_json::from_str(stdout(&public).trim()).unwrap();
+    assert!(public.get("client_secret").is_none());
+
+    let del = cli.run(&["client", "delete", id]);
+    assert!(del.status.success());
+    assert_eq!(cli.client_count().await, 1);
+    let again = cli.run(&["client", "delete", id]);
+    assert_eq!(again.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn bad_client_input_exits_2_with_a_clear_message_and_writes_nothing() {
+    let cli = Cli::new().await;
+    let cases: [(&[&str], &str); 6] = [
+        (&["--redirect-uri", "/callback"], "not an absolute URI"),
+        (
+            &["--redirect-uri", "https://app.example.com/cb#frag"],
+            "fragment",
+        ),
+        (
+            &["--redirect-uri", "http://app.example.com/cb"],
+            "--allow-insecure-redirect",
+        ),
+        (
+            &[
+                "--redirect-uri",
+                "https://app.example.com/cb",
+                "--grant",
+                "password",
+            ],
+            "unknown grant \"password\"",
+        ),
+        (
+            &["--public", "--grant", "client_credentials"],
+            "public client",
+        ),
+        (&[], "at least one --redirect-uri"),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["client", "create", "--name", "bad"];
+        args.extend_from_slice(extra);
+        let out = cli.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).is_empty());
+    }
+    assert_eq!(cli.client_count().await, 0, "nothing written");
+    let ok = cli.run(&[
+        "client",
+        "create",
+        "--name",
+        "test",
+        "--redirect-uri",
+        "http://app.test/cb",
+        "--allow-insecure-redirect",
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}
+
+#[tokio::test]
+async fn user_create_reads_the_password_from_stdin_and_refuses_duplicates() {
+    let cli = Cli::new().await;
+    let args = [
+        "user",
+        "create",
+        "--email",
+        "Ada@Example.org",
+        "--name",
+        "Ada",
+        "--role",
+        "admin",
+        "--verified",
+        "--password-stdin",
+        "--json",
+    ];
+    let out = cli.run_with_stdin(&args, "correct horse battery\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(created["email"], "Ada@Example.org");
+
+    let store = store::open(&cli.db, 1).await.unwrap();
+    let user = store
+        .find_user_by_email("ada@example.org")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.roles, vec!["admin"]);
+    assert!(user.email_verified);
+    let hash = user.password_hash.unwrap();
+    assert!(hash.starts_with("$argon2id$") && !hash.contains("correct horse"));
+
+    let dup = cli.run_with_stdin(
+        &[
+            "user",
+            "create",
+            "--email",
+            "ada@example.ORG",
+            "--password-stdin",
+        ],
+        "another password\n",
+    );
+    assert_eq!(dup.status.code(), Some(2));
+    assert!(stderr(&dup).contains("already exists"), "{}", stderr(&dup));
+
+    for (args, input, expected) in [
+        (
+            vec![
+                "user",
+                "create",
+                "--email",
+                "not-an-email",
+                "--password-stdin",
+            ],
+            "long enough pw\n",
+            "not an email",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--email",
+                "b@example.org",
+                "--password-stdin",
+            ],
+            "short\n",
+            "at least 8",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--email",
+                "c@example.org",
+                "--role",
+                "root",
+                "--password-stdin",
+            ],
+            "long enough pw\n",
+            "unknown role",
+        ),
+    ] {
+        let out = cli.run_with_stdin(&args, input);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        store.list_users().await.unwrap().len(),
+        1,
+        "nothing written"
+    );
+    let list = cli.run(&["user", "list"]);
+    assert!(stdout(&list).contains("Ada@Example.org"));
+}
+
+#[tokio::test]
+async fn keys_rotate_promotes_the_next_key() {
+    let cli = Cli::new().await;
+    let list: Value = serde_json::from_str(&stdout(&cli.run(&["keys", "list", "--json"]))).unwrap();
+    let next_es = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["alg"] == "ES256" && k["state"] == "next")
+        .unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = cli.run(&["keys", "rotate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("ES256: {next_es} is now the active key")));
+    let list: Value = serde_json::from_str(&stdout(&cli.run(&["keys", "list", "--json"]))).unwrap();
+    let states: Vec<(&str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["alg"].as_str().unwrap(), k["state"].as_str().unwrap()))
+        .collect();
+    for alg in ["RS256", "ES256"] {
+        for state in ["retired", "active", "next"] {
+            assert_eq!(
+                states.iter().filter(|s| **s == (alg, state)).count(),
+                1,
+                "{states:?}"
+            );
+        }
+    }
+    assert!(
+        cli.dir.path().join("data/master.key").exists(),
+        "a master key was generated for the CLI"
+    );
+}
+
+#[tokio::test]
+async fn invalid_configuration_names_the_key_the_value_and_the_expectation() {
+    let cli = Cli::new().await;
+    let out = cli
+        .command(&["migrate"])
+        .env("PORTCULLIS_LISTEN", "nowhere")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`listen`") && err.contains("nowhere") && err.contains("127.0.0.1:8080"),
+        "{err}"
+    );
+
+    let out = cli
+        .command(&["migrate"])
+        .env("PORTCULLIS_ISSUER", "http://id.example.com")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("`issuer`"), "{}", stderr(&out));
+
+    let out = cli
+        .command(&["migrate"])
+        .env("PORTCULLIS_TOKENS__ACCESS_TOKEN_TTL_SECS", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("tokens.access_token_ttl_secs"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = cli
+        .command(&["migrate"])
+        .env("PORTCULLIS_MASTER_KEY", "too-short")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        err.contains("master_key") || err.contains("master key"),
+        "{err}"
+    );
+
+    // A typo in the TOML file is refused, not ignored.
+    let file = cli.dir.path().join("typo.toml");
+    std::fs::write(&file, "isuer = \"https://id.example.com\"\n").unwrap();
+    let out = cli
+        .command(&["--config", file.to_str().unwrap(), "migrate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("isuer"), "{}", stderr(&out));
+
+    let out = cli
+        .command(&["--config", "missing.toml", "migrate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing.toml"));
+}
+
+#[tokio::test]
+async fn serve_with_no_configuration_starts_on_sqlite_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing but a free port: the defaults must do the rest.
+    let (addr, child) = start_serve(dir.path());
+    let http = reqwest::Client::new();
+    let disco: Value = http
+        .get(format!("http://{addr}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(disco["issuer"], "http://localhost:8080");
+    let jwks: Value = http
+        .get(format!("http://{addr}/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 4);
+    assert!(dir.path().join("data/portcullis.db").exists());
+    let key_file = dir.path().join("data/master.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let output = stop(child);
+    assert!(
+        output.status.success(),
+        "graceful exit on SIGTERM: {:?}",
+        output.status
+    );
+    let logs = stderr(&output);
+    assert!(logs.contains("production must supply"), "{logs}");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert!(!logs.contains(key.trim()), "the master key is never logged");
+
+    // A restart in the same place keeps the keys.
+    let (addr, child) = start_serve(dir.path());
+    let again: Value = http
+        .get(format!("http://{addr}/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again, jwks);
+    stop(child);
+}
+
+// The child is handed to the caller, whose `stop` waits for it.
+#[allow(clippy::zombie_processes)]
+fn start_serve(dir: &Path) -> (String, std::process::Child) {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORTCULLIS_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not announce its address:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains("Portcullis is listening") {
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+                .unwrap()
+                .to_string();
+            // Keep draining stderr so the server never blocks on a full pipe.
+            let handle = std::thread::spawn(move || {
+                let mut rest = String::new();
+                let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+                seen + &rest
+            });
+            STDERR.with(|s| s.borrow_mut().push(handle));
+            return (addr, child);
+        }
+    }
+}
+
+thread_local! {
+    static STDERR: std::cell::RefCell<Vec<std::thread::JoinHandle<String>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Sends SIGTERM and collects the exit status and everything the server logged.
+fn stop(mut child: std::process::Child) -> Output {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let logs = STDERR
+        .with(|s| s.borrow_mut().pop())
+        .map(|h| h.join().unwrap())
+        .unwrap_or_default();
+    Output {
+        status,
+        stdout: Vec::new(),
+        stderr: logs.into_bytes(),
+    }
+}

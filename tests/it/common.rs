@@ -1,0 +1,166 @@
+//! The test harness: the real server on a free port with its own fresh database (a temporary
+//! SQLite file, or a new PostgreSQL database when PORTCULLIS_TEST_DATABASE_URL is set).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use portcullis::app::{AppState, Portcullis};
+use portcullis::clock::{Clock, ManualClock, SystemClock};
+use portcullis::config::Settings;
+use portcullis::keys::MasterKey;
+use secrecy::SecretString;
+use sqlx::Connection;
+use tokio::sync::oneshot;
+
+pub const PG_ENV: &str = "PORTCULLIS_TEST_DATABASE_URL";
+pub const REDIS_ENV: &str = "PORTCULLIS_TEST_REDIS_URL";
+const CI_DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The PostgreSQL server to test against: the env variable, or under CI the local default.
+/// `None` (the test skips) only outside CI.
+pub fn pg_base_url() -> Option<String> {
+    match std::env::var(PG_ENV) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if in_ci() => Some(CI_DEFAULT_PG.to_string()),
+        _ => None,
+    }
+}
+
+/// A brand-new, empty PostgreSQL database; panics (fails the test) if the server is down.
+pub async fn fresh_pg_database(base: &str) -> String {
+    let mut conn = sqlx::PgConnection::connect(base).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL at {base} is unreachable ({e}); start it or unset {PG_ENV}")
+    });
+    let name = format!("pc_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let mut url = url::Url::parse(base).expect("database URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// A fresh database URL for one test, on the backend this run targets.
+pub async fn fresh_database_url(dir: &Path) -> String {
+    match std::env::var(PG_ENV) {
+        Ok(base) if !base.is_empty() => fresh_pg_database(&base).await,
+        _ => format!("sqlite://{}/portcullis.db", dir.display()),
+    }
+}
+
+pub fn redis_url() -> Option<String> {
+    std::env::var(REDIS_ENV).ok().filter(|u| !u.is_empty())
+}
+
+/// Settings for a test instance; tests adjust them before spawning.
+pub fn test_settings(dir: &Path, database_url: String) -> Settings {
+    let mut s = Settings::default();
+    s.database.url = database_url;
+    s.master_key = Some(SecretString::from(MasterKey::generate_base64()));
+    s.master_key_file = dir.join("master.key");
+    s.redis.url = redis_url();
+    // Cheap hashing keeps the suite fast; production parameters are tested in unit tests.
+    s.password.memory_kib = 64;
+    s.password.iterations = 1;
+    s
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub state: AppState,
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    /// Keeps the temporary directory (SQLite file, key file) alive as long as the app.
+    pub _dir: Arc<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    /// A server on the real clock with a fresh database.
+    pub async fn spawn() -> TestApp {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let url = fresh_database_url(dir.path()).await;
+        let settings = test_settings(dir.path(), url);
+        Self::spawn_with(settings, dir, Arc::new(SystemClock)).await
+    }
+
+    /// A server on a clock the test moves.
+    pub async fn spawn_with_clock(clock: ManualClock) -> TestApp {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let url = fresh_database_url(dir.path()).await;
+        let settings = test_settings(dir.path(), url);
+        Self::spawn_with(settings, dir, Arc::new(clock)).await
+    }
+
+    /// A server with the given settings; the issuer becomes this server's own address.
+    pub async fn spawn_with(
+        mut settings: Settings,
+        dir: Arc<tempfile::TempDir>,
+        clock: Arc<dyn Clock>,
+    ) -> TestApp {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        settings.listen = addr.to_string();
+        settings.issuer = format!("http://127.0.0.1:{}", addr.port());
+        let app = Portcullis::build_with_clock(settings.clone(), clock)
+            .await
+            .unwrap_or_else(|e| panic!("server failed to start: {e}"));
+        let bound = app.bind_std(listener).expect("bind server");
+        let state = bound.state.clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            bound
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        TestApp {
+            base: settings.issuer.clone(),
+            state,
+            settings,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            _dir: dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get_json(
+        &self,
+        path: &str,
+    ) -> (
+        reqwest::StatusCode,
+        reqwest::header::HeaderMap,
+        serde_json::Value,
+    ) {
+        let resp = self.http.get(self.url(path)).send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.json().await.expect("JSON body");
+        (status, headers, body)
+    }
+
+    /// Stops the server, waiting for in-flight requests.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}

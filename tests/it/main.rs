@@ -1,0 +1,8 @@
+//! Integration tests: one binary, the real server over HTTP, a fresh database per test.
+
+mod cli;
+mod common;
+mod config;
+mod keys;
+mod server;
+mod store_contract;

@@ -1,0 +1,136 @@
+//! The HTTP surface of the foundation: discovery, health, request ids, unknown routes.
+
+use std::sync::Arc;
+
+use portcullis::clock::SystemClock;
+use serde_json::Value;
+
+use crate::common::{fresh_database_url, test_settings, TestApp};
+
+#[tokio::test]
+async fn discovery_documents_name_the_exact_issuer_and_jwks() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let (status, headers, doc) = app.get_json(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        // OIDC Discovery §4.3: the issuer must equal the URL the document was fetched under.
+        assert_eq!(doc["issuer"], app.base.as_str());
+        assert_eq!(doc["jwks_uri"], app.url("/jwks.json").as_str());
+        assert_eq!(
+            doc["subject_types_supported"],
+            serde_json::json!(["public"])
+        );
+        // Nothing is advertised before it is implemented.
+        assert!(doc.get("authorization_endpoint").is_none());
+        assert!(doc.get("token_endpoint").is_none());
+        assert_eq!(doc["response_types_supported"], serde_json::json!([]));
+    }
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = TestApp::spawn().await;
+    let resp = app.http.get(app.url("/health/live")).send().await.unwrap();
+    let generated = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+
+    let resp = app
+        .http
+        .get(app.url("/health/live"))
+        .header("x-request-id", "trace-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-123");
+
+    // A hostile id (log injection) is replaced, not echoed.
+    let resp = app
+        .http
+        .get(app.url("/health/live"))
+        .header("x-request-id", "evil\tid with spaces")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.headers()["x-request-id"], "evil\tid with spaces");
+}
+
+#[tokio::test]
+async fn unknown_routes_get_a_json_404() {
+    let app = TestApp::spawn().await;
+    let (status, _, body) = app.get_json("/no/such/thing").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], "not_found");
+}
+
+#[tokio::test]
+async fn health_endpoints_report_readiness() {
+    let app = TestApp::spawn().await;
+    let (status, _, body) = app.get_json("/health/live").await;
+    assert_eq!(
+        (status.as_u16(), body["status"].as_str()),
+        (200, Some("ok"))
+    );
+    let (status, headers, body) = app.get_json("/health/ready").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["database"], "ok");
+    assert_eq!(headers["cache-control"], "no-store");
+    let expected_redis = if app.settings.redis.url.is_some() {
+        "ok"
+    } else {
+        "not configured"
+    };
+    assert_eq!(body["checks"]["redis"], expected_redis);
+}
+
+#[tokio::test]
+async fn readiness_fails_with_the_reason_when_redis_is_unreachable() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let url = fresh_database_url(dir.path()).await;
+    let mut settings = test_settings(dir.path(), url);
+    // A port with nothing listening on it.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    settings.redis.url = Some(format!("redis://127.0.0.1:{port}"));
+    let app = TestApp::spawn_with(settings, dir, Arc::new(SystemClock)).await;
+    let (status, _, body) = app.get_json("/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["checks"]["database"], "ok");
+    let reason = body["checks"]["redis"].as_str().unwrap();
+    assert!(reason.contains("Redis"), "{reason}");
+    // Discovery does not depend on Redis.
+    let (status, _, _) = app.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn hostile_paths_and_methods_never_produce_a_server_error() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/jwks.json?x=%ff%fe",
+        "/.well-known/openid-configuration?%00=%00",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        &format!("/{}", "a".repeat(8000)),
+    ] {
+        let resp = app.http.get(app.url(path)).send().await.unwrap();
+        assert!(resp.status().as_u16() < 500, "{path}: {}", resp.status());
+    }
+    let resp = app
+        .http
+        .post(app.url("/jwks.json"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
+}
