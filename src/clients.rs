@@ -31,6 +31,10 @@ pub struct ClientRegistration {
     pub public: bool,
     pub first_party: bool,
     pub allow_insecure_redirect: bool,
+    /// ID token algorithm (RS256, PS256, ES256, EdDSA); `None` = deployment default.
+    pub id_token_alg: Option<String>,
+    /// Access token algorithm; `None` = deployment default.
+    pub access_token_alg: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +53,8 @@ pub enum RegistrationError {
     PublicClientCredentials,
     #[error(transparent)]
     Scope(#[from] ScopeError),
+    #[error("unknown signing algorithm {0:?}; expected one of RS256, PS256, ES256, EdDSA")]
+    UnknownAlg(String),
     #[error("the scope must not be empty")]
     EmptyScope,
     #[error(transparent)]
@@ -100,6 +106,14 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
     if scope.is_empty() {
         return Err(RegistrationError::EmptyScope);
     }
+    for alg in [&reg.id_token_alg, &reg.access_token_alg]
+        .into_iter()
+        .flatten()
+    {
+        if crate::keys::SigningAlg::parse(alg).is_none() {
+            return Err(RegistrationError::UnknownAlg(alg.clone()));
+        }
+    }
     let secret = (!reg.public).then(|| random::token(32));
     let client = Client {
         id: random::token(16),
@@ -116,6 +130,8 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
         }
         .to_string(),
         first_party: reg.first_party,
+        id_token_signed_response_alg: reg.id_token_alg.clone(),
+        access_token_signed_response_alg: reg.access_token_alg.clone(),
         created_at: now,
         updated_at: now,
     };

@@ -58,6 +58,12 @@ pub struct CreateArgs {
     /// Allow http redirect URIs on non-loopback hosts (test setups only)
     #[arg(long)]
     allow_insecure_redirect: bool,
+    /// ID token signing algorithm: RS256 (default), PS256, ES256 or EdDSA
+    #[arg(long, value_name = "ALG")]
+    id_token_alg: Option<String>,
+    /// Access token signing algorithm: ES256 (default), RS256, PS256 or EdDSA
+    #[arg(long, value_name = "ALG")]
+    access_token_alg: Option<String>,
     /// Print exactly one JSON object {"client_id": ..., "client_secret": ...}
     #[arg(long)]
     json: bool,
@@ -184,6 +190,8 @@ fn registration(args: &CreateArgs) -> ClientRegistration {
         public: args.public,
         first_party: args.first_party,
         allow_insecure_redirect: args.allow_insecure_redirect,
+        id_token_alg: args.id_token_alg.clone(),
+        access_token_alg: args.access_token_alg.clone(),
     }
 }
 

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
+use josekit::jwk::alg::ed::EdCurve;
 use josekit::jwk::{Jwk, KeyPair};
-use josekit::jws::{JwsHeader, JwsSigner, ES256, RS256};
+use josekit::jws::{EdDSA, JwsHeader, JwsSigner, JwsVerifier, ES256, PS256, RS256};
 use josekit::jwt::JwtPayload;
 use serde_json::{json, Value};
 
@@ -18,22 +19,33 @@ use crate::random;
 use crate::store::{AuditEvent, KeyState, SigningKeyRecord, Store, StoreError, Timestamp};
 pub use master::{MasterKey, MasterKeyError, MasterKeySource};
 
-/// JWS algorithms Portcullis signs with (RFC 7518 §3.1).
+/// JWS algorithms Portcullis signs with (RFC 7518 §3.1, RFC 8037 §3.1). Each has its own keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SigningAlg {
     /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys; the OIDC default for ID tokens.
     Rs256,
+    /// RSASSA-PSS with SHA-256, 2048-bit keys.
+    Ps256,
     /// ECDSA P-256 with SHA-256; the default for access tokens (about 10x faster to sign).
     Es256,
+    /// Ed25519.
+    EdDsa,
 }
 
 impl SigningAlg {
-    pub const ALL: [SigningAlg; 2] = [SigningAlg::Rs256, SigningAlg::Es256];
+    pub const ALL: [SigningAlg; 4] = [
+        SigningAlg::Rs256,
+        SigningAlg::Ps256,
+        SigningAlg::Es256,
+        SigningAlg::EdDsa,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             SigningAlg::Rs256 => "RS256",
+            SigningAlg::Ps256 => "PS256",
             SigningAlg::Es256 => "ES256",
+            SigningAlg::EdDsa => "EdDSA",
         }
     }
 
@@ -41,32 +53,54 @@ impl SigningAlg {
         SigningAlg::ALL.into_iter().find(|a| a.as_str() == name)
     }
 
+    /// OIDC Core §3.1.3.6 `at_hash`: the left half of the hash the algorithm uses, base64url.
+    /// Ed25519 signs with SHA-512, so EdDSA uses SHA-512 (OIDC Core errata set 2).
+    pub fn left_half_hash(self, value: &str) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use sha2::{Digest, Sha256, Sha512};
+        let digest: Vec<u8> = match self {
+            SigningAlg::EdDsa => Sha512::digest(value.as_bytes()).to_vec(),
+            _ => Sha256::digest(value.as_bytes()).to_vec(),
+        };
+        URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+    }
+
     /// A fresh key pair: its PKCS#8 DER private key and its public JWK.
     fn generate(self) -> Result<(Vec<u8>, Jwk), KeyError> {
-        match self {
-            SigningAlg::Rs256 => {
-                let pair = RS256.generate_key_pair(2048)?;
-                Ok((pair.to_der_private_key(), pair.to_jwk_public_key()))
-            }
-            SigningAlg::Es256 => {
-                let pair = ES256.generate_key_pair()?;
-                Ok((pair.to_der_private_key(), pair.to_jwk_public_key()))
-            }
+        fn parts(pair: &dyn KeyPair) -> (Vec<u8>, Jwk) {
+            (pair.to_der_private_key(), pair.to_jwk_public_key())
         }
+        Ok(match self {
+            SigningAlg::Rs256 => parts(&RS256.generate_key_pair(2048)?),
+            SigningAlg::Ps256 => parts(&PS256.generate_key_pair(2048)?),
+            SigningAlg::Es256 => parts(&ES256.generate_key_pair()?),
+            SigningAlg::EdDsa => parts(&EdDSA.generate_key_pair(EdCurve::Ed25519)?),
+        })
     }
 
     fn signer(self, der: &[u8], kid: &str) -> Result<Box<dyn JwsSigner>, KeyError> {
+        macro_rules! with_kid {
+            ($signer:expr) => {{
+                let mut s = $signer;
+                s.set_key_id(kid);
+                Box::new(s) as Box<dyn JwsSigner>
+            }};
+        }
         Ok(match self {
-            SigningAlg::Rs256 => {
-                let mut s = RS256.signer_from_der(der)?;
-                s.set_key_id(kid);
-                Box::new(s)
-            }
-            SigningAlg::Es256 => {
-                let mut s = ES256.signer_from_der(der)?;
-                s.set_key_id(kid);
-                Box::new(s)
-            }
+            SigningAlg::Rs256 => with_kid!(RS256.signer_from_der(der)?),
+            SigningAlg::Ps256 => with_kid!(PS256.signer_from_der(der)?),
+            SigningAlg::Es256 => with_kid!(ES256.signer_from_der(der)?),
+            SigningAlg::EdDsa => with_kid!(EdDSA.signer_from_der(der)?),
+        })
+    }
+
+    fn verifier(self, jwk: &Jwk) -> Result<Box<dyn JwsVerifier>, KeyError> {
+        Ok(match self {
+            SigningAlg::Rs256 => Box::new(RS256.verifier_from_jwk(jwk)?),
+            SigningAlg::Ps256 => Box::new(PS256.verifier_from_jwk(jwk)?),
+            SigningAlg::Es256 => Box::new(ES256.verifier_from_jwk(jwk)?),
+            SigningAlg::EdDsa => Box::new(EdDSA.verifier_from_jwk(jwk)?),
         })
     }
 }
@@ -107,6 +141,8 @@ struct ActiveKey {
 /// The keys one instance signs with and publishes, as last read from the store.
 pub struct KeyRing {
     active: BTreeMap<SigningAlg, ActiveKey>,
+    /// Every published key, by `kid`: what our own endpoints accept.
+    verifiers: BTreeMap<String, (SigningAlg, Box<dyn JwsVerifier>)>,
     jwks: Value,
     summary: Vec<KeySummary>,
 }
@@ -134,6 +170,24 @@ impl KeyRing {
 
     pub fn active_kid(&self, alg: SigningAlg) -> Option<&str> {
         self.active.get(&alg).map(|k| k.kid.as_str())
+    }
+
+    /// Checks the signature of a compact JWT against the published key its `kid` names, and
+    /// that the header's `alg` is that key's. Claims are the caller's to check.
+    pub fn verify(&self, token: &str) -> Result<(JwtPayload, JwsHeader, SigningAlg), KeyError> {
+        let bad = |reason: &str| KeyError::Crypto(reason.to_string());
+        let header = josekit::jwt::decode_header(token).map_err(|_| bad("malformed token"))?;
+        let kid = header
+            .claim("kid")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("no kid"))?;
+        let (alg, verifier) = self.verifiers.get(kid).ok_or_else(|| bad("unknown kid"))?;
+        if header.claim("alg").and_then(Value::as_str) != Some(alg.as_str()) {
+            return Err(bad("alg does not match the key"));
+        }
+        let (payload, header) = josekit::jwt::decode_with_verifier(token, &**verifier)
+            .map_err(|_| bad("bad signature"))?;
+        Ok((payload, header, *alg))
     }
 
     /// Signs `payload` as a compact JWS with the active key of `alg`; `typ` per RFC 9068 §2.1
@@ -294,6 +348,7 @@ async fn load_ring(
 ) -> Result<KeyRing, KeyError> {
     let records = store.list_signing_keys().await?;
     let mut active = BTreeMap::new();
+    let mut verifiers = BTreeMap::new();
     let mut published = Vec::new();
     let mut summary = Vec::new();
     for record in &records {
@@ -316,6 +371,16 @@ async fn load_ring(
                     kid: record.kid.clone(),
                     reason: e.to_string(),
                 })?;
+            if let Some(alg) = SigningAlg::parse(&record.alg) {
+                let parsed =
+                    Jwk::from_map(jwk.as_object().cloned().unwrap_or_default()).map_err(|e| {
+                        KeyError::Unusable {
+                            kid: record.kid.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                verifiers.insert(record.kid.clone(), (alg, alg.verifier(&parsed)?));
+            }
             published.push(jwk);
         }
         if record.state == KeyState::Active {
@@ -344,6 +409,7 @@ async fn load_ring(
     }
     Ok(KeyRing {
         active,
+        verifiers,
         jwks: json!({ "keys": published }),
         summary,
     })

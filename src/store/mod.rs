@@ -92,7 +92,61 @@ pub trait AuditStore: Send + Sync {
 }
 
 #[async_trait]
-pub trait Store: ClientStore + UserStore + KeyStore + AuditStore {
+pub trait SessionStore: Send + Sync {
+    async fn create_session(&self, session: &BrowserSession) -> StoreResult<()>;
+    /// The session, if it exists and was not revoked (expiry is the caller's rule).
+    async fn get_session(&self, id_hash: &str) -> StoreResult<Option<BrowserSession>>;
+    async fn touch_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<()>;
+    async fn revoke_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait CodeStore: Send + Sync {
+    async fn create_code(&self, code: &AuthorizationCode) -> StoreResult<()>;
+    async fn get_code(&self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>>;
+    /// Marks the code used and records the access token issued for it, only if it was unused:
+    /// one conditional update, so of two concurrent redemptions exactly one returns true.
+    async fn consume_code(
+        &self,
+        code_hash: &str,
+        now: Timestamp,
+        access_token_jti: &str,
+    ) -> StoreResult<bool>;
+    /// Revokes the refresh tokens issued from a code (RFC 6749 §4.1.2, replay); returns how many.
+    async fn revoke_tokens_from_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
+    /// The scope the user has granted the client, if any.
+    async fn get_consent(&self, user_id: Uuid, client_id: &str) -> StoreResult<Option<String>>;
+    async fn save_consent(
+        &self,
+        user_id: Uuid,
+        client_id: &str,
+        scope: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+}
+
+/// Access tokens are self-contained JWTs; the ones revoked early are listed until they expire.
+#[async_trait]
+pub trait DenyListStore: Send + Sync {
+    async fn deny_access_token(&self, jti: &str, expires_at: Timestamp) -> StoreResult<()>;
+    async fn is_access_token_denied(&self, jti: &str) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait Store:
+    ClientStore
+    + UserStore
+    + KeyStore
+    + AuditStore
+    + SessionStore
+    + CodeStore
+    + ConsentStore
+    + DenyListStore
+{
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
     fn backend(&self) -> &'static str;

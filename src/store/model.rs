@@ -24,6 +24,10 @@ pub struct Client {
     pub scope: String,
     pub token_endpoint_auth_method: String,
     pub first_party: bool,
+    /// OIDC Registration §2: the ID token algorithm; `None` means the deployment default.
+    pub id_token_signed_response_alg: Option<String>,
+    /// The access token algorithm; `None` means the deployment default.
+    pub access_token_signed_response_alg: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -156,4 +160,48 @@ impl AuditEvent {
             detail: serde_json::json!({}),
         }
     }
+}
+
+/// A signed-in browser. The cookie holds a random id; the store keeps only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserSession {
+    pub id_hash: String,
+    /// The public session identifier put in ID tokens (`sid`); not a secret.
+    pub sid: String,
+    pub user_id: Uuid,
+    pub auth_time: Timestamp,
+    pub amr: Vec<String>,
+    pub acr: Option<String>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    /// The absolute end of the session, whatever its activity.
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// An authorization code's grant (RFC 6749 §4.1.2). Stored under the code's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationCode {
+    pub code_hash: String,
+    pub client_id: String,
+    pub user_id: Uuid,
+    pub session_id_hash: Option<String>,
+    pub redirect_uri: String,
+    /// RFC 6749 §4.1.3: the token request must repeat `redirect_uri` if the request had it.
+    pub redirect_uri_given: bool,
+    pub response_mode: String,
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub auth_time: Timestamp,
+    pub amr: Vec<String>,
+    pub acr: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+    /// The `jti` of the access token issued when the code was redeemed.
+    pub access_token_jti: Option<String>,
 }

@@ -21,15 +21,23 @@ macro_rules! impl_sql_store {
 
         use $crate::store::sql::{list_from_json, list_to_json};
         use $crate::store::{
-            AuditEvent, AuditStore, Client, ClientStore, KeyState, KeyStore, SigningKeyRecord,
-            Store, StoreError, StoreResult, Timestamp, User, UserStore,
+            AuditEvent, AuditStore, AuthorizationCode, BrowserSession, Client, ClientStore,
+            CodeStore, ConsentStore, DenyListStore, KeyState, KeyStore, SessionStore,
+            SigningKeyRecord, Store, StoreError, StoreResult, Timestamp, User, UserStore,
         };
 
         type DbRow = <$db as sqlx::Database>::Row;
 
         const CLIENT_COLUMNS: &str = "id, name, secret_hash, redirect_uris, \
             post_logout_redirect_uris, grant_types, scope, token_endpoint_auth_method, \
-            first_party, created_at, updated_at";
+            first_party, id_token_signed_response_alg, access_token_signed_response_alg, \
+            created_at, updated_at";
+        const SESSION_COLUMNS: &str = "id_hash, sid, user_id, auth_time, amr, acr, user_agent, ip, \
+            created_at, last_seen_at, expires_at, revoked_at";
+        const CODE_COLUMNS: &str = "code_hash, client_id, user_id, session_id_hash, redirect_uri, \
+            redirect_uri_given, response_mode, scope, nonce, code_challenge, \
+            code_challenge_method, auth_time, amr, acr, created_at, expires_at, used_at, \
+            access_token_jti";
         const USER_COLUMNS: &str = "id, email, email_verified, name, password_hash, roles, \
             disabled, created_at, updated_at, deleted_at";
         const KEY_COLUMNS: &str =
@@ -49,6 +57,8 @@ macro_rules! impl_sql_store {
                 scope: row.try_get("scope")?,
                 token_endpoint_auth_method: row.try_get("token_endpoint_auth_method")?,
                 first_party: row.try_get("first_party")?,
+                id_token_signed_response_alg: row.try_get("id_token_signed_response_alg")?,
+                access_token_signed_response_alg: row.try_get("access_token_signed_response_alg")?,
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
             })
@@ -66,6 +76,46 @@ macro_rules! impl_sql_store {
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
                 deleted_at: row.try_get("deleted_at")?,
+            })
+        }
+
+        fn session_from_row(row: &DbRow) -> StoreResult<BrowserSession> {
+            Ok(BrowserSession {
+                id_hash: row.try_get("id_hash")?,
+                sid: row.try_get("sid")?,
+                user_id: row.try_get("user_id")?,
+                auth_time: row.try_get("auth_time")?,
+                amr: list_from_json("amr", row.try_get("amr")?)?,
+                acr: row.try_get("acr")?,
+                user_agent: row.try_get("user_agent")?,
+                ip: row.try_get("ip")?,
+                created_at: row.try_get("created_at")?,
+                last_seen_at: row.try_get("last_seen_at")?,
+                expires_at: row.try_get("expires_at")?,
+                revoked_at: row.try_get("revoked_at")?,
+            })
+        }
+
+        fn code_from_row(row: &DbRow) -> StoreResult<AuthorizationCode> {
+            Ok(AuthorizationCode {
+                code_hash: row.try_get("code_hash")?,
+                client_id: row.try_get("client_id")?,
+                user_id: row.try_get("user_id")?,
+                session_id_hash: row.try_get("session_id_hash")?,
+                redirect_uri: row.try_get("redirect_uri")?,
+                redirect_uri_given: row.try_get("redirect_uri_given")?,
+                response_mode: row.try_get("response_mode")?,
+                scope: row.try_get("scope")?,
+                nonce: row.try_get("nonce")?,
+                code_challenge: row.try_get("code_challenge")?,
+                code_challenge_method: row.try_get("code_challenge_method")?,
+                auth_time: row.try_get("auth_time")?,
+                amr: list_from_json("amr", row.try_get("amr")?)?,
+                acr: row.try_get("acr")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+                used_at: row.try_get("used_at")?,
+                access_token_jti: row.try_get("access_token_jti")?,
             })
         }
 
@@ -125,8 +175,9 @@ macro_rules! impl_sql_store {
                 sqlx::query(
                     "INSERT INTO clients (id, name, secret_hash, redirect_uris, \
                      post_logout_redirect_uris, grant_types, scope, token_endpoint_auth_method, \
-                     first_party, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     first_party, id_token_signed_response_alg, access_token_signed_response_alg, \
+                     created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(&c.id)
                 .bind(&c.name)
@@ -137,6 +188,8 @@ macro_rules! impl_sql_store {
                 .bind(&c.scope)
                 .bind(&c.token_endpoint_auth_method)
                 .bind(c.first_party)
+                .bind(&c.id_token_signed_response_alg)
+                .bind(&c.access_token_signed_response_alg)
                 .bind(c.created_at)
                 .bind(c.updated_at)
                 .execute(&self.pool)
@@ -317,6 +370,192 @@ macro_rules! impl_sql_store {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(audit_from_row).collect()
+            }
+        }
+
+        #[async_trait]
+        impl SessionStore for $store {
+            async fn create_session(&self, s: &BrowserSession) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO browser_sessions (id_hash, sid, user_id, auth_time, amr, acr, \
+                     user_agent, ip, created_at, last_seen_at, expires_at, revoked_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(&s.id_hash)
+                .bind(&s.sid)
+                .bind(s.user_id)
+                .bind(s.auth_time)
+                .bind(list_to_json(&s.amr))
+                .bind(&s.acr)
+                .bind(&s.user_agent)
+                .bind(&s.ip)
+                .bind(s.created_at)
+                .bind(s.last_seen_at)
+                .bind(s.expires_at)
+                .bind(s.revoked_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_session(&self, id_hash: &str) -> StoreResult<Option<BrowserSession>> {
+                let sql = format!(
+                    "SELECT {SESSION_COLUMNS} FROM browser_sessions \
+                     WHERE id_hash = $1 AND revoked_at IS NULL"
+                );
+                let row = sqlx::query(&sql).bind(id_hash).fetch_optional(&self.pool).await?;
+                row.as_ref().map(session_from_row).transpose()
+            }
+
+            async fn touch_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<()> {
+                sqlx::query("UPDATE browser_sessions SET last_seen_at = $1 WHERE id_hash = $2")
+                    .bind(now)
+                    .bind(id_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn revoke_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE browser_sessions SET revoked_at = $1 \
+                     WHERE id_hash = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(id_hash)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl CodeStore for $store {
+            async fn create_code(&self, c: &AuthorizationCode) -> StoreResult<()> {
+                let sql = format!(
+                    "INSERT INTO authorization_codes ({CODE_COLUMNS}) VALUES \
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+                );
+                sqlx::query(&sql)
+                    .bind(&c.code_hash)
+                    .bind(&c.client_id)
+                    .bind(c.user_id)
+                    .bind(&c.session_id_hash)
+                    .bind(&c.redirect_uri)
+                    .bind(c.redirect_uri_given)
+                    .bind(&c.response_mode)
+                    .bind(&c.scope)
+                    .bind(&c.nonce)
+                    .bind(&c.code_challenge)
+                    .bind(&c.code_challenge_method)
+                    .bind(c.auth_time)
+                    .bind(list_to_json(&c.amr))
+                    .bind(&c.acr)
+                    .bind(c.created_at)
+                    .bind(c.expires_at)
+                    .bind(c.used_at)
+                    .bind(&c.access_token_jti)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_code(&self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>> {
+                let sql = format!("SELECT {CODE_COLUMNS} FROM authorization_codes WHERE code_hash = $1");
+                let row = sqlx::query(&sql).bind(code_hash).fetch_optional(&self.pool).await?;
+                row.as_ref().map(code_from_row).transpose()
+            }
+
+            async fn consume_code(
+                &self,
+                code_hash: &str,
+                now: Timestamp,
+                access_token_jti: &str,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE authorization_codes SET used_at = $1, access_token_jti = $2 \
+                     WHERE code_hash = $3 AND used_at IS NULL",
+                )
+                .bind(now)
+                .bind(access_token_jti)
+                .bind(code_hash)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn revoke_tokens_from_code(
+                &self,
+                code_hash: &str,
+                now: Timestamp,
+            ) -> StoreResult<u64> {
+                let done = sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $1 \
+                     WHERE auth_code_hash = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(code_hash)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        #[async_trait]
+        impl ConsentStore for $store {
+            async fn get_consent(&self, user_id: Uuid, client_id: &str) -> StoreResult<Option<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2",
+                )
+                .bind(user_id)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn save_consent(
+                &self,
+                user_id: Uuid,
+                client_id: &str,
+                scope: &str,
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO consents (user_id, client_id, scope, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $4) ON CONFLICT (user_id, client_id) \
+                     DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
+                )
+                .bind(user_id)
+                .bind(client_id)
+                .bind(scope)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl DenyListStore for $store {
+            async fn deny_access_token(&self, jti: &str, expires_at: Timestamp) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) \
+                     ON CONFLICT (jti) DO NOTHING",
+                )
+                .bind(jti)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn is_access_token_denied(&self, jti: &str) -> StoreResult<bool> {
+                let hit: Option<i64> =
+                    sqlx::query_scalar("SELECT expires_at FROM revoked_access_tokens WHERE jti = $1")
+                        .bind(jti)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(hit.is_some())
             }
         }
 

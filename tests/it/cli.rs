@@ -320,7 +320,7 @@ async fn keys_rotate_promotes_the_next_key() {
         .iter()
         .map(|k| (k["alg"].as_str().unwrap(), k["state"].as_str().unwrap()))
         .collect();
-    for alg in ["RS256", "ES256"] {
+    for alg in ["RS256", "PS256", "ES256", "EdDSA"] {
         for state in ["retired", "active", "next"] {
             assert_eq!(
                 states.iter().filter(|s| **s == (alg, state)).count(),
@@ -423,7 +423,7 @@ async fn serve_with_no_configuration_starts_on_sqlite_and_stops_on_sigterm() {
         .json()
         .await
         .unwrap();
-    assert_eq!(jwks["keys"].as_array().unwrap().len(), 4);
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 8);
     assert!(dir.path().join("data/portcullis.db").exists());
     let key_file = dir.path().join("data/master.key");
     #[cfg(unix)]

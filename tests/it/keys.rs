@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use josekit::jwk::Jwk;
-use josekit::jws::{JwsVerifier, ES256, RS256};
+use josekit::jws::{EdDSA, JwsVerifier, ES256, PS256, RS256};
 use josekit::jwt::JwtPayload;
 use portcullis::app::Portcullis;
 use portcullis::clock::{ManualClock, SystemClock};
@@ -37,7 +37,9 @@ fn verify_with_jwks(jwks: &Value, token: &str) -> Result<(JwtPayload, String), S
     let jwk = Jwk::from_bytes(jwk_json.to_string()).map_err(|e| e.to_string())?;
     let verifier: Box<dyn JwsVerifier> = match jwk.algorithm() {
         Some("RS256") => Box::new(RS256.verifier_from_jwk(&jwk).map_err(|e| e.to_string())?),
+        Some("PS256") => Box::new(PS256.verifier_from_jwk(&jwk).map_err(|e| e.to_string())?),
         Some("ES256") => Box::new(ES256.verifier_from_jwk(&jwk).map_err(|e| e.to_string())?),
+        Some("EdDSA") => Box::new(EdDSA.verifier_from_jwk(&jwk).map_err(|e| e.to_string())?),
         other => return Err(format!("unexpected alg {other:?}")),
     };
     let (payload, _) =
@@ -84,14 +86,14 @@ async fn jwks_publishes_public_members_only_with_kid_use_and_alg() {
         .starts_with("application/json"));
     let keys = jwks["keys"].as_array().unwrap();
     // An active and a next key for each algorithm.
-    assert_eq!(keys.len(), 4, "{jwks}");
+    assert_eq!(keys.len(), 8, "{jwks}");
     let mut kids: Vec<&str> = keys.iter().map(|k| k["kid"].as_str().unwrap()).collect();
     kids.sort();
     kids.dedup();
-    assert_eq!(kids.len(), 4);
+    assert_eq!(kids.len(), 8);
     for k in keys {
         assert_eq!(k["use"], "sig");
-        assert!(k["alg"] == "RS256" || k["alg"] == "ES256");
+        assert!(["RS256", "PS256", "ES256", "EdDSA"].contains(&k["alg"].as_str().unwrap()));
         for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
             assert!(
                 k.get(private).is_none(),
@@ -138,7 +140,7 @@ async fn rotation_publishes_old_and_new_keys_and_signs_with_the_new() {
     );
     assert_eq!(
         jwks["keys"].as_array().unwrap().len(),
-        6,
+        12,
         "retired + active + next per alg"
     );
 
@@ -149,7 +151,7 @@ async fn rotation_publishes_old_and_new_keys_and_signs_with_the_new() {
     app.state.keys.refresh().await.unwrap();
     let (_, _, jwks) = app.get_json("/jwks.json").await;
     assert!(verify_with_jwks(&jwks, &old_token).is_err());
-    assert_eq!(jwks["keys"].as_array().unwrap().len(), 4);
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 8);
 }
 
 #[tokio::test]

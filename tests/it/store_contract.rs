@@ -20,6 +20,8 @@ fn client(id: &str) -> Client {
         scope: "openid profile".into(),
         token_endpoint_auth_method: "client_secret_basic".into(),
         first_party: false,
+        id_token_signed_response_alg: Some("ES256".into()),
+        access_token_signed_response_alg: None,
         created_at: 100,
         updated_at: 100,
     }
