@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::CatchPanic;
-use poem::{get, EndpointExt, Route, Server};
+use poem::{get, post, EndpointExt, Route, Server};
 use secrecy::ExposeSecret;
 
 use crate::accounts::PasswordHasher;
@@ -103,8 +103,11 @@ impl Portcullis {
         };
         let passwords = PasswordHasher::new(&settings.password)
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let metadata = serde_json::to_value(ProviderMetadata::new(&settings.issuer))
-            .unwrap_or(serde_json::Value::Null);
+        let metadata = serde_json::to_value(ProviderMetadata::new(
+            &settings.issuer,
+            settings.oauth.allow_plain_pkce,
+        ))
+        .unwrap_or(serde_json::Value::Null);
         Ok(Portcullis {
             state: AppState {
                 settings: Arc::new(settings),
@@ -134,6 +137,21 @@ impl Portcullis {
                 get(http::oidc::discovery),
             )
             .at("/jwks.json", get(http::oidc::jwks))
+            .at(
+                "/authorize",
+                get(http::oauth::authorize).post(http::oauth::authorize),
+            )
+            .at("/token", post(http::oauth::token))
+            .at(
+                "/userinfo",
+                get(http::oidc::userinfo).post(http::oidc::userinfo),
+            )
+            .at(
+                "/login",
+                get(http::pages::login_form).post(http::pages::login_submit),
+            )
+            .at("/consent", post(http::pages::consent_submit))
+            .at("/static/portcullis.css", get(http::pages::stylesheet))
             .at("/health/live", get(http::health::live))
             .at("/health/ready", get(http::health::ready))
             .catch_error(|_: poem::error::NotFoundError| async { http::not_found() })

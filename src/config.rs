@@ -35,6 +35,78 @@ pub struct Settings {
     pub keys: KeySettings,
     pub password: PasswordSettings,
     pub accounts: AccountSettings,
+    pub oauth: OAuthSettings,
+    pub sessions: SessionSettings,
+    pub branding: BrandingSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthSettings {
+    /// Authorization code lifetime in seconds (RFC 6749 §4.1.2 recommends at most 600).
+    pub code_ttl_secs: u64,
+    /// Require PKCE of confidential clients too (RFC 9700 §2.1.1). Public clients always need it.
+    pub require_pkce: bool,
+    /// Accept `code_challenge_method=plain` (RFC 7636 §4.2); off by default.
+    pub allow_plain_pkce: bool,
+    /// The default ID token algorithm (OIDC Core §3.1.3.7: RS256 unless registered otherwise).
+    pub id_token_alg: String,
+    /// The default access token algorithm.
+    pub access_token_alg: String,
+    /// The `aud` of access tokens when no resource is named (RFC 9068 §3); default: the issuer.
+    pub access_token_audience: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    /// A browser session ends after this long without activity.
+    pub idle_timeout_secs: u64,
+    /// A browser session ends this long after sign-in, whatever the activity.
+    pub absolute_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrandingSettings {
+    /// Shown on the hosted pages.
+    pub product_name: String,
+    /// An https (or same-origin path) image shown instead of the product name.
+    pub logo_url: Option<String>,
+    /// A CSS hex colour for buttons and links, e.g. "#4f46e5".
+    pub primary_color: String,
+}
+
+impl Default for OAuthSettings {
+    fn default() -> Self {
+        OAuthSettings {
+            code_ttl_secs: 60,
+            require_pkce: true,
+            allow_plain_pkce: false,
+            id_token_alg: "RS256".into(),
+            access_token_alg: "ES256".into(),
+            access_token_audience: None,
+        }
+    }
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            idle_timeout_secs: 1800,
+            absolute_timeout_secs: 36_000,
+        }
+    }
+}
+
+impl Default for BrandingSettings {
+    fn default() -> Self {
+        BrandingSettings {
+            product_name: "Portcullis".into(),
+            logo_url: None,
+            primary_color: "#4f46e5".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +187,9 @@ impl Default for Settings {
             keys: KeySettings::default(),
             password: PasswordSettings::default(),
             accounts: AccountSettings::default(),
+            oauth: OAuthSettings::default(),
+            sessions: SessionSettings::default(),
+            branding: BrandingSettings::default(),
         }
     }
 }
@@ -317,7 +392,75 @@ impl Settings {
                 "a non-empty list of lowercase names (a-z, 0-9, - and _)",
             ));
         }
+        if !(5..=600).contains(&self.oauth.code_ttl_secs) {
+            return Err(invalid(
+                "oauth.code_ttl_secs",
+                &self.oauth.code_ttl_secs.to_string(),
+                "between 5 and 600 seconds (RFC 6749 §4.1.2)",
+            ));
+        }
+        for (key, alg) in [
+            ("oauth.id_token_alg", &self.oauth.id_token_alg),
+            ("oauth.access_token_alg", &self.oauth.access_token_alg),
+        ] {
+            if crate::keys::SigningAlg::parse(alg).is_none() {
+                return Err(invalid(key, alg, "one of RS256, PS256, ES256, EdDSA"));
+            }
+        }
+        let s = &self.sessions;
+        if s.idle_timeout_secs < 60 || s.absolute_timeout_secs < s.idle_timeout_secs {
+            return Err(invalid(
+                "sessions.idle_timeout_secs",
+                &format!(
+                    "{} (absolute {})",
+                    s.idle_timeout_secs, s.absolute_timeout_secs
+                ),
+                "at least 60 seconds, and no more than sessions.absolute_timeout_secs",
+            ));
+        }
+        let colour = &self.branding.primary_color;
+        let hex_ok = colour.len() == 7
+            && colour.starts_with('#')
+            && colour[1..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex_ok {
+            return Err(invalid(
+                "branding.primary_color",
+                colour,
+                "a hex colour such as #4f46e5",
+            ));
+        }
+        if let Some(logo) = &self.branding.logo_url {
+            let ok =
+                logo.starts_with("https://") || (logo.starts_with('/') && !logo.starts_with("//"));
+            if !ok || logo.contains(['"', '<', '>', ' ']) {
+                return Err(invalid(
+                    "branding.logo_url",
+                    logo,
+                    "an https:// URL or a path starting with /",
+                ));
+            }
+        }
+        if self.branding.product_name.trim().is_empty() || self.branding.product_name.len() > 60 {
+            return Err(invalid(
+                "branding.product_name",
+                &self.branding.product_name,
+                "1 to 60 characters",
+            ));
+        }
         Ok(())
+    }
+
+    /// The `aud` of access tokens.
+    pub fn access_token_audience(&self) -> &str {
+        self.oauth
+            .access_token_audience
+            .as_deref()
+            .unwrap_or(&self.issuer)
+    }
+
+    /// Whether cookies get `Secure` and the `__Host-` prefix.
+    pub fn is_https(&self) -> bool {
+        self.issuer.starts_with("https://")
     }
 
     /// Signed tokens must stay verifiable this long after their key stops signing.

@@ -52,6 +52,9 @@ impl Password {
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon: Arc<Argon2<'static>>,
+    /// A hash of nothing in particular, verified against when the account does not exist,
+    /// so that the answer takes as long either way (no enumeration by timing).
+    dummy: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl PasswordHasher {
@@ -65,6 +68,7 @@ impl PasswordHasher {
         .map_err(|_| PasswordError::Hashing)?;
         Ok(PasswordHasher {
             argon: Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)),
+            dummy: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
@@ -81,6 +85,26 @@ impl PasswordHasher {
         })
         .await
         .map_err(|_| PasswordError::Hashing)?
+    }
+
+    /// Like [`PasswordHasher::verify`], but with no stored hash it spends the same time on a
+    /// dummy hash and answers false.
+    pub async fn verify_or_dummy(&self, candidate: &str, stored: Option<&str>) -> bool {
+        match stored {
+            Some(hash) => self.verify(candidate, hash).await,
+            None => {
+                let dummy = self
+                    .dummy
+                    .get_or_init(|| async {
+                        let filler =
+                            Password(SecretString::from("portcullis-dummy-password".to_string()));
+                        self.hash(&filler).await.unwrap_or_default()
+                    })
+                    .await;
+                let _ = self.verify(candidate, dummy).await;
+                false
+            }
+        }
     }
 
     /// Whether `candidate` matches the PHC string `stored` (constant time inside argon2).

@@ -3,12 +3,65 @@
 
 pub mod health;
 pub mod middleware;
+pub mod oauth;
 pub mod oidc;
+pub mod pages;
+pub mod session;
 
 use poem::http::StatusCode;
 use poem::web::Json;
-use poem::{IntoResponse, Response};
+use poem::{Body, IntoResponse, Request, Response};
 use serde_json::json;
+
+use crate::protocol::error::OAuthError;
+use crate::protocol::params::{Params, MAX_INPUT};
+
+/// Reads an `application/x-www-form-urlencoded` body strictly (RFC 6749 §3.2, §4.1.3).
+pub async fn read_form(req: &Request, body: Body) -> Result<Params, String> {
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err("the body must be application/x-www-form-urlencoded".into());
+    }
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if declared > MAX_INPUT {
+        return Err("the request body is too large".into());
+    }
+    let bytes = body
+        .into_bytes()
+        .await
+        .map_err(|_| "the request body could not be read".to_string())?;
+    Params::parse(&bytes).map_err(|e| e.to_string())
+}
+
+/// An RFC 6749 §5.2 error body. `invalid_client` is 401 with a `WWW-Authenticate: Basic`
+/// challenge (RFC 7235 §3.1 requires one on every 401).
+pub fn oauth_error_json(error: &OAuthError) -> Response {
+    let status = StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut resp = json_response(
+        status,
+        &json!({"error": error.code.as_str(), "error_description": error.description}),
+        "no-store",
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            "www-authenticate",
+            poem::http::HeaderValue::from_static("Basic realm=\"portcullis\", charset=\"UTF-8\""),
+        );
+    }
+    resp.headers_mut()
+        .insert("pragma", poem::http::HeaderValue::from_static("no-cache"));
+    resp
+}
 
 /// A JSON body with caching headers set by the caller.
 pub fn json_response(

@@ -1,11 +1,16 @@
 //! Discovery documents and the JWKS.
 
-use poem::http::StatusCode;
+use poem::http::{HeaderValue, Method, StatusCode};
 use poem::web::Data;
-use poem::{handler, Response};
+use poem::{handler, Body, Request, Response};
+use serde_json::json;
+use uuid::Uuid;
 
-use super::json_response;
+use super::{json_response, read_form};
 use crate::app::AppState;
+use crate::protocol::claims::user_claims;
+use crate::protocol::error::{ErrorCode, OAuthError};
+use crate::protocol::tokens::check_access_token;
 
 /// OpenID Connect Discovery 1.0 §4 and RFC 8414 §3 serve the same metadata.
 #[handler]
@@ -22,5 +27,114 @@ pub fn jwks(state: Data<&AppState>) -> Response {
         StatusCode::OK,
         ring.jwks(),
         &format!("public, max-age={}", state.settings.keys.jwks_max_age_secs),
+    )
+}
+
+/// RFC 6750 §3: the error in a `WWW-Authenticate: Bearer` challenge (and a JSON body).
+fn bearer_error(error: OAuthError) -> Response {
+    let status = StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut resp = json_response(
+        status,
+        &json!({"error": error.code.as_str(), "error_description": error.description}),
+        "no-store",
+    );
+    let challenge = format!(
+        "Bearer realm=\"portcullis\", error=\"{}\", error_description=\"{}\"",
+        error.code.as_str(),
+        error.description.replace(['"', '\\'], "")
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert("www-authenticate", v);
+    }
+    resp
+}
+
+fn invalid_token(description: &str) -> Response {
+    bearer_error(OAuthError::new(ErrorCode::InvalidToken, description))
+}
+
+/// `GET|POST /userinfo` (OIDC Core §5.3). The bearer token comes in the `Authorization`
+/// header or, for POST, the form body (RFC 6750 §2.1-2.2), never both (§2).
+#[handler]
+pub async fn userinfo(req: &Request, body: Body, state: Data<&AppState>) -> Response {
+    let state = *state;
+    let header = match req.headers().get("authorization").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => match v.split_once(' ') {
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                Some(token.trim().to_string())
+            }
+            _ => return invalid_token("the Authorization header must be: Bearer <access token>"),
+        },
+        Some(Err(_)) => return invalid_token("the Authorization header is not valid text"),
+    };
+    let is_form = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    let in_body = if req.method() == Method::POST && is_form {
+        match read_form(req, body).await {
+            Ok(form) => form.get("access_token").map(str::to_string),
+            Err(message) => return bearer_error(OAuthError::invalid_request(message)),
+        }
+    } else {
+        None
+    };
+    let token = match (header, in_body) {
+        (Some(_), Some(_)) => {
+            return bearer_error(OAuthError::invalid_request(
+                "send the access token in one place only",
+            ))
+        }
+        (Some(t), None) | (None, Some(t)) => t,
+        // RFC 6750 §3.1 lets a server omit the error code here; we name it so clients can tell.
+        (None, None) => return invalid_token("no access token was sent"),
+    };
+
+    let Ok((payload, header, _)) = state.keys.ring().verify(&token) else {
+        return invalid_token("the access token is invalid");
+    };
+    let now = state.clock.now();
+    let claims = match check_access_token(
+        header.token_type(),
+        &payload,
+        &state.settings.issuer,
+        state.settings.access_token_audience(),
+        now,
+    ) {
+        Ok(c) => c,
+        Err(reason) => return invalid_token(&format!("the access token is {reason}")),
+    };
+    match state.store.is_access_token_denied(&claims.jti).await {
+        Ok(false) => {}
+        Ok(true) => return invalid_token("the access token was revoked"),
+        Err(e) => {
+            tracing::error!(error = %e, "deny-list lookup failed");
+            return bearer_error(OAuthError::server_error());
+        }
+    }
+    if !claims.scope.contains("openid") {
+        return bearer_error(OAuthError::new(
+            ErrorCode::InsufficientScope,
+            "the access token was not granted the openid scope",
+        ));
+    }
+    let user = match Uuid::parse_str(&claims.sub) {
+        Ok(id) => state.store.get_user(id).await.ok().flatten(),
+        Err(_) => None,
+    };
+    let Some(user) = user.filter(|u| !u.disabled && u.deleted_at.is_none()) else {
+        return invalid_token("the access token's user no longer exists");
+    };
+    json_response(
+        StatusCode::OK,
+        &serde_json::Value::Object(user_claims(&user, &claims.scope)),
+        "no-store",
     )
 }

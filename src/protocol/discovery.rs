@@ -4,31 +4,67 @@
 use serde::Serialize;
 
 use crate::keys::SigningAlg;
+use crate::protocol::claims::{CLAIMS_SUPPORTED, SCOPES_SUPPORTED};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderMetadata {
     /// Discovery §4.3: must be identical to the issuer the document was fetched for.
     pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub userinfo_endpoint: String,
     pub jwks_uri: String,
-    /// RFC 8414 §2 makes this REQUIRED; empty until an authorization endpoint exists.
     pub response_types_supported: Vec<&'static str>,
+    pub response_modes_supported: Vec<&'static str>,
     pub grant_types_supported: Vec<&'static str>,
+    pub code_challenge_methods_supported: Vec<&'static str>,
+    pub token_endpoint_auth_methods_supported: Vec<&'static str>,
     pub subject_types_supported: Vec<&'static str>,
     pub id_token_signing_alg_values_supported: Vec<&'static str>,
+    pub scopes_supported: Vec<&'static str>,
+    pub claims_supported: Vec<&'static str>,
+    pub prompt_values_supported: Vec<&'static str>,
+    /// RFC 9207 §3: authorization responses carry `iss`.
+    pub authorization_response_iss_parameter_supported: bool,
+    pub claims_parameter_supported: bool,
+    pub request_parameter_supported: bool,
+    /// Discovery §3 defaults this to true, so it must be said explicitly.
+    pub request_uri_parameter_supported: bool,
 }
 
 impl ProviderMetadata {
-    pub fn new(issuer: &str) -> ProviderMetadata {
+    pub fn new(issuer: &str, allow_plain_pkce: bool) -> ProviderMetadata {
+        let mut pkce = vec!["S256"];
+        if allow_plain_pkce {
+            pkce.push("plain");
+        }
         ProviderMetadata {
             issuer: issuer.to_string(),
+            authorization_endpoint: endpoint(issuer, "/authorize"),
+            token_endpoint: endpoint(issuer, "/token"),
+            userinfo_endpoint: endpoint(issuer, "/userinfo"),
             jwks_uri: endpoint(issuer, "/jwks.json"),
-            response_types_supported: vec![],
-            grant_types_supported: vec![],
+            response_types_supported: vec!["code"],
+            response_modes_supported: vec!["query", "form_post"],
+            grant_types_supported: vec!["authorization_code"],
+            code_challenge_methods_supported: pkce,
+            token_endpoint_auth_methods_supported: vec![
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+            ],
             subject_types_supported: vec!["public"],
             id_token_signing_alg_values_supported: SigningAlg::ALL
                 .iter()
                 .map(|a| a.as_str())
                 .collect(),
+            scopes_supported: SCOPES_SUPPORTED.to_vec(),
+            claims_supported: CLAIMS_SUPPORTED.to_vec(),
+            prompt_values_supported: vec!["none", "login", "consent", "select_account"],
+            authorization_response_iss_parameter_supported: true,
+            claims_parameter_supported: false,
+            request_parameter_supported: false,
+            request_uri_parameter_supported: false,
         }
     }
 }
@@ -45,7 +81,7 @@ mod tests {
 
     #[test]
     fn endpoints_hang_off_the_exact_issuer() {
-        let m = ProviderMetadata::new("https://id.example.com/tenant");
+        let m = ProviderMetadata::new("https://id.example.com/tenant", false);
         assert_eq!(m.issuer, "https://id.example.com/tenant");
         assert_eq!(m.jwks_uri, "https://id.example.com/tenant/jwks.json");
     }

@@ -1,5 +1,13 @@
 //! OAuth 2.0 / OpenID Connect rules, pure and unit-tested. Never touches HTTP or SQL.
 
+pub mod authorize;
+pub mod claims;
+pub mod client_auth;
 pub mod discovery;
+pub mod error;
+pub mod params;
+pub mod pkce;
 pub mod redirect_uri;
 pub mod scope;
+pub mod token;
+pub mod tokens;

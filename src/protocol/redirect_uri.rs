@@ -70,9 +70,69 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// RFC 6749 §3.1.2.3 / RFC 9700 §4.1.3: exact string comparison, except that a loopback
+/// redirect URI may use any port (RFC 8252 §7.3), since native apps bind an ephemeral one.
+pub fn matches_registered(registered: &str, presented: &str) -> bool {
+    if registered == presented {
+        return true;
+    }
+    let (Ok(mut r), Ok(mut p)) = (Url::parse(registered), Url::parse(presented)) else {
+        return false;
+    };
+    if r.scheme() != "http" || p.scheme() != "http" || !is_loopback(&r) || !is_loopback(&p) {
+        return false;
+    }
+    if r.host() != p.host() {
+        return false;
+    }
+    let _ = r.set_port(None);
+    let _ = p.set_port(None);
+    r == p && !presented.contains('#')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matching_is_exact_except_loopback_ports() {
+        assert!(matches_registered(
+            "https://a.example/cb",
+            "https://a.example/cb"
+        ));
+        assert!(!matches_registered(
+            "https://a.example/cb",
+            "https://a.example/cb/"
+        ));
+        assert!(!matches_registered(
+            "https://a.example/cb",
+            "https://a.example/cb?x=1"
+        ));
+        assert!(!matches_registered(
+            "https://a.example/cb",
+            "https://A.example/cb"
+        ));
+        assert!(matches_registered(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:51004/cb"
+        ));
+        assert!(matches_registered(
+            "http://localhost:3000/cb",
+            "http://localhost:4000/cb"
+        ));
+        assert!(!matches_registered(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:5/other"
+        ));
+        assert!(!matches_registered(
+            "http://127.0.0.1/cb",
+            "http://localhost:5/cb"
+        ));
+        assert!(!matches_registered(
+            "https://a.example:443/cb",
+            "https://a.example:8443/cb"
+        ));
+    }
 
     #[test]
     fn accepts_https_loopback_http_and_native_schemes() {

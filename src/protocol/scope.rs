@@ -34,6 +34,10 @@ impl Scope {
         self.0.is_subset(&other.0)
     }
 
+    pub fn union(&self, other: &Scope) -> Scope {
+        Scope(self.0.union(&other.0).cloned().collect())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -27,10 +27,38 @@ async fn discovery_documents_name_the_exact_issuer_and_jwks() {
             doc["subject_types_supported"],
             serde_json::json!(["public"])
         );
+        assert_eq!(
+            doc["authorization_endpoint"],
+            app.url("/authorize").as_str()
+        );
+        assert_eq!(doc["token_endpoint"], app.url("/token").as_str());
+        assert_eq!(doc["userinfo_endpoint"], app.url("/userinfo").as_str());
+        assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
+        assert_eq!(
+            doc["response_modes_supported"],
+            serde_json::json!(["query", "form_post"])
+        );
+        assert_eq!(
+            doc["code_challenge_methods_supported"],
+            serde_json::json!(["S256"])
+        );
+        assert_eq!(
+            doc["token_endpoint_auth_methods_supported"],
+            serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
+        );
+        assert_eq!(
+            doc["id_token_signing_alg_values_supported"],
+            serde_json::json!(["RS256", "PS256", "ES256", "EdDSA"])
+        );
+        assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
+        assert_eq!(doc["request_uri_parameter_supported"], false);
         // Nothing is advertised before it is implemented.
-        assert!(doc.get("authorization_endpoint").is_none());
-        assert!(doc.get("token_endpoint").is_none());
-        assert_eq!(doc["response_types_supported"], serde_json::json!([]));
+        assert_eq!(
+            doc["grant_types_supported"],
+            serde_json::json!(["authorization_code"])
+        );
+        assert!(doc.get("revocation_endpoint").is_none());
+        assert!(doc.get("end_session_endpoint").is_none());
     }
 }
 

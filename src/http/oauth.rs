@@ -1,0 +1,467 @@
+//! `/authorize` and `/token`: read the request, call the protocol decision, shape the answer
+//! (error page, redirect, form post, or RFC 6749 JSON).
+
+use poem::http::{Method, StatusCode};
+use poem::web::Data;
+use poem::{handler, Body, Request, Response};
+use url::Url;
+
+use crate::app::AppState;
+use crate::http::pages::{self, error_page, redirect, FormPostPage};
+use crate::http::{oauth_error_json, read_form, session};
+use crate::protocol::authorize::{
+    self as rules, AuthorizationRequest, AuthorizeError, Interaction, ResponseMode, ResponseTarget,
+    SessionFacts,
+};
+use crate::protocol::client_auth;
+use crate::protocol::discovery::endpoint;
+use crate::protocol::error::{ErrorCode, OAuthError};
+use crate::protocol::params::Params;
+use crate::protocol::scope::Scope;
+use crate::protocol::token::{authorization_code, TokenContext};
+use crate::random;
+use crate::store::{AuthorizationCode, BrowserSession, Client, User};
+
+/// `GET|POST /authorize` (RFC 6749 §4.1.1; OIDC Core §3.1.2.1 allows both methods).
+#[handler]
+pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Response {
+    let state = *state;
+    let params = if req.method() == Method::POST {
+        read_form(req, body).await
+    } else {
+        Params::parse(req.uri().query().unwrap_or("").as_bytes()).map_err(|e| e.to_string())
+    };
+    let params = match params {
+        Ok(p) => p,
+        Err(message) => {
+            return error_page(
+                state,
+                req,
+                StatusCode::BAD_REQUEST,
+                "Invalid sign-in request",
+                &message,
+            )
+        }
+    };
+    let client = match load_client(state, params.get("client_id")).await {
+        Ok(c) => c,
+        Err(resp) => return resp(state, req),
+    };
+    let request = match rules::validate(&params, client.as_ref(), &state.settings.oauth) {
+        Ok(r) => r,
+        Err(e) => return authorize_error(state, req, e),
+    };
+    let Some(client) = client else {
+        return error_page(
+            state,
+            req,
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-in request",
+            "Unknown client.",
+        );
+    };
+    let fail = |error: OAuthError| {
+        respond(
+            state,
+            &request.target,
+            &[
+                ("error", error.code.as_str().to_string()),
+                ("error_description", error.description),
+            ],
+        )
+    };
+
+    // OIDC Core §3.1.2.1: the hint must be an ID token we issued; expiry does not matter.
+    let hint_sub = match &request.id_token_hint {
+        None => None,
+        Some(hint) => match hint_subject(state, hint) {
+            Some(sub) => Some(sub),
+            None => {
+                return fail(OAuthError::invalid_request(
+                    "id_token_hint is not an ID token issued by this provider",
+                ))
+            }
+        },
+    };
+    let current = session::current(state, req).await;
+    let facts = current.as_ref().map(|(s, u)| SessionFacts {
+        auth_time: s.auth_time,
+        matches_hint: hint_sub.as_ref().is_none_or(|sub| *sub == u.id.to_string()),
+    });
+    let consented = match &current {
+        Some((_, user)) => {
+            client.first_party || has_consent(state, user, &client, &request.scope).await
+        }
+        None => false,
+    };
+    let now = state.clock.now();
+    match rules::decide(&request, facts, consented, now) {
+        Err(error) => fail(error),
+        Ok(Interaction::Login) => {
+            let return_to = format!("/authorize?{}", params.to_query());
+            pages::login_page(
+                state,
+                req,
+                &without_prompt(&return_to, "login"),
+                request.login_hint.as_deref().unwrap_or(""),
+                None,
+                Some(client.name.clone()),
+            )
+        }
+        Ok(Interaction::Consent) => {
+            let Some((_, user)) = &current else {
+                return fail(OAuthError::server_error());
+            };
+            let return_to = format!("/authorize?{}", params.to_query());
+            pages::consent_page(
+                state,
+                req,
+                &without_prompt(&return_to, "consent"),
+                &client.name,
+                user,
+                &request.scope,
+            )
+        }
+        Ok(Interaction::IssueCode) => match &current {
+            Some((session, user)) => issue_code(state, &request, session, user).await,
+            None => fail(OAuthError::server_error()),
+        },
+    }
+}
+
+type PageFn = Box<dyn FnOnce(&AppState, &Request) -> Response + Send>;
+
+async fn load_client(state: &AppState, client_id: Option<&str>) -> Result<Option<Client>, PageFn> {
+    match client_id {
+        None => Ok(None),
+        Some(id) => state.store.get_client(id).await.map_err(|e| {
+            tracing::error!(error = %e, "client lookup failed");
+            Box::new(|state: &AppState, req: &Request| {
+                error_page(
+                    state,
+                    req,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Temporarily unavailable",
+                    "Please try again in a moment.",
+                )
+            }) as PageFn
+        }),
+    }
+}
+
+fn authorize_error(state: &AppState, req: &Request, e: AuthorizeError) -> Response {
+    match e {
+        AuthorizeError::Page(message) => error_page(
+            state,
+            req,
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-in request",
+            &message,
+        ),
+        AuthorizeError::Redirect { target, error } => respond(
+            state,
+            &target,
+            &[
+                ("error", error.code.as_str().to_string()),
+                ("error_description", error.description),
+            ],
+        ),
+    }
+}
+
+fn hint_subject(state: &AppState, hint: &str) -> Option<String> {
+    let (payload, _, _) = state.keys.ring().verify(hint).ok()?;
+    let claims = payload.claims_set();
+    if claims.get("iss").and_then(|v| v.as_str()) != Some(state.settings.issuer.as_str()) {
+        return None;
+    }
+    claims
+        .get("sub")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+async fn has_consent(state: &AppState, user: &User, client: &Client, scope: &Scope) -> bool {
+    match state.store.get_consent(user.id, &client.id).await {
+        Ok(Some(granted)) => Scope::parse(&granted).is_ok_and(|g| scope.is_subset_of(&g)),
+        _ => false,
+    }
+}
+
+async fn issue_code(
+    state: &AppState,
+    request: &AuthorizationRequest,
+    session: &BrowserSession,
+    user: &User,
+) -> Response {
+    let now = state.clock.now();
+    let code = random::token(32);
+    let record = AuthorizationCode {
+        code_hash: random::hash_secret(&code),
+        client_id: request.client_id.clone(),
+        user_id: user.id,
+        session_id_hash: Some(session.id_hash.clone()),
+        redirect_uri: request.target.redirect_uri.clone(),
+        redirect_uri_given: request.redirect_uri_given,
+        response_mode: request.target.response_mode.as_str().to_string(),
+        scope: request.scope.to_string(),
+        nonce: request.nonce.clone(),
+        code_challenge: request.code_challenge.clone(),
+        code_challenge_method: request
+            .code_challenge_method
+            .map(|m| m.as_str().to_string()),
+        auth_time: session.auth_time,
+        amr: session.amr.clone(),
+        acr: session.acr.clone(),
+        created_at: now,
+        expires_at: now + state.settings.oauth.code_ttl_secs as i64,
+        used_at: None,
+        access_token_jti: None,
+    };
+    if let Err(e) = state.store.create_code(&record).await {
+        tracing::error!(error = %e, "could not store an authorization code");
+        return respond(
+            state,
+            &request.target,
+            &[
+                ("error", "server_error".into()),
+                (
+                    "error_description",
+                    "the code could not be issued; try again".into(),
+                ),
+            ],
+        );
+    }
+    respond(state, &request.target, &[("code", code)])
+}
+
+/// Sends an authorization response (code or error) to the client, with `state` and, per
+/// RFC 9207, `iss`; by redirect (query) or by auto-submitted form (form_post).
+fn respond(state: &AppState, target: &ResponseTarget, fields: &[(&str, String)]) -> Response {
+    let mut all: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    if let Some(s) = &target.state {
+        all.push(("state".into(), s.clone()));
+    }
+    all.push(("iss".into(), state.settings.issuer.clone()));
+    match target.response_mode {
+        ResponseMode::FormPost => {
+            let page = FormPostPage {
+                brand: (&state.settings.branding).into(),
+                redirect_uri: target.redirect_uri.clone(),
+                fields: all,
+            };
+            pages::html(StatusCode::OK, &page, &[])
+        }
+        ResponseMode::Query => match Url::parse(&target.redirect_uri) {
+            Ok(mut url) => {
+                url.query_pairs_mut().extend_pairs(all.iter());
+                redirect(url.to_string())
+            }
+            Err(_) => (StatusCode::BAD_REQUEST, "invalid redirect URI").into_response_plain(),
+        },
+    }
+}
+
+trait PlainResponse {
+    fn into_response_plain(self) -> Response;
+}
+
+impl PlainResponse for (StatusCode, &'static str) {
+    fn into_response_plain(self) -> Response {
+        Response::builder().status(self.0).body(self.1)
+    }
+}
+
+/// `return_to` with one `prompt` value removed: once the user has just signed in (or
+/// consented), resuming the request must not ask again.
+fn without_prompt(return_to: &str, value: &str) -> String {
+    let query = return_to.trim_start_matches("/authorize?");
+    let Ok(mut params) = Params::parse(query.as_bytes()) else {
+        return return_to.to_string();
+    };
+    if let Some(prompt) = params.get("prompt") {
+        let kept: Vec<&str> = prompt
+            .split(' ')
+            .filter(|p| *p != value && !p.is_empty())
+            .collect();
+        params.set("prompt", Some(kept.join(" ")));
+    }
+    format!("/authorize?{}", params.to_query())
+}
+
+/// The absolute URL that resumes an authorization request after a page.
+pub fn resume_url(state: &AppState, return_to: &str, satisfied_prompt: &str) -> String {
+    endpoint(
+        &state.settings.issuer,
+        &without_prompt(return_to, satisfied_prompt),
+    )
+}
+
+/// The client's name for the login page, from the request being resumed.
+pub async fn client_name_for(state: &AppState, return_to: &str) -> Option<String> {
+    let params = Params::parse(return_to.trim_start_matches("/authorize?").as_bytes()).ok()?;
+    let client = state
+        .store
+        .get_client(params.get("client_id")?)
+        .await
+        .ok()??;
+    Some(client.name)
+}
+
+/// The consent form's answer: allow records the grant and resumes; deny tells the client.
+pub async fn consent_decision(
+    state: &AppState,
+    req: &Request,
+    params: &Params,
+    user: &User,
+    decision: Option<&str>,
+    return_to: &str,
+) -> Response {
+    let client = match load_client(state, params.get("client_id")).await {
+        Ok(c) => c,
+        Err(resp) => return resp(state, req),
+    };
+    let request = match rules::validate(params, client.as_ref(), &state.settings.oauth) {
+        Ok(r) => r,
+        Err(e) => return authorize_error(state, req, e),
+    };
+    let Some(client) = client else {
+        return error_page(
+            state,
+            req,
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-in request",
+            "Unknown client.",
+        );
+    };
+    match decision {
+        Some("allow") => {
+            let mut granted = request.scope.clone();
+            if let Ok(Some(previous)) = state.store.get_consent(user.id, &client.id).await {
+                granted = granted.union(&Scope::parse(&previous).unwrap_or_default());
+            }
+            let now = state.clock.now();
+            if let Err(e) = state
+                .store
+                .save_consent(user.id, &client.id, &granted.to_string(), now)
+                .await
+            {
+                tracing::error!(error = %e, "could not save consent");
+                return error_page(
+                    state,
+                    req,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "Please try again in a moment.",
+                );
+            }
+            let mut event = crate::store::AuditEvent::new("consent.granted", now);
+            event.subject = Some(user.id.to_string());
+            event.client_id = Some(client.id.clone());
+            event.detail = serde_json::json!({"scope": granted.to_string()});
+            let _ = state.store.record_audit(&event).await;
+            redirect(resume_url(state, return_to, "consent"))
+        }
+        Some("deny") => respond(
+            state,
+            &request.target,
+            &[
+                ("error", ErrorCode::AccessDenied.as_str().to_string()),
+                (
+                    "error_description",
+                    "the user denied the request".to_string(),
+                ),
+            ],
+        ),
+        _ => error_page(
+            state,
+            req,
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "Choose Allow or Deny.",
+        ),
+    }
+}
+
+/// `POST /token` (RFC 6749 §3.2).
+#[handler]
+pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Response {
+    let state = *state;
+    let params = match read_form(req, body).await {
+        Ok(p) => p,
+        Err(message) => return oauth_error_json(&OAuthError::invalid_request(message)),
+    };
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    let presented = match client_auth::presented(authorization, &params) {
+        Ok(p) => p,
+        Err(e) => return oauth_error_json(&e),
+    };
+    let client = match state.store.get_client(&presented.client_id).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "client lookup failed");
+            return oauth_error_json(&OAuthError::server_error());
+        }
+    };
+    let client = match client_auth::authenticate(client, &presented) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(client_id = %presented.client_id, "client authentication failed");
+            return oauth_error_json(&e);
+        }
+    };
+    let grant_type = match params.get("grant_type") {
+        Some(g) => g,
+        None => return oauth_error_json(&OAuthError::invalid_request("grant_type is missing")),
+    };
+    let allowed = client.grant_types.iter().any(|g| g == grant_type);
+    let ring = state.keys.ring();
+    let ctx = TokenContext {
+        store: &*state.store,
+        ring: &ring,
+        settings: &state.settings,
+        now: state.clock.now(),
+    };
+    let result = match grant_type {
+        // RFC 6749 §5.2: a known grant the client is not registered for.
+        "authorization_code" | "refresh_token" | "client_credentials" if !allowed => {
+            Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                format!("this client is not registered for the {grant_type} grant"),
+            ))
+        }
+        "authorization_code" => authorization_code::exchange(&ctx, &client, &params).await,
+        other => Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            format!("grant_type {other:?} is not supported"),
+        )),
+    };
+    match result {
+        Ok(tokens) => crate::http::json_response(
+            StatusCode::OK,
+            &serde_json::to_value(&tokens).unwrap_or_default(),
+            "no-store",
+        )
+        .with_header_pragma(),
+        Err(e) => oauth_error_json(&e),
+    }
+}
+
+trait Pragma {
+    fn with_header_pragma(self) -> Response;
+}
+
+impl Pragma for Response {
+    /// RFC 6749 §5.1: `Pragma: no-cache` alongside `Cache-Control: no-store`.
+    fn with_header_pragma(mut self) -> Response {
+        self.headers_mut()
+            .insert("pragma", poem::http::HeaderValue::from_static("no-cache"));
+        self
+    }
+}

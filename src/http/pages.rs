@@ -1,0 +1,353 @@
+//! Hosted pages (askama): login, consent, error, messages, and the stylesheet.
+//! Server-rendered, usable without JavaScript, every form with a CSRF token.
+
+use askama::Template;
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem::{handler, Body, IntoResponse, Request, Response};
+
+use crate::accounts::Email;
+use crate::app::AppState;
+use crate::config::BrandingSettings;
+use crate::http::middleware::request_id::RequestId;
+use crate::http::{oauth, read_form, session};
+use crate::protocol::claims::describe_scope;
+use crate::protocol::params::Params;
+use crate::protocol::scope::Scope;
+use crate::store::{AuditEvent, User};
+
+const STYLESHEET: &str = include_str!("../../templates/static/portcullis.css");
+
+/// The one message for every failed sign-in: nothing tells which part was wrong.
+pub const LOGIN_FAILED: &str = "Incorrect email or password.";
+
+#[derive(Debug, Clone)]
+pub struct Brand {
+    pub product_name: String,
+    pub logo_url: Option<String>,
+    pub primary_color: String,
+}
+
+impl From<&BrandingSettings> for Brand {
+    fn from(b: &BrandingSettings) -> Self {
+        Brand {
+            product_name: b.product_name.clone(),
+            logo_url: b.logo_url.clone(),
+            primary_color: b.primary_color.clone(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub brand: Brand,
+    pub csrf: String,
+    pub return_to: String,
+    pub username: String,
+    pub error: Option<String>,
+    pub client_name: Option<String>,
+}
+
+pub struct ScopeLine {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+pub struct ConsentPage {
+    pub brand: Brand,
+    pub csrf: String,
+    pub return_to: String,
+    pub client_name: String,
+    pub user_email: String,
+    pub scopes: Vec<ScopeLine>,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub brand: Brand,
+    pub title: String,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessagePage {
+    pub brand: Brand,
+    pub title: String,
+    pub message: String,
+}
+
+#[derive(Template)]
+#[template(path = "form_post.html")]
+pub struct FormPostPage {
+    pub brand: Brand,
+    pub redirect_uri: String,
+    pub fields: Vec<(String, String)>,
+}
+
+/// An HTML response that is never cached and never framed (clickjacking on a login or
+/// consent page would let another site collect clicks).
+pub fn html(status: StatusCode, page: &impl Template, cookies: &[String]) -> Response {
+    let body = match page.render() {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!(error = %e, "template rendering failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+        }
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .content_type("text/html; charset=utf-8")
+        .header("cache-control", "no-store")
+        .header("x-frame-options", "DENY")
+        .header(
+            "content-security-policy",
+            "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' https:; \
+             script-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+        )
+        .header("referrer-policy", "no-referrer");
+    for cookie in cookies {
+        builder = builder.header("set-cookie", cookie.as_str());
+    }
+    builder.body(body)
+}
+
+pub fn error_page(
+    state: &AppState,
+    req: &Request,
+    status: StatusCode,
+    title: &str,
+    message: &str,
+) -> Response {
+    let page = ErrorPage {
+        brand: (&state.settings.branding).into(),
+        title: title.to_string(),
+        message: message.to_string(),
+        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+    };
+    html(status, &page, &[])
+}
+
+#[handler]
+pub fn stylesheet() -> Response {
+    Response::builder()
+        .content_type("text/css; charset=utf-8")
+        .header("cache-control", "public, max-age=3600")
+        .body(STYLESHEET)
+}
+
+/// Renders the login form, setting the CSRF cookie when the browser has none.
+pub fn login_page(
+    state: &AppState,
+    req: &Request,
+    return_to: &str,
+    username: &str,
+    error: Option<&str>,
+    client_name: Option<String>,
+) -> Response {
+    let (csrf, cookie) = session::csrf_token(state, req);
+    let page = LoginPage {
+        brand: (&state.settings.branding).into(),
+        csrf,
+        return_to: return_to.to_string(),
+        username: username.to_string(),
+        error: error.map(str::to_string),
+        client_name,
+    };
+    let status = if error.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    html(status, &page, &cookie.into_iter().collect::<Vec<_>>())
+}
+
+pub fn consent_page(
+    state: &AppState,
+    req: &Request,
+    return_to: &str,
+    client_name: &str,
+    user: &User,
+    scope: &Scope,
+) -> Response {
+    let (csrf, cookie) = session::csrf_token(state, req);
+    let page = ConsentPage {
+        brand: (&state.settings.branding).into(),
+        csrf,
+        return_to: return_to.to_string(),
+        client_name: client_name.to_string(),
+        user_email: user.email.clone(),
+        scopes: scope
+            .iter()
+            .map(|s| ScopeLine {
+                name: s.to_string(),
+                description: describe_scope(s),
+            })
+            .collect(),
+    };
+    html(
+        StatusCode::OK,
+        &page,
+        &cookie.into_iter().collect::<Vec<_>>(),
+    )
+}
+
+/// Only our own authorization endpoint may be a place to return to (no open redirect).
+pub fn safe_return_to(raw: Option<&str>) -> Option<&str> {
+    raw.filter(|r| r.starts_with("/authorize?") && !r.contains(['\r', '\n', '#']))
+}
+
+#[handler]
+pub fn login_form(req: &Request, state: Data<&AppState>) -> Response {
+    login_page(&state, req, "", "", None, None)
+}
+
+/// `POST /login`: checks the password, starts a fresh session, returns to the authorization
+/// request (or says "signed in" when there is none).
+#[handler]
+pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> Response {
+    let state = *state;
+    let form = match read_form(req, body).await {
+        Ok(form) => form,
+        Err(message) => {
+            return error_page(state, req, StatusCode::BAD_REQUEST, "Bad request", &message)
+        }
+    };
+    if !session::csrf_ok(state, req, form.get("csrf")) {
+        return error_page(
+            state,
+            req,
+            StatusCode::BAD_REQUEST,
+            "This form has expired",
+            "Go back, reload the page and try again.",
+        );
+    }
+    let return_to = safe_return_to(form.get("return_to")).unwrap_or("");
+    let username = form.get("username").unwrap_or("").trim().to_string();
+    let password = form.get("password").unwrap_or("");
+
+    let user = match Email::parse(&username) {
+        Ok(email) => state
+            .store
+            .find_user_by_email(&User::email_key(email.as_str()))
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => None,
+    };
+    let usable = user.filter(|u| !u.disabled && u.deleted_at.is_none());
+    let hash = usable.as_ref().and_then(|u| u.password_hash.as_deref());
+    // The hash is checked even for unknown accounts, so timing says nothing either.
+    let ok = state.passwords.verify_or_dummy(password, hash).await && hash.is_some();
+    let now = state.clock.now();
+    let Some(user) = usable.filter(|_| ok) else {
+        let mut event = AuditEvent::new("login.failed", now);
+        event.ip = req
+            .remote_addr()
+            .as_socket_addr()
+            .map(|a| a.ip().to_string());
+        let _ = state.store.record_audit(&event).await;
+        let client_name = oauth::client_name_for(state, return_to).await;
+        return login_page(
+            state,
+            req,
+            return_to,
+            &username,
+            Some(LOGIN_FAILED),
+            client_name,
+        );
+    };
+    let (session, cookie) = match session::start(state, req, &user, &["pwd"]).await {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start a session");
+            return error_page(
+                state,
+                req,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again in a moment.",
+            );
+        }
+    };
+    let mut event = AuditEvent::new("login.succeeded", now);
+    event.subject = Some(user.id.to_string());
+    event.detail = serde_json::json!({"sid": session.sid});
+    let _ = state.store.record_audit(&event).await;
+    if return_to.is_empty() {
+        let page = MessagePage {
+            brand: (&state.settings.branding).into(),
+            title: "You are signed in".into(),
+            message: format!("Signed in as {}.", user.email),
+        };
+        return html(StatusCode::OK, &page, &[cookie]);
+    }
+    let next = oauth::resume_url(state, return_to, "login");
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header("location", next)
+        .header("set-cookie", cookie)
+        .header("cache-control", "no-store")
+        .finish()
+}
+
+/// `POST /consent`: records an allow (then resumes the request) or answers `access_denied`.
+#[handler]
+pub async fn consent_submit(req: &Request, body: Body, state: Data<&AppState>) -> Response {
+    let state = *state;
+    let form = match read_form(req, body).await {
+        Ok(form) => form,
+        Err(message) => {
+            return error_page(state, req, StatusCode::BAD_REQUEST, "Bad request", &message)
+        }
+    };
+    if !session::csrf_ok(state, req, form.get("csrf")) {
+        return error_page(
+            state,
+            req,
+            StatusCode::BAD_REQUEST,
+            "This form has expired",
+            "Go back, reload the page and try again.",
+        );
+    }
+    let Some(return_to) = safe_return_to(form.get("return_to")) else {
+        return error_page(
+            state,
+            req,
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The consent form is incomplete.",
+        );
+    };
+    let query = return_to.trim_start_matches("/authorize?");
+    let params = match Params::parse(query.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => {
+            return error_page(
+                state,
+                req,
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                &e.to_string(),
+            )
+        }
+    };
+    let Some((_, user)) = session::current(state, req).await else {
+        // Signed out meanwhile: start over, which asks for a login.
+        return redirect(oauth::resume_url(state, return_to, ""));
+    };
+    oauth::consent_decision(state, req, &params, &user, form.get("decision"), return_to).await
+}
+
+pub fn redirect(location: String) -> Response {
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header("location", location)
+        .header("cache-control", "no-store")
+        .finish()
+}

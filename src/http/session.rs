@@ -1,0 +1,140 @@
+//! Browser sessions and CSRF tokens as cookies. The session cookie holds a random id whose
+//! hash is the database key, so a stolen database reveals no usable cookie.
+
+use poem::Request;
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::random;
+use crate::store::{BrowserSession, User};
+
+const SESSION: &str = "portcullis-session";
+const CSRF: &str = "portcullis-csrf";
+
+/// `__Host-` prefixed names (RFC 6265bis §4.1.3.2) when served over https: the cookie is then
+/// bound to this host, path `/`, and `Secure`.
+fn cookie_name(state: &AppState, base: &str) -> String {
+    if state.settings.is_https() {
+        format!("__Host-{base}")
+    } else {
+        base.to_string()
+    }
+}
+
+fn set_cookie(state: &AppState, base: &str, value: &str, max_age: Option<u64>) -> String {
+    let mut c = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax",
+        cookie_name(state, base)
+    );
+    if state.settings.is_https() {
+        c.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    c
+}
+
+/// The value of the named cookie, if the request has exactly one.
+pub fn read_cookie(req: &Request, name: &str) -> Option<String> {
+    let mut found = None;
+    for header in req.headers().get_all("cookie") {
+        let Ok(text) = header.to_str() else { continue };
+        for pair in text.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=') {
+                if k == name {
+                    if found.is_some() {
+                        return None;
+                    }
+                    found = Some(v.to_string());
+                }
+            }
+        }
+    }
+    found.filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// The signed-in browser's live session and its user, if any. Expired, revoked, or idle
+/// sessions and disabled users count as signed out.
+pub async fn current(state: &AppState, req: &Request) -> Option<(BrowserSession, User)> {
+    let id = read_cookie(req, &cookie_name(state, SESSION))?;
+    let id_hash = random::hash_secret(&id);
+    let session = state.store.get_session(&id_hash).await.ok()??;
+    let now = state.clock.now();
+    let idle = state.settings.sessions.idle_timeout_secs as i64;
+    if now >= session.expires_at || now - session.last_seen_at >= idle {
+        return None;
+    }
+    let user = state.store.get_user(session.user_id).await.ok()??;
+    if user.disabled || user.deleted_at.is_some() {
+        return None;
+    }
+    // Write activity at most once a minute.
+    if now - session.last_seen_at >= 60 {
+        let _ = state.store.touch_session(&id_hash, now).await;
+    }
+    Some((session, user))
+}
+
+/// Starts a session for `user` with a brand-new id (never reusing one the browser brought,
+/// against fixation), revoking the browser's previous session. Returns the `Set-Cookie` value.
+pub async fn start(
+    state: &AppState,
+    req: &Request,
+    user: &User,
+    amr: &[&str],
+) -> Result<(BrowserSession, String), crate::store::StoreError> {
+    let now = state.clock.now();
+    if let Some(old) = read_cookie(req, &cookie_name(state, SESSION)) {
+        state
+            .store
+            .revoke_session(&random::hash_secret(&old), now)
+            .await?;
+    }
+    let id = random::token(32);
+    let absolute = state.settings.sessions.absolute_timeout_secs;
+    let session = BrowserSession {
+        id_hash: random::hash_secret(&id),
+        sid: random::token(16),
+        user_id: user.id,
+        auth_time: now,
+        amr: amr.iter().map(|s| s.to_string()).collect(),
+        acr: None,
+        user_agent: req
+            .headers()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect()),
+        ip: req
+            .remote_addr()
+            .as_socket_addr()
+            .map(|a| a.ip().to_string()),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + absolute as i64,
+        revoked_at: None,
+    };
+    state.store.create_session(&session).await?;
+    Ok((session, set_cookie(state, SESSION, &id, Some(absolute))))
+}
+
+/// The CSRF token for this browser, and a `Set-Cookie` value when a new one had to be made.
+/// Forms carry it in a hidden field; a POST is accepted only when field and cookie agree
+/// (double submit, with a `SameSite=Lax`, `HttpOnly`, host-bound cookie).
+pub fn csrf_token(state: &AppState, req: &Request) -> (String, Option<String>) {
+    match read_cookie(req, &cookie_name(state, CSRF)) {
+        Some(existing) => (existing, None),
+        None => {
+            let token = random::token(32);
+            let cookie = set_cookie(state, CSRF, &token, None);
+            (token, Some(cookie))
+        }
+    }
+}
+
+pub fn csrf_ok(state: &AppState, req: &Request, presented: Option<&str>) -> bool {
+    match (read_cookie(req, &cookie_name(state, CSRF)), presented) {
+        (Some(cookie), Some(field)) => cookie.as_bytes().ct_eq(field.as_bytes()).into(),
+        _ => false,
+    }
+}

@@ -1,0 +1,330 @@
+//! Authorization requests (RFC 6749 §4.1.1, OIDC Core §3.1.2.1): validation, then the decision
+//! of what the user must do (sign in, consent) before a code is issued. Pure: no I/O.
+
+use crate::config::OAuthSettings;
+use crate::protocol::error::{ErrorCode, OAuthError};
+use crate::protocol::params::Params;
+use crate::protocol::pkce::{self, Method};
+use crate::protocol::redirect_uri::matches_registered;
+use crate::protocol::scope::Scope;
+use crate::store::{Client, Timestamp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    Query,
+    /// OAuth 2.0 Form Post Response Mode.
+    FormPost,
+}
+
+impl ResponseMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseMode::Query => "query",
+            ResponseMode::FormPost => "form_post",
+        }
+    }
+}
+
+/// The `prompt` values (OIDC Core §3.1.2.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prompt {
+    pub none: bool,
+    pub login: bool,
+    pub consent: bool,
+}
+
+/// Where and how an authorization response goes back to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseTarget {
+    pub redirect_uri: String,
+    pub response_mode: ResponseMode,
+    pub state: Option<String>,
+}
+
+/// A validated authorization request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationRequest {
+    pub client_id: String,
+    pub target: ResponseTarget,
+    pub redirect_uri_given: bool,
+    pub scope: Scope,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<Method>,
+    pub prompt: Prompt,
+    pub max_age: Option<i64>,
+    pub login_hint: Option<String>,
+    pub id_token_hint: Option<String>,
+}
+
+impl AuthorizationRequest {
+    pub fn is_openid(&self) -> bool {
+        self.scope.contains("openid")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizeError {
+    /// RFC 6749 §4.1.2.1: the client or redirect URI cannot be trusted, so the user sees an
+    /// error page and is never redirected.
+    Page(String),
+    /// Everything else goes back to the client.
+    Redirect {
+        target: ResponseTarget,
+        error: OAuthError,
+    },
+}
+
+/// Validates `params` for `client` (the client named by `client_id`, if it exists).
+pub fn validate(
+    params: &Params,
+    client: Option<&Client>,
+    settings: &OAuthSettings,
+) -> Result<AuthorizationRequest, AuthorizeError> {
+    let page = |m: &str| AuthorizeError::Page(m.to_string());
+    if params.get("client_id").is_none() {
+        return Err(page(
+            "The request does not name a client (client_id is missing).",
+        ));
+    }
+    let client =
+        client.ok_or_else(|| page("The application that sent you here is not registered."))?;
+    let wants_openid = params
+        .get("scope")
+        .is_some_and(|s| s.split(' ').any(|t| t == "openid"));
+
+    // RFC 6749 §3.1.2.3: with several registered URIs the request must name one; OIDC Core
+    // §3.1.2.1 makes it REQUIRED. Comparison is exact (RFC 9700 §4.1.3).
+    let (redirect_uri, redirect_uri_given) = match params.get("redirect_uri") {
+        Some(given) => {
+            if !client
+                .redirect_uris
+                .iter()
+                .any(|r| matches_registered(r, given))
+            {
+                return Err(page(
+                    "The redirect URI in the request is not registered for this application.",
+                ));
+            }
+            (given.to_string(), true)
+        }
+        None if !wants_openid && client.redirect_uris.len() == 1 => {
+            (client.redirect_uris[0].clone(), false)
+        }
+        None => return Err(page("The request has no redirect_uri.")),
+    };
+
+    let state = params.get("state").map(str::to_string);
+    let (response_mode, mode_error) = match params.get("response_mode") {
+        None | Some("query") => (ResponseMode::Query, None),
+        Some("form_post") => (ResponseMode::FormPost, None),
+        Some(other) => (
+            ResponseMode::Query,
+            Some(format!(
+                "response_mode {other:?} is not supported; use query or form_post"
+            )),
+        ),
+    };
+    let target = ResponseTarget {
+        redirect_uri,
+        response_mode,
+        state,
+    };
+    let fail = |code: ErrorCode, description: String| AuthorizeError::Redirect {
+        target: target.clone(),
+        error: OAuthError::new(code, description),
+    };
+    if let Some(msg) = mode_error {
+        return Err(fail(ErrorCode::InvalidRequest, msg));
+    }
+
+    match params.get("response_type") {
+        None => {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "response_type is missing".into(),
+            ))
+        }
+        Some("code") => {}
+        Some(other) => {
+            return Err(fail(
+                ErrorCode::UnsupportedResponseType,
+                format!("response_type {other:?} is not supported; use code"),
+            ))
+        }
+    }
+    if !client.grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(fail(
+            ErrorCode::UnauthorizedClient,
+            "this client may not use the authorization code grant".into(),
+        ));
+    }
+    if params.contains("request") {
+        return Err(fail(
+            ErrorCode::RequestNotSupported,
+            "request objects are not supported".into(),
+        ));
+    }
+    if params.contains("request_uri") {
+        return Err(fail(
+            ErrorCode::RequestUriNotSupported,
+            "request_uri is not supported".into(),
+        ));
+    }
+
+    // RFC 6749 §3.3.
+    let scope = match params.get("scope") {
+        None => return Err(fail(ErrorCode::InvalidScope, "scope is missing".into())),
+        Some(raw) => Scope::parse(raw).map_err(|e| fail(ErrorCode::InvalidScope, e.to_string()))?,
+    };
+    let allowed = Scope::parse(&client.scope).unwrap_or_default();
+    let extra: Vec<&str> = scope.iter().filter(|s| !allowed.contains(s)).collect();
+    if !extra.is_empty() {
+        return Err(fail(
+            ErrorCode::InvalidScope,
+            format!("this client may not request: {}", extra.join(" ")),
+        ));
+    }
+
+    // RFC 7636 §4.3-4.4 and RFC 9700 §2.1.1.
+    let code_challenge = params.get("code_challenge").map(str::to_string);
+    let code_challenge_method = match (&code_challenge, params.get("code_challenge_method")) {
+        (None, Some(_)) => {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "code_challenge_method was sent without code_challenge".into(),
+            ))
+        }
+        (None, None) => None,
+        (Some(challenge), method) => {
+            let method = Method::parse(method.unwrap_or("plain")).ok_or_else(|| {
+                fail(
+                    ErrorCode::InvalidRequest,
+                    "code_challenge_method must be S256".into(),
+                )
+            })?;
+            if method == Method::Plain && !settings.allow_plain_pkce {
+                return Err(fail(
+                    ErrorCode::InvalidRequest,
+                    "code_challenge_method plain is not allowed; use S256".into(),
+                ));
+            }
+            if !pkce::well_formed(challenge) {
+                return Err(fail(
+                    ErrorCode::InvalidRequest,
+                    "code_challenge must be 43 to 128 characters of [A-Za-z0-9-._~]".into(),
+                ));
+            }
+            Some(method)
+        }
+    };
+    if code_challenge.is_none() && (client.is_public() || settings.require_pkce) {
+        return Err(fail(
+            ErrorCode::InvalidRequest,
+            "PKCE is required: send code_challenge and code_challenge_method=S256".into(),
+        ));
+    }
+
+    let mut prompt = Prompt::default();
+    if let Some(raw) = params.get("prompt") {
+        let mut count = 0;
+        for value in raw.split(' ').filter(|v| !v.is_empty()) {
+            count += 1;
+            match value {
+                "none" => prompt.none = true,
+                "login" | "select_account" => prompt.login = true,
+                "consent" => prompt.consent = true,
+                other => {
+                    return Err(fail(
+                        ErrorCode::InvalidRequest,
+                        format!("prompt value {other:?} is not supported"),
+                    ))
+                }
+            }
+        }
+        // OIDC Core §3.1.2.1: "none" must not be combined with any other value.
+        if prompt.none && count > 1 {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "prompt=none cannot be combined with other values".into(),
+            ));
+        }
+    }
+    let max_age = match params.get("max_age") {
+        None => None,
+        Some(raw) => Some(raw.parse::<u32>().map(i64::from).map_err(|_| {
+            fail(
+                ErrorCode::InvalidRequest,
+                "max_age must be a non-negative integer".into(),
+            )
+        })?),
+    };
+
+    Ok(AuthorizationRequest {
+        client_id: client.id.clone(),
+        target,
+        redirect_uri_given,
+        scope,
+        nonce: params.get("nonce").map(str::to_string),
+        code_challenge,
+        code_challenge_method,
+        prompt,
+        max_age,
+        login_hint: params.get("login_hint").map(str::to_string),
+        id_token_hint: params.get("id_token_hint").map(str::to_string),
+    })
+}
+
+/// What the signed-in browser brings to the decision.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionFacts {
+    pub auth_time: Timestamp,
+    /// False when an `id_token_hint` names another user.
+    pub matches_hint: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interaction {
+    Login,
+    Consent,
+    IssueCode,
+}
+
+/// OIDC Core §3.1.2.3-3.1.2.4: sign in when there is no usable session, consent when the
+/// scopes were not granted before; with `prompt=none` either need is an error instead.
+pub fn decide(
+    req: &AuthorizationRequest,
+    session: Option<SessionFacts>,
+    consented: bool,
+    now: Timestamp,
+) -> Result<Interaction, OAuthError> {
+    let needs_login = match session {
+        None => true,
+        Some(s) => {
+            req.prompt.login
+                || !s.matches_hint
+                || req.max_age.is_some_and(|max| now - s.auth_time > max)
+        }
+    };
+    if needs_login {
+        return if req.prompt.none {
+            Err(OAuthError::new(
+                ErrorCode::LoginRequired,
+                "the user is not signed in",
+            ))
+        } else {
+            Ok(Interaction::Login)
+        };
+    }
+    if req.prompt.consent || !consented {
+        return if req.prompt.none {
+            Err(OAuthError::new(
+                ErrorCode::ConsentRequired,
+                "the user has not granted these scopes to this client",
+            ))
+        } else {
+            Ok(Interaction::Consent)
+        };
+    }
+    Ok(Interaction::IssueCode)
+}

@@ -1,0 +1,140 @@
+//! The protocol's error codes, each with the section that defines it, and the one mapping
+//! from code to HTTP status for JSON endpoints.
+
+use std::fmt;
+
+/// An OAuth 2.0 / OIDC error code as sent on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// RFC 6749 §4.1.2.1, §5.2: malformed, missing or repeated parameter.
+    InvalidRequest,
+    /// RFC 6749 §5.2: client authentication failed.
+    InvalidClient,
+    /// RFC 6749 §5.2: the code or refresh token is invalid, expired, revoked or not this client's.
+    InvalidGrant,
+    /// RFC 6749 §4.1.2.1, §5.2: the client may not use this grant or response type.
+    UnauthorizedClient,
+    /// RFC 6749 §4.1.2.1: the user or server denied the request.
+    AccessDenied,
+    /// RFC 6749 §4.1.2.1.
+    UnsupportedResponseType,
+    /// RFC 6749 §5.2.
+    UnsupportedGrantType,
+    /// RFC 6749 §4.1.2.1, §5.2: unknown, malformed or excessive scope.
+    InvalidScope,
+    /// RFC 6749 §4.1.2.1.
+    ServerError,
+    /// RFC 6749 §4.1.2.1.
+    TemporarilyUnavailable,
+    /// OIDC Core §3.1.2.6: `prompt=none` but the user must sign in.
+    LoginRequired,
+    /// OIDC Core §3.1.2.6: `prompt=none` but the user must consent.
+    ConsentRequired,
+    /// OIDC Core §3.1.2.6: `prompt=none` but some interaction is needed.
+    InteractionRequired,
+    /// OIDC Core §6.1: request objects are not supported.
+    RequestNotSupported,
+    /// OIDC Core §6.2: request_uri is not supported.
+    RequestUriNotSupported,
+    /// RFC 6750 §3.1: the access token is missing its mark.
+    InvalidToken,
+    /// RFC 6750 §3.1: the token lacks a needed scope.
+    InsufficientScope,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::ServerError => "server_error",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::LoginRequired => "login_required",
+            ErrorCode::ConsentRequired => "consent_required",
+            ErrorCode::InteractionRequired => "interaction_required",
+            ErrorCode::RequestNotSupported => "request_not_supported",
+            ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InsufficientScope => "insufficient_scope",
+        }
+    }
+
+    /// The status of a JSON error response (RFC 6749 §5.2, RFC 6750 §3.1).
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidClient | ErrorCode::InvalidToken => 401,
+            ErrorCode::InsufficientScope => 403,
+            ErrorCode::ServerError => 500,
+            ErrorCode::TemporarilyUnavailable => 503,
+            _ => 400,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A protocol error: the code, and a description safe to show to the client developer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub code: ErrorCode,
+    pub description: String,
+}
+
+impl OAuthError {
+    pub fn new(code: ErrorCode, description: impl Into<String>) -> OAuthError {
+        OAuthError {
+            code,
+            description: description.into(),
+        }
+    }
+
+    pub fn invalid_request(description: impl Into<String>) -> OAuthError {
+        Self::new(ErrorCode::InvalidRequest, description)
+    }
+
+    pub fn invalid_grant(description: impl Into<String>) -> OAuthError {
+        Self::new(ErrorCode::InvalidGrant, description)
+    }
+
+    pub fn invalid_client(description: impl Into<String>) -> OAuthError {
+        Self::new(ErrorCode::InvalidClient, description)
+    }
+
+    pub fn server_error() -> OAuthError {
+        Self::new(
+            ErrorCode::ServerError,
+            "the server could not complete the request; try again",
+        )
+    }
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.description)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_rfcs() {
+        assert_eq!(ErrorCode::InvalidClient.http_status(), 401);
+        assert_eq!(ErrorCode::InvalidGrant.http_status(), 400);
+        assert_eq!(ErrorCode::InvalidRequest.http_status(), 400);
+        assert_eq!(ErrorCode::UnsupportedGrantType.http_status(), 400);
+        assert_eq!(ErrorCode::InvalidToken.http_status(), 401);
+        assert_eq!(ErrorCode::InsufficientScope.http_status(), 403);
+    }
+}

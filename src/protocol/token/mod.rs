@@ -1,0 +1,95 @@
+//! The token endpoint's grants, one file each, and the minting they share.
+
+pub mod authorization_code;
+
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::keys::{KeyRing, SigningAlg};
+use crate::protocol::error::OAuthError;
+use crate::protocol::tokens::{access_token_claims, id_token_claims, Grant};
+use crate::random;
+use crate::store::{Client, Store, Timestamp};
+
+/// RFC 6749 §5.1 (and OIDC Core §3.1.3.3 for `id_token`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+}
+
+/// What a grant needs from the running server.
+pub struct TokenContext<'a> {
+    pub store: &'a dyn Store,
+    pub ring: &'a KeyRing,
+    pub settings: &'a Settings,
+    pub now: Timestamp,
+}
+
+impl TokenContext<'_> {
+    fn alg(&self, chosen: &Option<String>, default: &str) -> SigningAlg {
+        chosen
+            .as_deref()
+            .and_then(SigningAlg::parse)
+            .or_else(|| SigningAlg::parse(default))
+            .unwrap_or(SigningAlg::Es256)
+    }
+
+    /// Signs the access token (with `jti`) and, for OpenID requests, the ID token.
+    pub fn mint(
+        &self,
+        client: &Client,
+        grant: &Grant,
+        jti: &str,
+    ) -> Result<TokenResponse, OAuthError> {
+        let sign_failed = |e: crate::keys::KeyError| {
+            tracing::error!(error = %e, "token signing failed");
+            OAuthError::server_error()
+        };
+        let s = self.settings;
+        let at_alg = self.alg(
+            &client.access_token_signed_response_alg,
+            &s.oauth.access_token_alg,
+        );
+        let ttl = s.tokens.access_token_ttl_secs;
+        let claims = access_token_claims(grant, s.access_token_audience(), ttl as i64, jti);
+        // RFC 9068 §2.1: typ "at+jwt" tells access tokens apart from ID tokens.
+        let access_token = self
+            .ring
+            .sign(at_alg, "at+jwt", &claims)
+            .map_err(sign_failed)?;
+        let id_token = if grant.scope.contains("openid") {
+            let alg = self.alg(&client.id_token_signed_response_alg, &s.oauth.id_token_alg);
+            let claims =
+                id_token_claims(grant, s.tokens.id_token_ttl_secs as i64, alg, &access_token);
+            Some(self.ring.sign(alg, "JWT", &claims).map_err(sign_failed)?)
+        } else {
+            None
+        };
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: ttl,
+            id_token,
+            refresh_token: None,
+            scope: grant.scope.to_string(),
+        })
+    }
+}
+
+/// A fresh access token id.
+pub fn new_jti() -> String {
+    random::token(16)
+}
+
+/// Maps a storage failure to the protocol's generic server error, logging the detail.
+pub fn storage_failed(e: crate::store::StoreError) -> OAuthError {
+    tracing::error!(error = %e, "storage failure at the token endpoint");
+    OAuthError::server_error()
+}
