@@ -116,7 +116,7 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
     }
     let secret = (!reg.public).then(|| random::token(32));
     let client = Client {
-        id: random::token(16),
+        id: random::hex_token(12),
         name: name.to_string(),
         secret_hash: secret.as_deref().map(random::hash_secret),
         redirect_uris,

@@ -13,14 +13,25 @@ pub fn token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
-/// The hex SHA-256 of a high-entropy secret; what the database keeps instead of the secret.
-pub fn hash_secret(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
+/// `bytes` random bytes as lowercase hex: for identifiers people type and pass as command
+/// arguments (a base64url value may start with `-` and read as a flag).
+pub fn hex_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    hex(&buf)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         out.push_str(&format!("{b:02x}"));
     }
     out
+}
+
+/// The hex SHA-256 of a high-entropy secret; what the database keeps instead of the secret.
+pub fn hash_secret(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
 }
 
 /// Compares a presented secret with a stored hash in constant time.

@@ -164,3 +164,202 @@ impl TestApp {
         }
     }
 }
+
+/// A user the tests sign in as.
+pub struct TestUser {
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub password: String,
+}
+
+/// A registered client and its secret (none for public clients).
+pub struct TestClient {
+    pub id: String,
+    pub secret: Option<String>,
+    pub redirect_uri: String,
+}
+
+impl TestApp {
+    pub async fn register_client(
+        &self,
+        reg: portcullis::clients::ClientRegistration,
+    ) -> TestClient {
+        use secrecy::ExposeSecret;
+        let redirect_uri = reg.redirect_uris.first().cloned().unwrap_or_default();
+        let r =
+            portcullis::clients::register(&*self.state.store, &reg, self.state.clock.now(), "test")
+                .await
+                .expect("register client");
+        TestClient {
+            id: r.client.id,
+            secret: r.secret.map(|s| s.expose_secret().to_string()),
+            redirect_uri,
+        }
+    }
+
+    /// A confidential client for `https://rp.example.com/cb`.
+    pub async fn confidential_client(&self) -> TestClient {
+        self.register_client(portcullis::clients::ClientRegistration {
+            name: "Demo RP".into(),
+            redirect_uris: vec!["https://rp.example.com/cb".into()],
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn create_user(&self, email: &str, password: &str) -> TestUser {
+        let now = self.state.clock.now();
+        let pw = portcullis::accounts::Password::parse(password.into(), &self.settings.password)
+            .unwrap();
+        let user = portcullis::store::User {
+            id: uuid::Uuid::new_v4(),
+            email: email.into(),
+            email_verified: true,
+            name: Some("Ada Lovelace".into()),
+            password_hash: Some(self.state.passwords.hash(&pw).await.unwrap()),
+            roles: vec!["user".into()],
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        };
+        self.state.store.create_user(&user).await.unwrap();
+        TestUser {
+            id: user.id,
+            email: email.into(),
+            password: password.into(),
+        }
+    }
+}
+
+/// A browser: keeps cookies, does not follow redirects (tests look at each hop).
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The `value` of the `<input name="{name}">` in a page, HTML-unescaped.
+pub fn form_value(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\"");
+    let at = html.find(&marker)?;
+    let tag_end = at + html[at..].find('>')?;
+    let tag = &html[at..tag_end];
+    let v = tag.find("value=\"")? + 7;
+    let end = v + tag[v..].find('"')?;
+    Some(unescape(&tag[v..end]))
+}
+
+pub fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let Some(end) = rest.find(';') else { break };
+        let entity = &rest[1..end];
+        let ch = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            e if e.starts_with("#x") => u32::from_str_radix(&e[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
+            e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
+            _ => None,
+        };
+        match ch {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where a response redirects to.
+pub fn location(resp: &reqwest::Response) -> Option<url::Url> {
+    let raw = resp.headers().get("location")?.to_str().ok()?;
+    url::Url::parse(raw).ok()
+}
+
+/// The value of a query parameter of `url`.
+pub fn query(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// What the browser met after following the sign-in hops.
+pub enum Landing {
+    /// Redirected to the client with these query parameters.
+    Client(url::Url),
+    /// A page was shown (status, HTML).
+    #[allow(dead_code)]
+    Page(u16, String),
+}
+
+impl TestApp {
+    /// Follows an authorization URL like a person would: fills the login form when it shows
+    /// up, answers the consent page with `consent` ("allow"/"deny"), and stops at the client.
+    pub async fn sign_in(
+        &self,
+        browser: &reqwest::Client,
+        auth_url: &str,
+        user: &TestUser,
+        consent: &str,
+    ) -> Landing {
+        let mut next = browser.get(auth_url).send().await.unwrap();
+        for _ in 0..8 {
+            let status = next.status().as_u16();
+            if status == 303 || status == 302 {
+                let to = location(&next).expect("redirect target");
+                if !to.as_str().starts_with(&self.base) {
+                    return Landing::Client(to);
+                }
+                next = browser.get(to).send().await.unwrap();
+                continue;
+            }
+            let html = next.text().await.unwrap();
+            if html.contains("action=\"/login\"") && !html.contains("role=\"alert\"") {
+                let form = [
+                    ("csrf", form_value(&html, "csrf").unwrap()),
+                    ("return_to", form_value(&html, "return_to").unwrap()),
+                    ("username", user.email.clone()),
+                    ("password", user.password.clone()),
+                ];
+                next = browser
+                    .post(self.url("/login"))
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap();
+            } else if html.contains("action=\"/consent\"") {
+                let form = [
+                    ("csrf", form_value(&html, "csrf").unwrap()),
+                    ("return_to", form_value(&html, "return_to").unwrap()),
+                    ("decision", consent.to_string()),
+                ];
+                next = browser
+                    .post(self.url("/consent"))
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap();
+            } else {
+                return Landing::Page(status, html);
+            }
+        }
+        panic!("too many hops");
+    }
+}

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, the real server over HTTP, a fresh database per test.
 
 mod cli;
+mod code_flow;
 mod common;
 mod config;
 mod keys;
