@@ -19,7 +19,7 @@ pub struct Params(BTreeMap<String, String>);
 pub enum ParamError {
     #[error("parameter {0:?} is repeated; each parameter may appear once (RFC 6749 §3.1)")]
     Duplicate(String),
-    #[error("the parameters are not valid UTF-8 after percent-decoding")]
+    #[error("the parameters are not valid UTF-8 text after percent-decoding")]
     Encoding,
     #[error("the request parameters are too large")]
     TooLarge,
@@ -86,7 +86,12 @@ fn decode(raw: &[u8]) -> Result<String, ParamError> {
         .map(|b| if *b == b'+' { b' ' } else { *b })
         .collect();
     let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
-    String::from_utf8(bytes).map_err(|_| ParamError::Encoding)
+    let text = String::from_utf8(bytes).map_err(|_| ParamError::Encoding)?;
+    // NUL has no meaning in any parameter, and databases refuse it in text.
+    if text.contains('\0') {
+        return Err(ParamError::Encoding);
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -109,6 +114,7 @@ mod tests {
             Err(ParamError::Duplicate("state".into()))
         );
         assert_eq!(Params::parse(b"x=%ff%fe"), Err(ParamError::Encoding));
+        assert_eq!(Params::parse(b"client_id=%00"), Err(ParamError::Encoding));
         let big = format!("x={}", "a".repeat(MAX_VALUE + 1));
         assert_eq!(Params::parse(big.as_bytes()), Err(ParamError::TooLarge));
         // An empty duplicate is an omitted parameter, not a repeat.

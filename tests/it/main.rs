@@ -4,6 +4,7 @@ mod cli;
 mod code_flow;
 mod common;
 mod config;
+mod flow_errors;
 mod keys;
 mod server;
 mod store_contract;
