@@ -14,7 +14,11 @@ const CSRF: &str = "portcullis-csrf";
 /// `__Host-` prefixed names (RFC 6265bis §4.1.3.2) when served over https: the cookie is then
 /// bound to this host, path `/`, and `Secure`.
 fn cookie_name(state: &AppState, base: &str) -> String {
-    if state.settings.is_https() {
+    name_for(state.settings.is_https(), base)
+}
+
+fn name_for(https: bool, base: &str) -> String {
+    if https {
         format!("__Host-{base}")
     } else {
         base.to_string()
@@ -22,11 +26,17 @@ fn cookie_name(state: &AppState, base: &str) -> String {
 }
 
 fn set_cookie(state: &AppState, base: &str, value: &str, max_age: Option<u64>) -> String {
+    cookie_header(state.settings.is_https(), base, value, max_age)
+}
+
+/// `HttpOnly` (no script reads it), `SameSite=Lax` (not sent on cross-site POSTs), `Path=/`,
+/// and over https `Secure` with the `__Host-` prefix.
+fn cookie_header(https: bool, base: &str, value: &str, max_age: Option<u64>) -> String {
     let mut c = format!(
         "{}={value}; Path=/; HttpOnly; SameSite=Lax",
-        cookie_name(state, base)
+        name_for(https, base)
     );
-    if state.settings.is_https() {
+    if https {
         c.push_str("; Secure");
     }
     if let Some(age) = max_age {
@@ -136,5 +146,21 @@ pub fn csrf_ok(state: &AppState, req: &Request, presented: Option<&str>) -> bool
     match (read_cookie(req, &cookie_name(state, CSRF)), presented) {
         (Some(cookie), Some(field)) => cookie.as_bytes().ct_eq(field.as_bytes()).into(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_cookies_are_host_bound_and_secure() {
+        let c = cookie_header(true, SESSION, "abc", Some(60));
+        assert_eq!(
+            c,
+            "__Host-portcullis-session=abc; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=60"
+        );
+        let c = cookie_header(false, CSRF, "xyz", None);
+        assert_eq!(c, "portcullis-csrf=xyz; Path=/; HttpOnly; SameSite=Lax");
     }
 }

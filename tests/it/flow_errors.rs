@@ -781,3 +781,88 @@ async fn hostile_input_gets_a_4xx_in_the_right_format_never_a_5xx() {
     let resp = app.http.get(&token_url).send().await.unwrap();
     assert_eq!(resp.status(), 405);
 }
+
+#[tokio::test]
+async fn sessions_end_after_idle_and_absolute_timeouts() {
+    let clock = ManualClock::new(1_800_000_000);
+    let app = TestApp::spawn_with_clock(clock.clone()).await;
+    let client = app.confidential_client().await;
+    let user = app
+        .create_user("ada@example.org", "correct horse battery")
+        .await;
+    let (_, b) = code_for(&app, &client, &user).await;
+    let silent = auth_url(&app, &client, &[("prompt", "none")]);
+
+    // Active use keeps the session alive past the idle timeout...
+    let idle = app.settings.sessions.idle_timeout_secs as i64;
+    for _ in 0..3 {
+        clock.advance(idle - 100);
+        let resp = b.get(&silent).send().await.unwrap();
+        assert!(
+            query(&location(&resp).unwrap(), "code").is_some(),
+            "still signed in"
+        );
+    }
+    // ...but not an idle gap.
+    clock.advance(idle + 1);
+    let resp = b.get(&silent).send().await.unwrap();
+    assert_error_redirect(&app, &client, &resp, "login_required");
+
+    // The absolute timeout ends even a busy session.
+    let (_, b) = code_for(&app, &client, &user).await;
+    let absolute = app.settings.sessions.absolute_timeout_secs as i64;
+    let mut elapsed = 0;
+    while elapsed + idle / 2 < absolute {
+        clock.advance(idle / 2);
+        elapsed += idle / 2;
+        let resp = b.get(&silent).send().await.unwrap();
+        assert!(query(&location(&resp).unwrap(), "code").is_some());
+    }
+    clock.advance(absolute - elapsed + 1);
+    let resp = b.get(&silent).send().await.unwrap();
+    assert_error_redirect(&app, &client, &resp, "login_required");
+}
+
+#[tokio::test]
+async fn pages_carry_the_configured_branding_and_refuse_framing() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let url = crate::common::fresh_database_url(dir.path()).await;
+    let mut settings = crate::common::test_settings(dir.path(), url);
+    settings.branding.product_name = "Acme ID".into();
+    settings.branding.primary_color = "#0a7d33".into();
+    settings.branding.logo_url = Some("https://acme.example/logo.svg".into());
+    let app = TestApp::spawn_with(settings, dir, Arc::new(portcullis::clock::SystemClock)).await;
+    let client = app.confidential_client().await;
+    let resp = get(&auth_url(
+        &app,
+        &client,
+        &[("login_hint", "ada@example.org")],
+    ))
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    assert!(resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("Acme ID")
+            && html.contains("#0a7d33")
+            && html.contains("https://acme.example/logo.svg")
+    );
+    assert!(html.contains("<input name=\"username\"") || html.contains("name=\"username\""));
+    assert_eq!(
+        form_value(&html, "username").as_deref(),
+        Some("ada@example.org"),
+        "login_hint prefills"
+    );
+    assert!(html.contains("Demo RP"), "the client's name is shown");
+    let css = get(&app.url("/static/portcullis.css")).await;
+    assert_eq!(css.status(), 200);
+    assert!(css.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+}
