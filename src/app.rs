@@ -15,6 +15,7 @@ use crate::accounts::PasswordHasher;
 use crate::cache::RedisHandle;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::denylist::DenyList;
 use crate::http;
 use crate::keys::{KeyManager, MasterKey, MasterKeySource};
 use crate::protocol::discovery::ProviderMetadata;
@@ -29,6 +30,9 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub passwords: PasswordHasher,
     pub redis: Option<Arc<RedisHandle>>,
+    pub deny: Arc<DenyList>,
+    /// For outgoing calls: client JWKS URIs, back-channel logout.
+    pub http: reqwest::Client,
     pub metadata: Arc<serde_json::Value>,
 }
 
@@ -108,6 +112,13 @@ impl Portcullis {
             settings.oauth.allow_plain_pkce,
         ))
         .unwrap_or(serde_json::Value::Null);
+        let deny = Arc::new(DenyList::new(store.clone(), redis.clone()));
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| StartError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Portcullis {
             state: AppState {
                 settings: Arc::new(settings),
@@ -116,6 +127,8 @@ impl Portcullis {
                 clock,
                 passwords,
                 redis,
+                deny,
+                http,
                 metadata: Arc::new(metadata),
             },
         })

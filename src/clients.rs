@@ -35,6 +35,15 @@ pub struct ClientRegistration {
     pub id_token_alg: Option<String>,
     /// Access token algorithm; `None` = deployment default.
     pub access_token_alg: Option<String>,
+    /// Issue refresh tokens without `offline_access` being requested.
+    pub always_issue_refresh_token: bool,
+    /// OIDC Back-Channel Logout: where logout tokens are POSTed.
+    pub backchannel_logout_uri: Option<String>,
+    pub backchannel_logout_session_required: bool,
+    /// `private_key_jwt` (RFC 7523): the client's public JWK Set, inline JSON...
+    pub jwks: Option<String>,
+    /// ...or its URL. Either makes the client authenticate with signed assertions, no secret.
+    pub jwks_uri: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +62,14 @@ pub enum RegistrationError {
     PublicClientCredentials,
     #[error(transparent)]
     Scope(#[from] ScopeError),
+    #[error("the back-channel logout URI {0:?} must be an absolute https URL (http only on loopback), without fragment")]
+    BackchannelUri(String),
+    #[error("--jwks must be a JSON Web Key Set with public keys: {0}")]
+    Jwks(String),
+    #[error("the JWKS URI {0:?} must be an absolute https URL")]
+    JwksUri(String),
+    #[error("give either --jwks or --jwks-uri, not both; and not for a public client")]
+    KeysConflict,
     #[error("unknown signing algorithm {0:?}; expected one of RS256, PS256, ES256, EdDSA")]
     UnknownAlg(String),
     #[error("the scope must not be empty")]
@@ -102,7 +119,46 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
     if reg.public && grant_types.iter().any(|g| g == GRANT_CLIENT_CREDENTIALS) {
         return Err(RegistrationError::PublicClientCredentials);
     }
-    let scope = Scope::parse(reg.scope.as_deref().unwrap_or(DEFAULT_SCOPE))?;
+    let default_scope = if grant_types.iter().any(|g| g == GRANT_REFRESH_TOKEN) {
+        "openid profile email offline_access"
+    } else {
+        DEFAULT_SCOPE
+    };
+    let scope = Scope::parse(reg.scope.as_deref().unwrap_or(default_scope))?;
+    let backchannel = match &reg.backchannel_logout_uri {
+        None => None,
+        Some(raw) => {
+            let ok = url::Url::parse(raw).is_ok_and(|u| {
+                u.fragment().is_none()
+                    && (u.scheme() == "https"
+                        || (u.scheme() == "http"
+                            && (crate::protocol::redirect_uri::is_loopback(&u)
+                                || reg.allow_insecure_redirect)))
+            });
+            if !ok {
+                return Err(RegistrationError::BackchannelUri(raw.clone()));
+            }
+            Some(raw.clone())
+        }
+    };
+    if (reg.jwks.is_some() && reg.jwks_uri.is_some())
+        || (reg.public && (reg.jwks.is_some() || reg.jwks_uri.is_some()))
+    {
+        return Err(RegistrationError::KeysConflict);
+    }
+    if let Some(jwks) = &reg.jwks {
+        crate::protocol::assertion::parse_jwks(jwks).map_err(RegistrationError::Jwks)?;
+    }
+    if let Some(uri) = &reg.jwks_uri {
+        let ok = url::Url::parse(uri).is_ok_and(|u| {
+            u.scheme() == "https"
+                || (u.scheme() == "http" && crate::protocol::redirect_uri::is_loopback(&u))
+        });
+        if !ok {
+            return Err(RegistrationError::JwksUri(uri.clone()));
+        }
+    }
+    let uses_keys = reg.jwks.is_some() || reg.jwks_uri.is_some();
     if scope.is_empty() {
         return Err(RegistrationError::EmptyScope);
     }
@@ -114,7 +170,7 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
             return Err(RegistrationError::UnknownAlg(alg.clone()));
         }
     }
-    let secret = (!reg.public).then(|| random::token(32));
+    let secret = (!reg.public && !uses_keys).then(|| random::token(32));
     let client = Client {
         id: random::hex_token(12),
         name: name.to_string(),
@@ -125,6 +181,8 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
         scope: scope.to_string(),
         token_endpoint_auth_method: if reg.public {
             "none"
+        } else if uses_keys {
+            "private_key_jwt"
         } else {
             "client_secret_basic"
         }
@@ -132,6 +190,11 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
         first_party: reg.first_party,
         id_token_signed_response_alg: reg.id_token_alg.clone(),
         access_token_signed_response_alg: reg.access_token_alg.clone(),
+        always_issue_refresh_token: reg.always_issue_refresh_token,
+        backchannel_logout_uri: backchannel,
+        backchannel_logout_session_required: reg.backchannel_logout_session_required,
+        jwks: reg.jwks.clone(),
+        jwks_uri: reg.jwks_uri.clone(),
         created_at: now,
         updated_at: now,
     };

@@ -144,6 +144,15 @@ pub struct LogSettings {
 pub struct TokenSettings {
     pub access_token_ttl_secs: u64,
     pub id_token_ttl_secs: u64,
+    /// A refresh token unused this long dies (each rotation starts the clock again).
+    pub refresh_idle_ttl_secs: u64,
+    /// A refresh family dies this long after the original grant, whatever its use.
+    pub refresh_absolute_ttl_secs: u64,
+    /// Seconds during which the previous refresh token may be redeemed again and answers with
+    /// the same successor (racing tabs); 0 turns it off.
+    pub refresh_grace_secs: u64,
+    /// How many such redemptions the grace window allows.
+    pub refresh_grace_reuse_count: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,6 +226,10 @@ impl Default for TokenSettings {
         TokenSettings {
             access_token_ttl_secs: 600,
             id_token_ttl_secs: 600,
+            refresh_idle_ttl_secs: 14 * 86_400,
+            refresh_absolute_ttl_secs: 30 * 86_400,
+            refresh_grace_secs: 0,
+            refresh_grace_reuse_count: 1,
         }
     }
 }
@@ -349,6 +362,24 @@ impl Settings {
             if !(10..=86_400).contains(&v) {
                 return Err(invalid(key, &v.to_string(), "between 10 and 86400 seconds"));
             }
+        }
+        let t = &self.tokens;
+        if t.refresh_idle_ttl_secs < 60 || t.refresh_absolute_ttl_secs < t.refresh_idle_ttl_secs {
+            return Err(invalid(
+                "tokens.refresh_idle_ttl_secs",
+                &format!(
+                    "{} (absolute {})",
+                    t.refresh_idle_ttl_secs, t.refresh_absolute_ttl_secs
+                ),
+                "at least 60 seconds and no more than tokens.refresh_absolute_ttl_secs",
+            ));
+        }
+        if t.refresh_grace_secs > 60 {
+            return Err(invalid(
+                "tokens.refresh_grace_secs",
+                &t.refresh_grace_secs.to_string(),
+                "0 (off) to 60 seconds; a long window weakens reuse detection",
+            ));
         }
         if self.keys.jwks_max_age_secs >= self.longest_token_ttl_secs() {
             return Err(invalid(

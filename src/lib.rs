@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod denylist;
 pub mod http;
 pub mod keys;
 pub mod protocol;

@@ -14,7 +14,7 @@ use crate::store::{AuditEvent, Client, StoreError};
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Register a client; a confidential client's secret is printed once, never stored in clear
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List registered clients
     List {
         /// Print a JSON array
@@ -64,6 +64,21 @@ pub struct CreateArgs {
     /// Access token signing algorithm: ES256 (default), RS256, PS256 or EdDSA
     #[arg(long, value_name = "ALG")]
     access_token_alg: Option<String>,
+    /// Issue refresh tokens even when offline_access is not requested (needs --grant refresh_token)
+    #[arg(long)]
+    always_refresh: bool,
+    /// OIDC Back-Channel Logout: URL that receives logout tokens
+    #[arg(long, value_name = "URI")]
+    backchannel_logout_uri: Option<String>,
+    /// Logout tokens must carry the session id (sid)
+    #[arg(long)]
+    backchannel_logout_session_required: bool,
+    /// private_key_jwt: the client's public JWK Set as JSON (no secret is issued)
+    #[arg(long, value_name = "JSON")]
+    jwks: Option<String>,
+    /// private_key_jwt: URL of the client's public JWK Set (no secret is issued)
+    #[arg(long, value_name = "URI")]
+    jwks_uri: Option<String>,
     /// Print exactly one JSON object {"client_id": ..., "client_secret": ...}
     #[arg(long)]
     json: bool,
@@ -192,6 +207,11 @@ fn registration(args: &CreateArgs) -> ClientRegistration {
         allow_insecure_redirect: args.allow_insecure_redirect,
         id_token_alg: args.id_token_alg.clone(),
         access_token_alg: args.access_token_alg.clone(),
+        always_issue_refresh_token: args.always_refresh,
+        backchannel_logout_uri: args.backchannel_logout_uri.clone(),
+        backchannel_logout_session_required: args.backchannel_logout_session_required,
+        jwks: args.jwks.clone(),
+        jwks_uri: args.jwks_uri.clone(),
     }
 }
 

@@ -18,7 +18,7 @@ use crate::protocol::discovery::endpoint;
 use crate::protocol::error::{ErrorCode, OAuthError};
 use crate::protocol::params::Params;
 use crate::protocol::scope::Scope;
-use crate::protocol::token::{authorization_code, TokenContext};
+use crate::protocol::token::{authorization_code, client_credentials, refresh_token, TokenContext};
 use crate::random;
 use crate::store::{AuthorizationCode, BrowserSession, Client, User};
 
@@ -386,6 +386,33 @@ pub async fn consent_decision(
     }
 }
 
+/// The client authentication context of the token, revocation and introspection endpoints.
+pub async fn authenticate_client(
+    state: &AppState,
+    req: &Request,
+    params: &Params,
+) -> Result<Client, OAuthError> {
+    let token_endpoint = endpoint(&state.settings.issuer, "/token");
+    let audiences = [token_endpoint.as_str(), state.settings.issuer.as_str()];
+    let ctx = client_auth::AuthContext {
+        store: &*state.store,
+        http: &state.http,
+        audiences: &audiences,
+        now: state.clock.now(),
+    };
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    client_auth::authenticate_request(&ctx, authorization, params)
+        .await
+        .inspect_err(|e| {
+            if e.code == ErrorCode::InvalidClient {
+                tracing::info!("client authentication failed");
+            }
+        })
+}
+
 /// `POST /token` (RFC 6749 §3.2).
 #[handler]
 pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Response {
@@ -394,27 +421,9 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
         Ok(p) => p,
         Err(message) => return oauth_error_json(&OAuthError::invalid_request(message)),
     };
-    let authorization = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    let presented = match client_auth::presented(authorization, &params) {
-        Ok(p) => p,
+    let client = match authenticate_client(state, req, &params).await {
+        Ok(c) => c,
         Err(e) => return oauth_error_json(&e),
-    };
-    let client = match state.store.get_client(&presented.client_id).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "client lookup failed");
-            return oauth_error_json(&OAuthError::server_error());
-        }
-    };
-    let client = match client_auth::authenticate(client, &presented) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::info!(client_id = %presented.client_id, "client authentication failed");
-            return oauth_error_json(&e);
-        }
     };
     let grant_type = match params.get("grant_type") {
         Some(g) => g,
@@ -425,6 +434,8 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
     let ctx = TokenContext {
         store: &*state.store,
         ring: &ring,
+        master: state.keys.master(),
+        deny: &state.deny,
         settings: &state.settings,
         now: state.clock.now(),
     };
@@ -437,31 +448,25 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
             ))
         }
         "authorization_code" => authorization_code::exchange(&ctx, &client, &params).await,
+        "refresh_token" => refresh_token::exchange(&ctx, &client, &params).await,
+        "client_credentials" => client_credentials::exchange(&ctx, &client, &params),
         other => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!("grant_type {other:?} is not supported"),
         )),
     };
     match result {
-        Ok(tokens) => crate::http::json_response(
-            StatusCode::OK,
-            &serde_json::to_value(&tokens).unwrap_or_default(),
-            "no-store",
-        )
-        .with_header_pragma(),
+        Ok(tokens) => {
+            let mut resp = crate::http::json_response(
+                StatusCode::OK,
+                &serde_json::to_value(&tokens).unwrap_or_default(),
+                "no-store",
+            );
+            // RFC 6749 §5.1: `Pragma: no-cache` alongside `Cache-Control: no-store`.
+            resp.headers_mut()
+                .insert("pragma", poem::http::HeaderValue::from_static("no-cache"));
+            resp
+        }
         Err(e) => oauth_error_json(&e),
-    }
-}
-
-trait Pragma {
-    fn with_header_pragma(self) -> Response;
-}
-
-impl Pragma for Response {
-    /// RFC 6749 §5.1: `Pragma: no-cache` alongside `Cache-Control: no-store`.
-    fn with_header_pragma(mut self) -> Response {
-        self.headers_mut()
-            .insert("pragma", poem::http::HeaderValue::from_static("no-cache"));
-        self
     }
 }

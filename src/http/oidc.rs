@@ -111,7 +111,7 @@ pub async fn userinfo(req: &Request, body: Body, state: Data<&AppState>) -> Resp
         Ok(c) => c,
         Err(reason) => return invalid_token(&format!("the access token is {reason}")),
     };
-    match state.store.is_access_token_denied(&claims.jti).await {
+    match state.deny.is_denied(&claims.jti).await {
         Ok(false) => {}
         Ok(true) => return invalid_token("the access token was revoked"),
         Err(e) => {

@@ -239,6 +239,11 @@ impl KeyManager {
         })
     }
 
+    /// The master key, for other values sealed at rest (e.g. a refresh token's successor).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     pub fn ring(&self) -> Arc<KeyRing> {
         match self.ring.read() {
             Ok(guard) => guard.clone(),

@@ -1,5 +1,6 @@
 //! OAuth 2.0 / OpenID Connect rules, pure and unit-tested. Never touches HTTP or SQL.
 
+pub mod assertion;
 pub mod authorize;
 pub mod claims;
 pub mod client_auth;

@@ -14,7 +14,8 @@ use crate::store::{Timestamp, User};
 pub struct Grant<'a> {
     pub issuer: &'a str,
     pub client_id: &'a str,
-    pub user: &'a User,
+    /// The user, for user grants; `None` when the client acts for itself.
+    pub user: Option<&'a User>,
     pub scope: &'a Scope,
     pub auth_time: Timestamp,
     pub amr: &'a [String],
@@ -33,20 +34,32 @@ fn payload(map: Map<String, Value>) -> JwtPayload {
 pub fn access_token_claims(grant: &Grant, audience: &str, ttl: i64, jti: &str) -> JwtPayload {
     let mut m = Map::new();
     m.insert("iss".into(), json!(grant.issuer));
-    m.insert("sub".into(), json!(grant.user.id.to_string()));
+    let sub = grant
+        .user
+        .map(|u| u.id.to_string())
+        .unwrap_or_else(|| grant.client_id.to_string());
+    m.insert("sub".into(), json!(sub));
     m.insert("aud".into(), json!(audience));
     m.insert("client_id".into(), json!(grant.client_id));
     m.insert("scope".into(), json!(grant.scope.to_string()));
     m.insert("iat".into(), json!(grant.now));
     m.insert("exp".into(), json!(grant.now + ttl));
     m.insert("jti".into(), json!(jti));
-    m.insert("auth_time".into(), json!(grant.auth_time));
+    if grant.user.is_some() {
+        m.insert("auth_time".into(), json!(grant.auth_time));
+    }
     payload(m)
 }
 
 /// OIDC Core §2 and §3.1.3.6; profile and email claims when the scope asks (§5.4).
-pub fn id_token_claims(grant: &Grant, ttl: i64, alg: SigningAlg, access_token: &str) -> JwtPayload {
-    let mut m = user_claims(grant.user, grant.scope);
+pub fn id_token_claims(
+    grant: &Grant,
+    user: &User,
+    ttl: i64,
+    alg: SigningAlg,
+    access_token: &str,
+) -> JwtPayload {
+    let mut m = user_claims(user, grant.scope);
     m.insert("iss".into(), json!(grant.issuer));
     m.insert("aud".into(), json!(grant.client_id));
     m.insert("azp".into(), json!(grant.client_id));

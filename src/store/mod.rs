@@ -137,6 +137,47 @@ pub trait DenyListStore: Send + Sync {
 }
 
 #[async_trait]
+pub trait RefreshStore: Send + Sync {
+    async fn create_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
+    async fn get_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
+    /// In one transaction: mark `old_id` used (only if it is neither used nor revoked),
+    /// keep `sealed_successor` on it for the grace window, and store `successor`. Returns
+    /// false, writing nothing, when another request rotated or revoked it first.
+    async fn rotate_refresh_token(
+        &self,
+        old_id: Uuid,
+        successor: &RefreshToken,
+        sealed_successor: Option<&[u8]>,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Counts one grace-window reuse of `id`, only while fewer than `max` were counted.
+    async fn claim_grace_reuse(&self, id: Uuid, max: i64) -> StoreResult<bool>;
+    /// The unrevoked child of `parent_id` (the successor a grace reuse answers with).
+    async fn refresh_successor(&self, parent_id: Uuid) -> StoreResult<Option<RefreshToken>>;
+    /// Revokes every token of the family; returns the access-token ids they were issued with.
+    async fn revoke_refresh_family(
+        &self,
+        family_id: Uuid,
+        now: Timestamp,
+    ) -> StoreResult<Vec<String>>;
+    /// Revokes the refresh tokens bound to a browser session, except `offline_access` ones.
+    async fn revoke_session_refresh_tokens(
+        &self,
+        session_id_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<String>>;
+    /// The clients that were issued codes in a browser session (for back-channel logout).
+    async fn clients_of_session(&self, session_id_hash: &str) -> StoreResult<Vec<String>>;
+    /// Records a client assertion's `jti`; false if it was seen before (replay).
+    async fn remember_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: Timestamp,
+    ) -> StoreResult<bool>;
+}
+
+#[async_trait]
 pub trait Store:
     ClientStore
     + UserStore
@@ -146,6 +187,7 @@ pub trait Store:
     + CodeStore
     + ConsentStore
     + DenyListStore
+    + RefreshStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -28,13 +28,24 @@ pub struct Client {
     pub id_token_signed_response_alg: Option<String>,
     /// The access token algorithm; `None` means the deployment default.
     pub access_token_signed_response_alg: Option<String>,
+    /// Issue refresh tokens even when `offline_access` was not requested.
+    pub always_issue_refresh_token: bool,
+    /// OIDC Back-Channel Logout §2.2.
+    pub backchannel_logout_uri: Option<String>,
+    pub backchannel_logout_session_required: bool,
+    /// RFC 7523 `private_key_jwt`: the client's public keys, inline (a JWK Set as JSON)...
+    pub jwks: Option<String>,
+    /// ...or where to fetch them.
+    pub jwks_uri: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
 
 impl Client {
+    /// A client with no means of authentication (RFC 6749 §2.1): `token_endpoint_auth_method`
+    /// `none`, PKCE required.
     pub fn is_public(&self) -> bool {
-        self.secret_hash.is_none()
+        self.token_endpoint_auth_method == "none"
     }
 }
 
@@ -204,4 +215,32 @@ pub struct AuthorizationCode {
     pub used_at: Option<Timestamp>,
     /// The `jti` of the access token issued when the code was redeemed.
     pub access_token_jti: Option<String>,
+}
+
+/// One refresh token of a family (every token descended from one grant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub id: Uuid,
+    pub token_hash: String,
+    pub family_id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub generation: i64,
+    pub client_id: String,
+    pub user_id: Uuid,
+    pub scope: String,
+    pub session_id_hash: Option<String>,
+    pub auth_code_hash: Option<String>,
+    pub user_agent: Option<String>,
+    /// When the original grant authenticated the user (kept for ID tokens on refresh).
+    pub auth_time: Timestamp,
+    pub created_at: Timestamp,
+    /// Idle expiry: each rotation moves it, never past `family_expires_at`.
+    pub expires_at: Timestamp,
+    pub family_expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub access_token_jti: Option<String>,
+    /// The successor's value sealed under the master key, during the grace window only.
+    pub successor_sealed: Option<Vec<u8>>,
+    pub reuse_count: i64,
 }

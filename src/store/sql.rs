@@ -22,7 +22,8 @@ macro_rules! impl_sql_store {
         use $crate::store::sql::{list_from_json, list_to_json};
         use $crate::store::{
             AuditEvent, AuditStore, AuthorizationCode, BrowserSession, Client, ClientStore,
-            CodeStore, ConsentStore, DenyListStore, KeyState, KeyStore, SessionStore,
+            CodeStore, ConsentStore, DenyListStore, KeyState, KeyStore, RefreshStore,
+            RefreshToken, SessionStore,
             SigningKeyRecord, Store, StoreError, StoreResult, Timestamp, User, UserStore,
         };
 
@@ -31,7 +32,12 @@ macro_rules! impl_sql_store {
         const CLIENT_COLUMNS: &str = "id, name, secret_hash, redirect_uris, \
             post_logout_redirect_uris, grant_types, scope, token_endpoint_auth_method, \
             first_party, id_token_signed_response_alg, access_token_signed_response_alg, \
-            created_at, updated_at";
+            always_issue_refresh_token, backchannel_logout_uri, \
+            backchannel_logout_session_required, jwks, jwks_uri, created_at, updated_at";
+        const REFRESH_COLUMNS: &str = "id, token_hash, family_id, parent_id, generation, client_id, \
+            user_id, scope, session_id_hash, auth_code_hash, user_agent, auth_time, created_at, \
+            expires_at, family_expires_at, used_at, revoked_at, access_token_jti, \
+            successor_sealed, reuse_count";
         const SESSION_COLUMNS: &str = "id_hash, sid, user_id, auth_time, amr, acr, user_agent, ip, \
             created_at, last_seen_at, expires_at, revoked_at";
         const CODE_COLUMNS: &str = "code_hash, client_id, user_id, session_id_hash, redirect_uri, \
@@ -59,6 +65,11 @@ macro_rules! impl_sql_store {
                 first_party: row.try_get("first_party")?,
                 id_token_signed_response_alg: row.try_get("id_token_signed_response_alg")?,
                 access_token_signed_response_alg: row.try_get("access_token_signed_response_alg")?,
+                always_issue_refresh_token: row.try_get("always_issue_refresh_token")?,
+                backchannel_logout_uri: row.try_get("backchannel_logout_uri")?,
+                backchannel_logout_session_required: row.try_get("backchannel_logout_session_required")?,
+                jwks: row.try_get("jwks")?,
+                jwks_uri: row.try_get("jwks_uri")?,
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
             })
@@ -119,6 +130,65 @@ macro_rules! impl_sql_store {
             })
         }
 
+        fn refresh_from_row(row: &DbRow) -> StoreResult<RefreshToken> {
+            Ok(RefreshToken {
+                id: row.try_get("id")?,
+                token_hash: row.try_get("token_hash")?,
+                family_id: row.try_get("family_id")?,
+                parent_id: row.try_get("parent_id")?,
+                generation: row.try_get("generation")?,
+                client_id: row.try_get("client_id")?,
+                user_id: row.try_get("user_id")?,
+                scope: row.try_get("scope")?,
+                session_id_hash: row.try_get("session_id_hash")?,
+                auth_code_hash: row.try_get("auth_code_hash")?,
+                user_agent: row.try_get("user_agent")?,
+                auth_time: row.try_get("auth_time")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+                family_expires_at: row.try_get("family_expires_at")?,
+                used_at: row.try_get("used_at")?,
+                revoked_at: row.try_get("revoked_at")?,
+                access_token_jti: row.try_get("access_token_jti")?,
+                successor_sealed: row.try_get("successor_sealed")?,
+                reuse_count: row.try_get("reuse_count")?,
+            })
+        }
+
+        async fn insert_refresh<'c, E>(executor: E, t: &RefreshToken) -> StoreResult<()>
+        where
+            E: sqlx::Executor<'c, Database = $db>,
+        {
+            let sql = format!(
+                "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, \
+                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+            );
+            sqlx::query(&sql)
+                .bind(t.id)
+                .bind(&t.token_hash)
+                .bind(t.family_id)
+                .bind(t.parent_id)
+                .bind(t.generation)
+                .bind(&t.client_id)
+                .bind(t.user_id)
+                .bind(&t.scope)
+                .bind(&t.session_id_hash)
+                .bind(&t.auth_code_hash)
+                .bind(&t.user_agent)
+                .bind(t.auth_time)
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .bind(t.family_expires_at)
+                .bind(t.used_at)
+                .bind(t.revoked_at)
+                .bind(&t.access_token_jti)
+                .bind(&t.successor_sealed)
+                .bind(t.reuse_count)
+                .execute(executor)
+                .await?;
+            Ok(())
+        }
+
         fn key_from_row(row: &DbRow) -> StoreResult<SigningKeyRecord> {
             let state: String = row.try_get("state")?;
             Ok(SigningKeyRecord {
@@ -176,8 +246,10 @@ macro_rules! impl_sql_store {
                     "INSERT INTO clients (id, name, secret_hash, redirect_uris, \
                      post_logout_redirect_uris, grant_types, scope, token_endpoint_auth_method, \
                      first_party, id_token_signed_response_alg, access_token_signed_response_alg, \
-                     created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                     always_issue_refresh_token, backchannel_logout_uri, \
+                     backchannel_logout_session_required, jwks, jwks_uri, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                     $16, $17, $18)",
                 )
                 .bind(&c.id)
                 .bind(&c.name)
@@ -190,6 +262,11 @@ macro_rules! impl_sql_store {
                 .bind(c.first_party)
                 .bind(&c.id_token_signed_response_alg)
                 .bind(&c.access_token_signed_response_alg)
+                .bind(c.always_issue_refresh_token)
+                .bind(&c.backchannel_logout_uri)
+                .bind(c.backchannel_logout_session_required)
+                .bind(&c.jwks)
+                .bind(&c.jwks_uri)
                 .bind(c.created_at)
                 .bind(c.updated_at)
                 .execute(&self.pool)
@@ -556,6 +633,135 @@ macro_rules! impl_sql_store {
                         .fetch_optional(&self.pool)
                         .await?;
                 Ok(hit.is_some())
+            }
+        }
+
+        #[async_trait]
+        impl RefreshStore for $store {
+            async fn create_refresh_token(&self, t: &RefreshToken) -> StoreResult<()> {
+                insert_refresh(&self.pool, t).await
+            }
+
+            async fn get_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>> {
+                let sql = format!("SELECT {REFRESH_COLUMNS} FROM refresh_tokens WHERE token_hash = $1");
+                let row = sqlx::query(&sql).bind(token_hash).fetch_optional(&self.pool).await?;
+                row.as_ref().map(refresh_from_row).transpose()
+            }
+
+            async fn rotate_refresh_token(
+                &self,
+                old_id: Uuid,
+                successor: &RefreshToken,
+                sealed_successor: Option<&[u8]>,
+                now: Timestamp,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let won = sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = $1, successor_sealed = $2 \
+                     WHERE id = $3 AND used_at IS NULL AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(sealed_successor)
+                .bind(old_id)
+                .execute(&mut *tx)
+                .await?;
+                if won.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                insert_refresh(&mut *tx, successor).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn claim_grace_reuse(&self, id: Uuid, max: i64) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE refresh_tokens SET reuse_count = reuse_count + 1 \
+                     WHERE id = $1 AND reuse_count < $2 AND revoked_at IS NULL",
+                )
+                .bind(id)
+                .bind(max)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn refresh_successor(&self, parent_id: Uuid) -> StoreResult<Option<RefreshToken>> {
+                let sql = format!(
+                    "SELECT {REFRESH_COLUMNS} FROM refresh_tokens \
+                     WHERE parent_id = $1 AND revoked_at IS NULL"
+                );
+                let row = sqlx::query(&sql).bind(parent_id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(refresh_from_row).transpose()
+            }
+
+            async fn revoke_refresh_family(&self, family_id: Uuid, now: Timestamp) -> StoreResult<Vec<String>> {
+                let rows = sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $1, successor_sealed = NULL \
+                     WHERE family_id = $2 AND revoked_at IS NULL RETURNING access_token_jti",
+                )
+                .bind(now)
+                .bind(family_id)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut jtis = Vec::new();
+                for row in &rows {
+                    if let Some(jti) = row.try_get::<Option<String>, _>("access_token_jti")? {
+                        jtis.push(jti);
+                    }
+                }
+                Ok(jtis)
+            }
+
+            async fn revoke_session_refresh_tokens(
+                &self,
+                session_id_hash: &str,
+                now: Timestamp,
+            ) -> StoreResult<Vec<String>> {
+                // Scope tokens are space-separated, so padding finds whole tokens only.
+                let rows = sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $1, successor_sealed = NULL \
+                     WHERE session_id_hash = $2 AND revoked_at IS NULL \
+                     AND (' ' || scope || ' ') NOT LIKE '% offline_access %' \
+                     RETURNING access_token_jti",
+                )
+                .bind(now)
+                .bind(session_id_hash)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut jtis = Vec::new();
+                for row in &rows {
+                    if let Some(jti) = row.try_get::<Option<String>, _>("access_token_jti")? {
+                        jtis.push(jti);
+                    }
+                }
+                Ok(jtis)
+            }
+
+            async fn clients_of_session(&self, session_id_hash: &str) -> StoreResult<Vec<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT DISTINCT client_id FROM authorization_codes WHERE session_id_hash = $1",
+                )
+                .bind(session_id_hash)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn remember_assertion(
+                &self,
+                client_id: &str,
+                jti: &str,
+                expires_at: Timestamp,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO client_assertion_jtis (client_id, jti, expires_at) \
+                     VALUES ($1, $2, $3) ON CONFLICT (client_id, jti) DO NOTHING",
+                )
+                .bind(client_id)
+                .bind(jti)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
         }
 

@@ -22,6 +22,11 @@ fn client(id: &str) -> Client {
         first_party: false,
         id_token_signed_response_alg: Some("ES256".into()),
         access_token_signed_response_alg: None,
+        always_issue_refresh_token: true,
+        backchannel_logout_uri: Some("https://app.example.com/bcl".into()),
+        backchannel_logout_session_required: true,
+        jwks: None,
+        jwks_uri: Some("https://app.example.com/jwks".into()),
         created_at: 100,
         updated_at: 100,
     }

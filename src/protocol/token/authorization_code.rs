@@ -4,7 +4,7 @@ use crate::protocol::error::OAuthError;
 use crate::protocol::params::Params;
 use crate::protocol::pkce::{self, Method};
 use crate::protocol::scope::Scope;
-use crate::protocol::token::{new_jti, storage_failed, TokenContext, TokenResponse};
+use crate::protocol::token::{new_jti, refresh_token, storage_failed, TokenContext, TokenResponse};
 use crate::protocol::tokens::Grant;
 use crate::random;
 use crate::store::{AuditEvent, AuthorizationCode, Client};
@@ -112,7 +112,7 @@ pub async fn exchange(
     let grant = Grant {
         issuer: &ctx.settings.issuer,
         client_id: &client.id,
-        user: &user,
+        user: Some(&user),
         scope: &scope,
         auth_time: stored.auth_time,
         amr: &stored.amr,
@@ -120,14 +120,28 @@ pub async fn exchange(
         sid: sid.as_deref(),
         now: ctx.now,
     };
-    ctx.mint(client, &grant, &jti)
+    let refresh = if refresh_token::may_issue(client, &scope) {
+        let first = refresh_token::FirstToken {
+            client_id: &client.id,
+            user_id: user.id,
+            scope: &scope,
+            session_id_hash: stored.session_id_hash.as_deref(),
+            auth_code_hash: Some(&code_hash),
+            auth_time: stored.auth_time,
+            access_token_jti: &jti,
+        };
+        Some(refresh_token::issue_first(ctx, &first).await?)
+    } else {
+        None
+    };
+    ctx.mint(client, &grant, &jti, refresh)
 }
 
 /// Denies the access token issued from the code and revokes its refresh tokens.
 async fn revoke_replayed(ctx: &TokenContext<'_>, code: &AuthorizationCode) {
     let until = ctx.now + ctx.settings.tokens.access_token_ttl_secs as i64;
     if let Some(jti) = &code.access_token_jti {
-        if let Err(e) = ctx.store.deny_access_token(jti, until).await {
+        if let Err(e) = ctx.deny.deny(jti, until, ctx.now).await {
             tracing::error!(error = %e, "could not deny the access token of a replayed code");
         }
     }

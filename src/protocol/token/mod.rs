@@ -1,11 +1,14 @@
 //! The token endpoint's grants, one file each, and the minting they share.
 
 pub mod authorization_code;
+pub mod client_credentials;
+pub mod refresh_token;
 
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::keys::{KeyRing, SigningAlg};
+use crate::denylist::DenyList;
+use crate::keys::{KeyRing, MasterKey, SigningAlg};
 use crate::protocol::error::OAuthError;
 use crate::protocol::tokens::{access_token_claims, id_token_claims, Grant};
 use crate::random;
@@ -28,6 +31,8 @@ pub struct TokenResponse {
 pub struct TokenContext<'a> {
     pub store: &'a dyn Store,
     pub ring: &'a KeyRing,
+    pub master: &'a MasterKey,
+    pub deny: &'a DenyList,
     pub settings: &'a Settings,
     pub now: Timestamp,
 }
@@ -41,12 +46,13 @@ impl TokenContext<'_> {
             .unwrap_or(SigningAlg::Es256)
     }
 
-    /// Signs the access token (with `jti`) and, for OpenID requests, the ID token.
+    /// Signs the access token (with `jti`) and, for OpenID requests of a user, the ID token.
     pub fn mint(
         &self,
         client: &Client,
         grant: &Grant,
         jti: &str,
+        refresh: Option<String>,
     ) -> Result<TokenResponse, OAuthError> {
         let sign_failed = |e: crate::keys::KeyError| {
             tracing::error!(error = %e, "token signing failed");
@@ -64,20 +70,21 @@ impl TokenContext<'_> {
             .ring
             .sign(at_alg, "at+jwt", &claims)
             .map_err(sign_failed)?;
-        let id_token = if grant.scope.contains("openid") {
-            let alg = self.alg(&client.id_token_signed_response_alg, &s.oauth.id_token_alg);
-            let claims =
-                id_token_claims(grant, s.tokens.id_token_ttl_secs as i64, alg, &access_token);
-            Some(self.ring.sign(alg, "JWT", &claims).map_err(sign_failed)?)
-        } else {
-            None
+        let id_token = match grant.user {
+            Some(user) if grant.scope.contains("openid") => {
+                let alg = self.alg(&client.id_token_signed_response_alg, &s.oauth.id_token_alg);
+                let ttl = s.tokens.id_token_ttl_secs as i64;
+                let claims = id_token_claims(grant, user, ttl, alg, &access_token);
+                Some(self.ring.sign(alg, "JWT", &claims).map_err(sign_failed)?)
+            }
+            _ => None,
         };
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
             expires_in: ttl,
             id_token,
-            refresh_token: None,
+            refresh_token: refresh,
             scope: grant.scope.to_string(),
         })
     }

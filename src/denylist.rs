@@ -1,0 +1,61 @@
+//! The access-token deny-list: JWT access tokens revoked before they expire (RFC 7009 §2).
+//! In Redis when configured (shared by every instance, entries expire by themselves), in the
+//! database otherwise. If Redis fails, writes and reads fall back to the database.
+
+use std::sync::Arc;
+
+use redis::AsyncCommands;
+
+use crate::cache::RedisHandle;
+use crate::store::{Store, StoreError, Timestamp};
+
+pub struct DenyList {
+    store: Arc<dyn Store>,
+    redis: Option<Arc<RedisHandle>>,
+}
+
+fn key(jti: &str) -> String {
+    format!("portcullis:deny:{jti}")
+}
+
+impl DenyList {
+    pub fn new(store: Arc<dyn Store>, redis: Option<Arc<RedisHandle>>) -> DenyList {
+        DenyList { store, redis }
+    }
+
+    /// Denies `jti` until `expires_at` (after which the token is dead anyway).
+    pub async fn deny(
+        &self,
+        jti: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        if let Some(redis) = &self.redis {
+            let ttl = (expires_at - now).max(1) as u64;
+            if let Ok(mut conn) = redis.connection().await {
+                let written: redis::RedisResult<()> = conn.set_ex(key(jti), 1, ttl).await;
+                if written.is_ok() {
+                    return Ok(());
+                }
+            }
+            tracing::warn!("Redis unavailable: deny-list entry written to the database");
+        }
+        self.store.deny_access_token(jti, expires_at).await
+    }
+
+    pub async fn is_denied(&self, jti: &str) -> Result<bool, StoreError> {
+        if let Some(redis) = &self.redis {
+            if let Ok(mut conn) = redis.connection().await {
+                let hit: redis::RedisResult<bool> = conn.exists(key(jti)).await;
+                if let Ok(true) = hit {
+                    return Ok(true);
+                }
+                if hit.is_ok() {
+                    // Entries written while Redis was down live in the database.
+                    return self.store.is_access_token_denied(jti).await;
+                }
+            }
+        }
+        self.store.is_access_token_denied(jti).await
+    }
+}
