@@ -155,6 +155,8 @@ impl Portcullis {
                 get(http::oauth::authorize).post(http::oauth::authorize),
             )
             .at("/token", post(http::oauth::token))
+            .at("/revoke", post(http::tokens::revoke))
+            .at("/introspect", post(http::tokens::introspect))
             .at(
                 "/userinfo",
                 get(http::oidc::userinfo).post(http::oidc::userinfo),

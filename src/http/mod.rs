@@ -7,6 +7,7 @@ pub mod oauth;
 pub mod oidc;
 pub mod pages;
 pub mod session;
+pub mod tokens;
 
 use poem::http::StatusCode;
 use poem::web::Json;

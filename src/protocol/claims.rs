@@ -6,7 +6,7 @@ use crate::protocol::scope::Scope;
 use crate::store::User;
 
 /// Scopes this provider understands.
-pub const SCOPES_SUPPORTED: [&str; 3] = ["openid", "profile", "email"];
+pub const SCOPES_SUPPORTED: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
 /// Every claim that can appear in an ID token or a userinfo response.
 pub const CLAIMS_SUPPORTED: [&str; 15] = [

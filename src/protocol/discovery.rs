@@ -6,6 +6,14 @@ use serde::Serialize;
 use crate::keys::SigningAlg;
 use crate::protocol::claims::{CLAIMS_SUPPORTED, SCOPES_SUPPORTED};
 
+const AUTH_METHODS: [&str; 4] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "none",
+];
+const ASSERTION_ALGS: [&str; 5] = ["RS256", "PS256", "ES256", "ES384", "EdDSA"];
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderMetadata {
     /// Discovery §4.3: must be identical to the issuer the document was fetched for.
@@ -13,12 +21,19 @@ pub struct ProviderMetadata {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub userinfo_endpoint: String,
+    pub revocation_endpoint: String,
+    pub introspection_endpoint: String,
     pub jwks_uri: String,
     pub response_types_supported: Vec<&'static str>,
     pub response_modes_supported: Vec<&'static str>,
     pub grant_types_supported: Vec<&'static str>,
     pub code_challenge_methods_supported: Vec<&'static str>,
     pub token_endpoint_auth_methods_supported: Vec<&'static str>,
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
+    pub revocation_endpoint_auth_methods_supported: Vec<&'static str>,
+    pub revocation_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
+    pub introspection_endpoint_auth_methods_supported: Vec<&'static str>,
+    pub introspection_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
     pub subject_types_supported: Vec<&'static str>,
     pub id_token_signing_alg_values_supported: Vec<&'static str>,
     pub scopes_supported: Vec<&'static str>,
@@ -43,16 +58,24 @@ impl ProviderMetadata {
             authorization_endpoint: endpoint(issuer, "/authorize"),
             token_endpoint: endpoint(issuer, "/token"),
             userinfo_endpoint: endpoint(issuer, "/userinfo"),
+            revocation_endpoint: endpoint(issuer, "/revoke"),
+            introspection_endpoint: endpoint(issuer, "/introspect"),
             jwks_uri: endpoint(issuer, "/jwks.json"),
             response_types_supported: vec!["code"],
             response_modes_supported: vec!["query", "form_post"],
-            grant_types_supported: vec!["authorization_code"],
-            code_challenge_methods_supported: pkce,
-            token_endpoint_auth_methods_supported: vec![
-                "client_secret_basic",
-                "client_secret_post",
-                "none",
+            grant_types_supported: vec![
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
             ],
+            code_challenge_methods_supported: pkce,
+            token_endpoint_auth_methods_supported: AUTH_METHODS.to_vec(),
+            token_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS.to_vec(),
+            // Resource servers are clients too; `none` cannot introspect or revoke.
+            revocation_endpoint_auth_methods_supported: AUTH_METHODS.to_vec(),
+            revocation_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS.to_vec(),
+            introspection_endpoint_auth_methods_supported: AUTH_METHODS[..3].to_vec(),
+            introspection_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS.to_vec(),
             subject_types_supported: vec!["public"],
             id_token_signing_alg_values_supported: SigningAlg::ALL
                 .iter()

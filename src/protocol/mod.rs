@@ -6,6 +6,7 @@ pub mod claims;
 pub mod client_auth;
 pub mod discovery;
 pub mod error;
+pub mod introspect;
 pub mod params;
 pub mod pkce;
 pub mod redirect_uri;

@@ -9,3 +9,4 @@ mod flow_errors;
 mod keys;
 mod server;
 mod store_contract;
+mod token_lifecycle;

@@ -44,7 +44,17 @@ async fn discovery_documents_name_the_exact_issuer_and_jwks() {
         );
         assert_eq!(
             doc["token_endpoint_auth_methods_supported"],
-            serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
+            serde_json::json!([
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt",
+                "none"
+            ])
+        );
+        assert_eq!(doc["revocation_endpoint"], app.url("/revoke").as_str());
+        assert_eq!(
+            doc["introspection_endpoint"],
+            app.url("/introspect").as_str()
         );
         assert_eq!(
             doc["id_token_signing_alg_values_supported"],
@@ -52,13 +62,10 @@ async fn discovery_documents_name_the_exact_issuer_and_jwks() {
         );
         assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
         assert_eq!(doc["request_uri_parameter_supported"], false);
-        // Nothing is advertised before it is implemented.
         assert_eq!(
             doc["grant_types_supported"],
-            serde_json::json!(["authorization_code"])
+            serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
         );
-        assert!(doc.get("revocation_endpoint").is_none());
-        assert!(doc.get("end_session_endpoint").is_none());
     }
 }
 
