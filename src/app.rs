@@ -140,32 +140,55 @@ impl Portcullis {
 
     /// The full route tree with its middleware.
     pub fn endpoint(&self) -> BoxedEndpoint {
+        use http::middleware::cors::cors;
+        let preflight = || poem::endpoint::make_sync(|_| poem::http::StatusCode::NO_CONTENT);
         Route::new()
             .at(
                 "/.well-known/openid-configuration",
-                get(http::oidc::discovery),
+                get(http::oidc::discovery).options(preflight()).around(cors),
             )
             .at(
                 "/.well-known/oauth-authorization-server",
-                get(http::oidc::discovery),
+                get(http::oidc::discovery).options(preflight()).around(cors),
             )
-            .at("/jwks.json", get(http::oidc::jwks))
+            .at(
+                "/jwks.json",
+                get(http::oidc::jwks).options(preflight()).around(cors),
+            )
             .at(
                 "/authorize",
                 get(http::oauth::authorize).post(http::oauth::authorize),
             )
-            .at("/token", post(http::oauth::token))
-            .at("/revoke", post(http::tokens::revoke))
-            .at("/introspect", post(http::tokens::introspect))
+            .at(
+                "/token",
+                post(http::oauth::token).options(preflight()).around(cors),
+            )
+            .at(
+                "/revoke",
+                post(http::tokens::revoke).options(preflight()).around(cors),
+            )
+            .at(
+                "/introspect",
+                post(http::tokens::introspect)
+                    .options(preflight())
+                    .around(cors),
+            )
             .at(
                 "/userinfo",
-                get(http::oidc::userinfo).post(http::oidc::userinfo),
+                get(http::oidc::userinfo)
+                    .post(http::oidc::userinfo)
+                    .options(preflight())
+                    .around(cors),
             )
             .at(
                 "/login",
                 get(http::pages::login_form).post(http::pages::login_submit),
             )
             .at("/consent", post(http::pages::consent_submit))
+            .at(
+                "/end_session",
+                get(http::logout::end_session).post(http::logout::end_session),
+            )
             .at("/static/portcullis.css", get(http::pages::stylesheet))
             .at("/health/live", get(http::health::live))
             .at("/health/ready", get(http::health::ready))

@@ -2,6 +2,7 @@
 //! endpoint family; no protocol rule lives here.
 
 pub mod health;
+pub mod logout;
 pub mod middleware;
 pub mod oauth;
 pub mod oidc;

@@ -83,6 +83,15 @@ pub struct MessagePage {
 }
 
 #[derive(Template)]
+#[template(path = "logout.html")]
+pub struct LogoutPage {
+    pub brand: Brand,
+    pub csrf: String,
+    pub client_name: Option<String>,
+    pub fields: Vec<(String, String)>,
+}
+
+#[derive(Template)]
 #[template(path = "form_post.html")]
 pub struct FormPostPage {
     pub brand: Brand,

@@ -128,6 +128,11 @@ pub async fn start(
     Ok((session, set_cookie(state, SESSION, &id, Some(absolute))))
 }
 
+/// A `Set-Cookie` value that removes the session cookie.
+pub fn clear_session_cookie(state: &AppState) -> String {
+    set_cookie(state, SESSION, "", Some(0))
+}
+
 /// The CSRF token for this browser, and a `Set-Cookie` value when a new one had to be made.
 /// Forms carry it in a hidden field; a POST is accepted only when field and cookie agree
 /// (double submit, with a `SameSite=Lax`, `HttpOnly`, host-bound cookie).

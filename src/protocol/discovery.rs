@@ -23,6 +23,7 @@ pub struct ProviderMetadata {
     pub userinfo_endpoint: String,
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
+    pub end_session_endpoint: String,
     pub jwks_uri: String,
     pub response_types_supported: Vec<&'static str>,
     pub response_modes_supported: Vec<&'static str>,
@@ -45,6 +46,9 @@ pub struct ProviderMetadata {
     pub request_parameter_supported: bool,
     /// Discovery §3 defaults this to true, so it must be said explicitly.
     pub request_uri_parameter_supported: bool,
+    /// OIDC Back-Channel Logout §2.1.
+    pub backchannel_logout_supported: bool,
+    pub backchannel_logout_session_supported: bool,
 }
 
 impl ProviderMetadata {
@@ -60,6 +64,7 @@ impl ProviderMetadata {
             userinfo_endpoint: endpoint(issuer, "/userinfo"),
             revocation_endpoint: endpoint(issuer, "/revoke"),
             introspection_endpoint: endpoint(issuer, "/introspect"),
+            end_session_endpoint: endpoint(issuer, "/end_session"),
             jwks_uri: endpoint(issuer, "/jwks.json"),
             response_types_supported: vec!["code"],
             response_modes_supported: vec!["query", "form_post"],
@@ -88,6 +93,8 @@ impl ProviderMetadata {
             claims_parameter_supported: false,
             request_parameter_supported: false,
             request_uri_parameter_supported: false,
+            backchannel_logout_supported: true,
+            backchannel_logout_session_supported: true,
         }
     }
 }

@@ -7,6 +7,7 @@ mod common;
 mod config;
 mod flow_errors;
 mod keys;
+mod logout;
 mod server;
 mod store_contract;
 mod token_lifecycle;

@@ -1,3 +1,4 @@
 //! Middleware applied to every route.
 
+pub mod cors;
 pub mod request_id;
