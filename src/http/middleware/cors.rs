@@ -57,10 +57,8 @@ pub async fn cors<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> {
         decorate(&mut resp, origin.as_deref());
         return Ok(resp);
     }
-    let mut resp = match next.call(req).await {
-        Ok(r) => r.into_response(),
-        Err(e) => e.into_response(),
-    };
+    // Errors (405, ...) travel on so the app's error mapping shapes them.
+    let mut resp = next.call(req).await?.into_response();
     if ok {
         decorate(&mut resp, origin.as_deref());
     }
