@@ -684,3 +684,103 @@ async fn private_key_jwt_clients_authenticate_with_signed_assertions() {
     let (status, _) = send(assertion(&app.base, now + 60, "a5")).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn an_openidconnect_rp_revokes_its_refresh_token_and_logs_the_user_out() {
+    use openidconnect::core::CoreAuthenticationFlow;
+    use openidconnect::{
+        AuthorizationCode, CsrfToken, EndSessionUrl, LogoutRequest, Nonce, PkceCodeChallenge,
+        PostLogoutRedirectUrl, RedirectUrl, Scope, TokenResponse,
+    };
+
+    let app = TestApp::spawn().await;
+    let client = app
+        .register_client(ClientRegistration {
+            post_logout_redirect_uris: vec!["https://rp.example.com/bye".into()],
+            ..refresh_client_reg()
+        })
+        .await;
+    let user = app
+        .create_user("ada@example.org", "correct horse battery")
+        .await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(app.base.clone()).unwrap(), &http)
+            .await
+            .unwrap();
+    let rp = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(client.id.clone()),
+        client.secret.clone().map(ClientSecret::new),
+    )
+    .set_redirect_uri(RedirectUrl::new(client.redirect_uri.clone()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (auth_url, _, nonce) = rp
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("offline_access".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let b = browser();
+    let code = match app.sign_in(&b, auth_url.as_str(), &user, "allow").await {
+        Landing::Client(to) => query(&to, "code").unwrap(),
+        Landing::Page(s, h) => panic!("{s}: {h}"),
+    };
+    let tokens = rp
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap();
+    let id_token = tokens.id_token().unwrap().clone();
+    id_token.claims(&rp.id_token_verifier(), &nonce).unwrap();
+    let refresh_token = tokens.refresh_token().unwrap().clone();
+
+    // The oauth2 crate refuses a non-TLS revocation URL (RFC 7009 §2 requires TLS), and the
+    // test server is plain http: revoke as the RP would, by hand.
+    let (status, _) = post_form(
+        &app,
+        "/revoke",
+        &client,
+        &[("token", refresh_token.secret())],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let refreshed = rp
+        .exchange_refresh_token(&refresh_token)
+        .unwrap()
+        .request_async(&http)
+        .await;
+    assert!(refreshed.is_err(), "a revoked refresh token is dead");
+
+    let logout_url = LogoutRequest::from(EndSessionUrl::new(app.url("/end_session")).unwrap())
+        .set_id_token_hint(&id_token)
+        .set_post_logout_redirect_uri(
+            PostLogoutRedirectUrl::new("https://rp.example.com/bye".into()).unwrap(),
+        )
+        .set_state(CsrfToken::new("bye-state".into()))
+        .http_get_url();
+    let resp = b.get(logout_url.as_str()).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    let to = crate::common::location(&resp).unwrap();
+    assert_eq!(query(&to, "state").as_deref(), Some("bye-state"));
+    let (silent, _, _) = rp
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_prompt(openidconnect::core::CoreAuthPrompt::None)
+        .set_pkce_challenge(PkceCodeChallenge::new_random_sha256().0)
+        .url();
+    let resp = b.get(silent.as_str()).send().await.unwrap();
+    let to = crate::common::location(&resp).unwrap();
+    assert_eq!(query(&to, "error").as_deref(), Some("login_required"));
+}
