@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::denylist::DenyList;
 use crate::http;
 use crate::keys::{KeyManager, MasterKey, MasterKeySource};
+use crate::limiter::Limiter;
 use crate::protocol::discovery::ProviderMetadata;
 use crate::store::{self, Store};
 
@@ -31,6 +32,10 @@ pub struct AppState {
     pub passwords: PasswordHasher,
     pub redis: Option<Arc<RedisHandle>>,
     pub deny: Arc<DenyList>,
+    pub limiter: Arc<Limiter>,
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// The hosted pages' Content-Security-Policy (hashes depend on the branding colour).
+    pub page_csp: Arc<String>,
     /// For outgoing calls: client JWKS URIs, back-channel logout.
     pub http: reqwest::Client,
     pub metadata: Arc<serde_json::Value>,
@@ -113,7 +118,14 @@ impl Portcullis {
         ))
         .unwrap_or(serde_json::Value::Null);
         let deny = Arc::new(DenyList::new(store.clone(), redis.clone()));
-        let http = reqwest::Client::builder()
+        let redis_for_limits = redis.clone();
+        let trusted_proxies = Arc::new(http::middleware::client_ip::parse_trusted(
+            &settings.http.trusted_proxies,
+        ));
+        let page_csp = Arc::new(http::middleware::guard::page_csp(
+            &settings.branding.primary_color,
+        ));
+        let http_client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
@@ -128,7 +140,10 @@ impl Portcullis {
                 passwords,
                 redis,
                 deny,
-                http,
+                limiter: Arc::new(Limiter::new(redis_for_limits)),
+                trusted_proxies,
+                page_csp,
+                http: http_client,
                 metadata: Arc::new(metadata),
             },
         })
@@ -196,6 +211,9 @@ impl Portcullis {
             .catch_error(|_: poem::error::MethodNotAllowedError| async {
                 http::method_not_allowed()
             })
+            .around(http::middleware::rate_limit::default_limit)
+            .around(http::middleware::client_ip::client_ip)
+            .around(http::middleware::guard::guard)
             .data(self.state.clone())
             .with(CatchPanic::new())
             .around(http::middleware::request_id::request_id)

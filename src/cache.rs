@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
 pub struct RedisHandle {
@@ -25,8 +25,14 @@ impl RedisHandle {
     pub async fn connection(&self) -> Result<ConnectionManager, String> {
         let manager = tokio::time::timeout(
             Duration::from_secs(2),
-            self.manager
-                .get_or_try_init(|| ConnectionManager::new(self.client.clone())),
+            self.manager.get_or_try_init(|| {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Duration::from_secs(1))
+                    .set_response_timeout(Duration::from_millis(500))
+                    .set_number_of_retries(2)
+                    .set_max_delay(1000);
+                ConnectionManager::new_with_config(self.client.clone(), config)
+            }),
         )
         .await
         .map_err(|_| "Redis did not answer within 2s".to_string())?

@@ -10,6 +10,8 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::limiter::Policy;
+
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "config/portcullis.toml";
 
@@ -38,6 +40,68 @@ pub struct Settings {
     pub oauth: OAuthSettings,
     pub sessions: SessionSettings,
     pub branding: BrandingSettings,
+    pub rate_limits: RateLimitSettings,
+    pub http: HttpSettings,
+}
+
+/// Each policy is `{ limit = N, period_secs = S }`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    /// Every endpoint without a policy of its own, per client IP.
+    pub default: Policy,
+    /// The token endpoint, per authenticated client.
+    pub token: Policy,
+    /// The introspection endpoint, per authenticated client.
+    pub introspection: Policy,
+    /// Failed client authentication (token, revocation, introspection), per client id and per IP.
+    pub client_auth_failures: Policy,
+    /// Sign-in attempts per client IP.
+    pub login_ip: Policy,
+    /// Sign-in attempts per account from one IP: what one attacker can spend on a victim.
+    pub login_account_ip: Policy,
+    /// Sign-in attempts per account from all IPs together: the temporary lockout.
+    pub login_account: Policy,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Proxies (CIDRs) whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<String>,
+    pub max_body_bytes: usize,
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
+    pub request_timeout_secs: u64,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        let p = |limit, period_secs| Policy { limit, period_secs };
+        RateLimitSettings {
+            enabled: true,
+            default: p(600, 60),
+            token: p(300, 60),
+            introspection: p(1200, 60),
+            client_auth_failures: p(10, 60),
+            login_ip: p(30, 60),
+            login_account_ip: p(5, 300),
+            login_account: p(20, 300),
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            trusted_proxies: vec![],
+            max_body_bytes: 64 * 1024,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 16 * 1024,
+            request_timeout_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +263,8 @@ impl Default for Settings {
             oauth: OAuthSettings::default(),
             sessions: SessionSettings::default(),
             branding: BrandingSettings::default(),
+            rate_limits: RateLimitSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -476,6 +542,52 @@ impl Settings {
                 "branding.product_name",
                 &self.branding.product_name,
                 "1 to 60 characters",
+            ));
+        }
+        let r = &self.rate_limits;
+        for (key, p) in [
+            ("rate_limits.default", r.default),
+            ("rate_limits.token", r.token),
+            ("rate_limits.introspection", r.introspection),
+            ("rate_limits.client_auth_failures", r.client_auth_failures),
+            ("rate_limits.login_ip", r.login_ip),
+            ("rate_limits.login_account_ip", r.login_account_ip),
+            ("rate_limits.login_account", r.login_account),
+        ] {
+            if p.limit == 0 || p.period_secs == 0 || p.period_secs > 86_400 {
+                return Err(invalid(
+                    key,
+                    &format!("limit={} period_secs={}", p.limit, p.period_secs),
+                    "limit >= 1 and period_secs between 1 and 86400",
+                ));
+            }
+        }
+        if r.login_account_ip.limit >= r.login_account.limit {
+            return Err(invalid(
+                "rate_limits.login_account_ip",
+                &r.login_account_ip.limit.to_string(),
+                "a limit below rate_limits.login_account's, so one IP alone cannot lock an account",
+            ));
+        }
+        for cidr in &self.http.trusted_proxies {
+            if cidr.parse::<ipnet::IpNet>().is_err() && cidr.parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid(
+                    "http.trusted_proxies",
+                    cidr,
+                    "IP addresses or CIDRs such as 10.0.0.0/8",
+                ));
+            }
+        }
+        let h = &self.http;
+        if h.max_body_bytes < 1024
+            || h.max_uri_bytes < 1024
+            || h.max_header_bytes < 1024
+            || h.request_timeout_secs == 0
+        {
+            return Err(invalid(
+                "http",
+                &format!("{h:?}"),
+                "byte limits of at least 1024 and a request timeout of at least 1 second",
             ));
         }
         Ok(())

@@ -16,6 +16,7 @@ pub mod config;
 pub mod denylist;
 pub mod http;
 pub mod keys;
+pub mod limiter;
 pub mod logout;
 pub mod protocol;
 pub mod random;

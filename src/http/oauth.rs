@@ -7,6 +7,7 @@ use poem::{handler, Body, Request, Response};
 use url::Url;
 
 use crate::app::AppState;
+use crate::http::middleware::rate_limit;
 use crate::http::pages::{self, error_page, redirect, FormPostPage};
 use crate::http::{oauth_error_json, read_form, session};
 use crate::protocol::authorize::{
@@ -386,12 +387,13 @@ pub async fn consent_decision(
     }
 }
 
-/// The client authentication context of the token, revocation and introspection endpoints.
+/// Authenticates the client of a token, revocation or introspection request. Failed attempts
+/// are limited per client id and per IP; the answer is the error response to send.
 pub async fn authenticate_client(
     state: &AppState,
     req: &Request,
     params: &Params,
-) -> Result<Client, OAuthError> {
+) -> Result<Client, Response> {
     let token_endpoint = endpoint(&state.settings.issuer, "/token");
     let audiences = [token_endpoint.as_str(), state.settings.issuer.as_str()];
     let ctx = client_auth::AuthContext {
@@ -404,13 +406,79 @@ pub async fn authenticate_client(
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    client_auth::authenticate_request(&ctx, authorization, params)
-        .await
-        .inspect_err(|e| {
+    let limits = &state.settings.rate_limits;
+    let policy = limits.client_auth_failures;
+    let mut keys = Vec::new();
+    if limits.enabled {
+        if let Ok(p) = client_auth::presented(authorization, params) {
+            keys.push(format!("authfail-client:{}", p.client_id));
+        }
+        if let Some(ip) = rate_limit::client_ip(req) {
+            keys.push(format!("authfail-ip:{ip}"));
+        }
+        for key in &keys {
+            let d = state.limiter.peek(key, policy).await;
+            if !d.allowed {
+                return Err(rate_limit::too_many_json(
+                    "client_auth_failures",
+                    policy,
+                    &d,
+                ));
+            }
+        }
+    }
+    match client_auth::authenticate_request(&ctx, authorization, params).await {
+        Ok(client) => Ok(client),
+        Err(e) => {
             if e.code == ErrorCode::InvalidClient {
                 tracing::info!("client authentication failed");
+                for key in &keys {
+                    state.limiter.hit(key, policy).await;
+                }
             }
-        })
+            Err(oauth_error_json(&e))
+        }
+    }
+}
+
+/// `/authorize` over its rate limit: RFC 6749 §4.1.2.1 `temporarily_unavailable` back to the
+/// client when the request names a valid client and redirect URI, a page otherwise.
+pub async fn rate_limited_authorize(
+    state: &AppState,
+    req: &Request,
+    name: &str,
+    policy: crate::limiter::Policy,
+    d: &crate::limiter::Decision,
+) -> Response {
+    let params = Params::parse(req.uri().query().unwrap_or("").as_bytes()).unwrap_or_default();
+    let client = match params.get("client_id") {
+        Some(id) => state.store.get_client(id).await.ok().flatten(),
+        None => None,
+    };
+    let target = match rules::validate(&params, client.as_ref(), &state.settings.oauth) {
+        Ok(r) => Some(r.target),
+        Err(AuthorizeError::Redirect { target, .. }) => Some(target),
+        Err(AuthorizeError::Page(_)) => None,
+    };
+    let mut resp = match target {
+        Some(target) => respond(
+            state,
+            &target,
+            &[
+                (
+                    "error",
+                    ErrorCode::TemporarilyUnavailable.as_str().to_string(),
+                ),
+                (
+                    "error_description",
+                    format!("too many requests; retry in {} seconds", d.retry_after_secs),
+                ),
+            ],
+        ),
+        None => return rate_limit::too_many_page(state, req, name, policy, d),
+    };
+    rate_limit::add_headers(&mut resp, name, policy, d);
+    resp
 }
 
 /// `POST /token` (RFC 6749 §3.2).
@@ -423,8 +491,18 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
     };
     let client = match authenticate_client(state, req, &params).await {
         Ok(c) => c,
-        Err(e) => return oauth_error_json(&e),
+        Err(resp) => return resp,
     };
+    let limits = &state.settings.rate_limits;
+    if limits.enabled {
+        let d = state
+            .limiter
+            .hit(&format!("token:{}", client.id), limits.token)
+            .await;
+        if !d.allowed {
+            return rate_limit::too_many_json("token", limits.token, &d);
+        }
+    }
     let grant_type = match params.get("grant_type") {
         Some(g) => g,
         None => return oauth_error_json(&OAuthError::invalid_request("grant_type is missing")),

@@ -16,6 +16,9 @@ use crate::protocol::params::Params;
 use crate::protocol::scope::Scope;
 use crate::store::{AuditEvent, User};
 
+/// The one inline script of any page (form_post's auto-submit); the CSP allows it by hash.
+pub const FORM_POST_SCRIPT: &str = "document.forms[0].submit()";
+
 const STYLESHEET: &str = include_str!("../../templates/static/portcullis.css");
 
 /// The one message for every failed sign-in: nothing tells which part was wrong.
@@ -114,11 +117,6 @@ pub fn html(status: StatusCode, page: &impl Template, cookies: &[String]) -> Res
         .content_type("text/html; charset=utf-8")
         .header("cache-control", "no-store")
         .header("x-frame-options", "DENY")
-        .header(
-            "content-security-policy",
-            "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' https:; \
-             script-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
-        )
         .header("referrer-policy", "no-referrer");
     for cookie in cookies {
         builder = builder.header("set-cookie", cookie.as_str());
@@ -240,6 +238,12 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
     let username = form.get("username").unwrap_or("").trim().to_string();
     let password = form.get("password").unwrap_or("");
 
+    // Counted before the hash is checked, atomically, so parallel guesses cannot slip past
+    // (cf. GHSA-7h8m-vrxx-vr4m).
+    let account_keys = match throttle_login(state, req, &username).await {
+        Ok(keys) => keys,
+        Err(resp) => return resp,
+    };
     let user = match Email::parse(&username) {
         Ok(email) => state
             .store
@@ -256,11 +260,9 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
     let now = state.clock.now();
     let Some(user) = usable.filter(|_| ok) else {
         let mut event = AuditEvent::new("login.failed", now);
-        event.ip = req
-            .remote_addr()
-            .as_socket_addr()
-            .map(|a| a.ip().to_string());
+        event.ip = crate::http::middleware::rate_limit::client_ip(req).map(|ip| ip.to_string());
         let _ = state.store.record_audit(&event).await;
+        slow_down(state, &account_keys).await;
         let client_name = oauth::client_name_for(state, return_to).await;
         return login_page(
             state,
@@ -271,6 +273,9 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
             client_name,
         );
     };
+    for (key, _) in &account_keys {
+        state.limiter.reset(key).await;
+    }
     let (session, cookie) = match session::start(state, req, &user, &["pwd"]).await {
         Ok(started) => started,
         Err(e) => {
@@ -303,6 +308,69 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
         .header("set-cookie", cookie)
         .header("cache-control", "no-store")
         .finish()
+}
+
+/// Counts a sign-in attempt per IP, per account from this IP, and per account in all. The
+/// per-account-and-IP budget is below the per-account one, so one IP alone cannot lock a
+/// victim out. Returns the account keys (to reset on success) and their last decisions.
+async fn throttle_login(
+    state: &AppState,
+    req: &Request,
+    username: &str,
+) -> Result<Vec<(String, crate::limiter::Decision)>, Response> {
+    use crate::http::middleware::rate_limit::{client_ip, too_many_page};
+    let limits = &state.settings.rate_limits;
+    if !limits.enabled {
+        return Ok(vec![]);
+    }
+    let ip = client_ip(req).map(|i| i.to_string()).unwrap_or_default();
+    let d = state
+        .limiter
+        .hit(&format!("login-ip:{ip}"), limits.login_ip)
+        .await;
+    if !d.allowed {
+        return Err(too_many_page(state, req, "login_ip", limits.login_ip, &d));
+    }
+    let Ok(email) = Email::parse(username) else {
+        return Ok(vec![]);
+    };
+    let account = User::email_key(email.as_str());
+    let mut keys = Vec::new();
+    for (name, key, policy) in [
+        (
+            "login_account_ip",
+            format!("login-acct-ip:{account}:{ip}"),
+            limits.login_account_ip,
+        ),
+        (
+            "login_account",
+            format!("login-acct:{account}"),
+            limits.login_account,
+        ),
+    ] {
+        let d = state.limiter.hit(&key, policy).await;
+        if !d.allowed {
+            let mut event = AuditEvent::new("login.throttled", state.clock.now());
+            event.ip = Some(ip.clone());
+            event.detail = serde_json::json!({"policy": name});
+            let _ = state.store.record_audit(&event).await;
+            return Err(too_many_page(state, req, name, policy, &d));
+        }
+        keys.push((key, d));
+    }
+    Ok(keys)
+}
+
+/// Progressive delay: once half of the per-account-and-IP budget is spent, each failure
+/// answers a little later (250 ms doubling, at most 4 s).
+async fn slow_down(state: &AppState, keys: &[(String, crate::limiter::Decision)]) {
+    let Some((_, d)) = keys.first() else { return };
+    let half = state.settings.rate_limits.login_account_ip.limit / 2;
+    if d.remaining < half {
+        let steps = (half - d.remaining).min(4);
+        let ms = (250u64 << steps).min(4000);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
 }
 
 /// `POST /consent`: records an allow (then resumes the request) or answers `access_denied`.

@@ -21,9 +21,7 @@ async fn authenticated(
     let params = read_form(req, body)
         .await
         .map_err(|m| oauth_error_json(&OAuthError::invalid_request(m)))?;
-    let client = authenticate_client(state, req, &params)
-        .await
-        .map_err(|e| oauth_error_json(&e))?;
+    let client = authenticate_client(state, req, &params).await?;
     Ok((client, params))
 }
 
@@ -70,6 +68,20 @@ pub async fn introspect(req: &Request, body: Body, state: Data<&AppState>) -> Re
     let Some(token) = params.get("token") else {
         return oauth_error_json(&OAuthError::invalid_request("token is missing"));
     };
+    let limits = &state.settings.rate_limits;
+    if limits.enabled {
+        let d = state
+            .limiter
+            .hit(&format!("introspect:{}", client.id), limits.introspection)
+            .await;
+        if !d.allowed {
+            return crate::http::middleware::rate_limit::too_many_json(
+                "introspection",
+                limits.introspection,
+                &d,
+            );
+        }
+    }
     let ring = state.keys.ring();
     match rules::introspect(&context(state, &ring), &client, token).await {
         Ok(answer) => json_response(StatusCode::OK, &answer, "no-store"),

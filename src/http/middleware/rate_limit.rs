@@ -1,0 +1,110 @@
+//! Rate-limit answers (429 with `Retry-After` and the IETF httpapi `RateLimit-Policy` /
+//! `RateLimit` headers) and the default per-IP limit every route inherits.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use poem::http::{HeaderValue, StatusCode};
+use poem::{Endpoint, IntoResponse, Request, Response, Result};
+use serde_json::json;
+
+use super::client_ip::ClientIp;
+use crate::app::AppState;
+use crate::http::json_response;
+use crate::limiter::{Decision, Policy};
+
+/// Adds the rate-limit headers (draft-ietf-httpapi-ratelimit-headers) for a refusal.
+pub fn add_headers(resp: &mut Response, name: &str, policy: Policy, d: &Decision) {
+    let h = resp.headers_mut();
+    let mut set = |k: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    };
+    set("retry-after", d.retry_after_secs.to_string());
+    set(
+        "ratelimit-policy",
+        format!("\"{name}\";q={};w={}", policy.limit, policy.period_secs),
+    );
+    set(
+        "ratelimit",
+        format!(
+            "\"{name}\";r={};t={}",
+            d.remaining,
+            d.reset_secs.max(d.retry_after_secs)
+        ),
+    );
+}
+
+/// A 429 in the RFC 6749 error style (JSON endpoints).
+pub fn too_many_json(name: &str, policy: Policy, d: &Decision) -> Response {
+    let mut resp = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        &json!({
+            "error": "rate_limited",
+            "error_description": format!("too many requests; retry in {} seconds", d.retry_after_secs),
+        }),
+        "no-store",
+    );
+    add_headers(&mut resp, name, policy, d);
+    resp
+}
+
+/// A 429 page for people.
+pub fn too_many_page(
+    state: &AppState,
+    req: &Request,
+    name: &str,
+    policy: Policy,
+    d: &Decision,
+) -> Response {
+    let mut resp = crate::http::pages::error_page(
+        state,
+        req,
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        &format!(
+            "Please wait {} seconds, then try again.",
+            d.retry_after_secs
+        ),
+    );
+    add_headers(&mut resp, name, policy, d);
+    resp
+}
+
+pub fn client_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions().get::<ClientIp>().map(|c| c.0)
+}
+
+const PAGES: [&str; 4] = [
+    "/login",
+    "/consent",
+    "/end_session",
+    "/static/portcullis.css",
+];
+
+/// The default policy, per client IP, for every route but the health probes.
+pub async fn default_limit<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> {
+    let path = req.uri().path().to_string();
+    let state = req.data::<AppState>().cloned();
+    let (Some(state), Some(ip)) = (state, client_ip(&req)) else {
+        return next.call(req).await.map(IntoResponse::into_response);
+    };
+    if !state.settings.rate_limits.enabled || path.starts_with("/health/") {
+        return next.call(req).await.map(IntoResponse::into_response);
+    }
+    let policy = state.settings.rate_limits.default;
+    let d = state.limiter.hit(&format!("ip:{ip}"), policy).await;
+    if d.allowed {
+        return next.call(req).await.map(IntoResponse::into_response);
+    }
+    if path == "/authorize" {
+        return Ok(
+            crate::http::oauth::rate_limited_authorize(&state, &req, "default", policy, &d).await,
+        );
+    }
+    if PAGES.contains(&path.as_str()) {
+        return Ok(too_many_page(&state, &req, "default", policy, &d));
+    }
+    Ok(too_many_json("default", policy, &d))
+}
