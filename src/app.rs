@@ -107,7 +107,9 @@ impl Portcullis {
         let retention = settings.longest_token_ttl_secs() + settings.keys.jwks_max_age_secs;
         let keys = KeyManager::start(store.clone(), master, clock.clone(), retention).await?;
         let redis = match &settings.redis.url {
-            Some(url) => Some(Arc::new(RedisHandle::new(url).map_err(StartError::Config)?)),
+            Some(url) => Some(Arc::new(
+                RedisHandle::new(url, &settings.redis.namespace).map_err(StartError::Config)?,
+            )),
             None => None,
         };
         let passwords = PasswordHasher::new(&settings.password)

@@ -8,18 +8,25 @@ use tokio::sync::OnceCell;
 
 pub struct RedisHandle {
     client: redis::Client,
+    namespace: String,
     manager: OnceCell<ConnectionManager>,
 }
 
 impl RedisHandle {
     /// Parses the URL; the connection itself is made on first use, so start-up does not fail
     /// (or hang) while Redis is down.
-    pub fn new(url: &str) -> Result<RedisHandle, String> {
+    pub fn new(url: &str, namespace: &str) -> Result<RedisHandle, String> {
         let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
         Ok(RedisHandle {
             client,
+            namespace: namespace.to_string(),
             manager: OnceCell::new(),
         })
+    }
+
+    /// `namespace:kind:rest`.
+    pub fn key(&self, kind: &str, rest: &str) -> String {
+        format!("{}:{kind}:{rest}", self.namespace)
     }
 
     pub async fn connection(&self) -> Result<ConnectionManager, String> {

@@ -14,10 +14,6 @@ pub struct DenyList {
     redis: Option<Arc<RedisHandle>>,
 }
 
-fn key(jti: &str) -> String {
-    format!("portcullis:deny:{jti}")
-}
-
 impl DenyList {
     pub fn new(store: Arc<dyn Store>, redis: Option<Arc<RedisHandle>>) -> DenyList {
         DenyList { store, redis }
@@ -33,7 +29,8 @@ impl DenyList {
         if let Some(redis) = &self.redis {
             let ttl = (expires_at - now).max(1) as u64;
             if let Ok(mut conn) = redis.connection().await {
-                let written: redis::RedisResult<()> = conn.set_ex(key(jti), 1, ttl).await;
+                let written: redis::RedisResult<()> =
+                    conn.set_ex(redis.key("deny", jti), 1, ttl).await;
                 if written.is_ok() {
                     return Ok(());
                 }
@@ -46,7 +43,7 @@ impl DenyList {
     pub async fn is_denied(&self, jti: &str) -> Result<bool, StoreError> {
         if let Some(redis) = &self.redis {
             if let Ok(mut conn) = redis.connection().await {
-                let hit: redis::RedisResult<bool> = conn.exists(key(jti)).await;
+                let hit: redis::RedisResult<bool> = conn.exists(redis.key("deny", jti)).await;
                 if let Ok(true) = hit {
                     return Ok(true);
                 }

@@ -13,7 +13,7 @@ pub fn live() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}), "no-store")
 }
 
-/// Ready when the database answers and, if Redis is configured, Redis answers too.
+/// Ready (200) when the database answers; `degraded` when a configured Redis does not.
 #[handler]
 pub async fn ready(state: Data<&AppState>) -> Response {
     let database = match state.store.ping().await {
@@ -33,7 +33,10 @@ pub async fn ready(state: Data<&AppState>) -> Response {
             }
         },
     };
-    let ready = database == "ok" && (redis == "ok" || redis == "not configured");
+    // Without the database nothing works; without Redis the server keeps serving with
+    // per-instance rate limits (degraded) and says so.
+    let ready = database == "ok";
+    let degraded = ready && !(redis == "ok" || redis == "not configured");
     let status = if ready {
         StatusCode::OK
     } else {
@@ -42,8 +45,12 @@ pub async fn ready(state: Data<&AppState>) -> Response {
     json_response(
         status,
         &json!({
-            "status": if ready { "ready" } else { "unavailable" },
-            "checks": {"database": database, "redis": redis},
+            "status": if !ready { "unavailable" } else if degraded { "degraded" } else { "ready" },
+            "checks": {
+                "database": database,
+                "redis": redis,
+                "rate_limits": state.limiter.mode(),
+            },
         }),
         "no-store",
     )

@@ -1,5 +1,5 @@
 //! The Redis limiter: one atomic round trip per decision (a GCRA Lua script, loaded once and
-//! called by its SHA), keys namespaced under `portcullis:rl:` and expiring with their window.
+//! called by its SHA), keys namespaced under `<redis.namespace>:rl:` and expiring with their window.
 
 use std::sync::Arc;
 
@@ -43,10 +43,6 @@ impl RedisLimiter {
     }
 }
 
-fn namespaced(key: &str) -> String {
-    format!("portcullis:rl:{key}")
-}
-
 #[async_trait]
 impl RateLimiter for RedisLimiter {
     async fn hit(&self, key: &str, policy: Policy, now_ms: u64) -> Result<Decision, LimiterError> {
@@ -60,7 +56,7 @@ impl RateLimiter for RedisLimiter {
     async fn reset(&self, key: &str) -> Result<(), LimiterError> {
         let mut conn = self.redis.connection().await.map_err(LimiterError)?;
         redis::cmd("DEL")
-            .arg(namespaced(key))
+            .arg(self.redis.key("rl", key))
             .query_async::<()>(&mut conn)
             .await
             .map_err(|e| LimiterError(format!("{:?}", e.kind())))
@@ -78,7 +74,7 @@ impl RedisLimiter {
         let mut conn = self.redis.connection().await.map_err(LimiterError)?;
         let period = policy.period_secs.max(1) * 1000;
         let interval = (period / u64::from(policy.limit.max(1))).max(1);
-        let mut invocation = self.script.key(namespaced(key));
+        let mut invocation = self.script.key(self.redis.key("rl", key));
         invocation
             .arg(now_ms)
             .arg(period)

@@ -57,6 +57,15 @@ pub fn redis_url() -> Option<String> {
     std::env::var(REDIS_ENV).ok().filter(|u| !u.is_empty())
 }
 
+/// The Redis to test shared limits against: the env variable, or under CI the local default.
+pub fn redis_base_url() -> Option<String> {
+    match redis_url() {
+        Some(url) => Some(url),
+        None if in_ci() => Some("redis://127.0.0.1:6379".into()),
+        None => None,
+    }
+}
+
 /// Settings for a test instance; tests adjust them before spawning.
 pub fn test_settings(dir: &Path, database_url: String) -> Settings {
     let mut s = Settings::default();
@@ -64,6 +73,8 @@ pub fn test_settings(dir: &Path, database_url: String) -> Settings {
     s.master_key = Some(SecretString::from(MasterKey::generate_base64()));
     s.master_key_file = dir.join("master.key");
     s.redis.url = redis_url();
+    // Tests share one Redis: each app gets its own keys.
+    s.redis.namespace = format!("pc-test-{}", uuid::Uuid::new_v4().simple());
     // Cheap hashing keeps the suite fast; production parameters are tested in unit tests.
     s.password.memory_kib = 64;
     s.password.iterations = 1;

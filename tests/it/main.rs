@@ -1,5 +1,6 @@
 //! Integration tests: one binary, the real server over HTTP, a fresh database per test.
 
+mod abuse;
 mod browser;
 mod cli;
 mod code_flow;
