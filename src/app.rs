@@ -36,6 +36,7 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// The hosted pages' Content-Security-Policy (hashes depend on the branding colour).
     pub page_csp: Arc<String>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// For outgoing calls: client JWKS URIs, back-channel logout.
     pub http: reqwest::Client,
     pub metadata: Arc<serde_json::Value>,
@@ -145,6 +146,7 @@ impl Portcullis {
                 limiter: Arc::new(Limiter::new(redis_for_limits)),
                 trusted_proxies,
                 page_csp,
+                metrics: Arc::default(),
                 http: http_client,
                 metadata: Arc::new(metadata),
             },
@@ -207,6 +209,7 @@ impl Portcullis {
                 get(http::logout::end_session).post(http::logout::end_session),
             )
             .at("/static/portcullis.css", get(http::pages::stylesheet))
+            .at("/metrics", get(http::health::metrics))
             .at("/health/live", get(http::health::live))
             .at("/health/ready", get(http::health::ready))
             .catch_error(|_: poem::error::NotFoundError| async { http::not_found() })

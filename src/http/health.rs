@@ -55,3 +55,15 @@ pub async fn ready(state: Data<&AppState>) -> Response {
         "no-store",
     )
 }
+
+/// `GET /metrics` (Prometheus text format 0.0.4).
+#[handler]
+pub fn metrics(state: Data<&AppState>) -> Response {
+    let body = state
+        .metrics
+        .render(state.limiter.is_degraded(), state.redis.is_some());
+    Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .header("cache-control", "no-store")
+        .body(body)
+}

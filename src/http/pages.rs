@@ -262,6 +262,7 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
         let mut event = AuditEvent::new("login.failed", now);
         event.ip = crate::http::middleware::rate_limit::client_ip(req).map(|ip| ip.to_string());
         let _ = state.store.record_audit(&event).await;
+        crate::metrics::Metrics::inc(&state.metrics.login_failures);
         slow_down(state, &account_keys).await;
         let client_name = oauth::client_name_for(state, return_to).await;
         return login_page(
@@ -273,6 +274,7 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
             client_name,
         );
     };
+    crate::metrics::Metrics::inc(&state.metrics.login_successes);
     for (key, _) in &account_keys {
         state.limiter.reset(key).await;
     }

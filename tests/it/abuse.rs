@@ -470,6 +470,19 @@ async fn a_redis_outage_degrades_to_local_limits_and_recovers_by_itself() {
             break;
         }
     }
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !recovered || metrics.contains("portcullis_rate_limit_degraded 0"),
+        "{metrics}"
+    );
     let _ = server.kill();
     let _ = server.wait();
     assert!(recovered, "the limiter went back to Redis");

@@ -69,6 +69,9 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> 
             )
         }
     };
+    if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+        crate::metrics::Metrics::inc(&state.metrics.rate_limit_rejections);
+    }
     secure_headers(&state, &mut resp);
     Ok(resp)
 }

@@ -15,6 +15,7 @@ use crate::limiter::{Decision, Policy};
 
 /// Adds the rate-limit headers (draft-ietf-httpapi-ratelimit-headers) for a refusal.
 pub fn add_headers(resp: &mut Response, name: &str, policy: Policy, d: &Decision) {
+    tracing::info!(policy = name, "rate limited");
     let h = resp.headers_mut();
     let mut set = |k: &'static str, v: String| {
         if let Ok(v) = HeaderValue::from_str(&v) {
