@@ -4,23 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis::clients::ClientRegistration;
-use portcullis::clock::SystemClock;
 use portcullis::config::Settings;
 use portcullis::limiter::Policy;
 use serde_json::Value;
 
 use crate::common::{
-    form_value, fresh_database_url, location, query, redis_base_url, test_settings, TestApp,
+    app_with, form_value, location, query, redis_base_url, service_client, TestApp,
 };
-
-async fn app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let url = fresh_database_url(dir.path()).await;
-    let mut settings = test_settings(dir.path(), url);
-    tune(&mut settings);
-    TestApp::spawn_with(settings, dir, Arc::new(SystemClock)).await
-}
 
 fn assert_limited(resp: &reqwest::Response, policy: &str) -> u64 {
     assert_eq!(resp.status(), 429);
@@ -113,16 +103,6 @@ async fn the_default_policy_limits_every_endpoint_per_ip_and_recovers() {
     assert!(resp.text().await.unwrap().contains("Too many attempts"));
 }
 
-async fn service(app: &TestApp) -> crate::common::TestClient {
-    app.register_client(ClientRegistration {
-        name: "svc".into(),
-        grant_types: vec!["client_credentials".into()],
-        scope: Some("api".into()),
-        ..Default::default()
-    })
-    .await
-}
-
 #[tokio::test]
 async fn the_token_and_introspection_endpoints_limit_per_client() {
     let app = app_with(|s| {
@@ -136,7 +116,7 @@ async fn the_token_and_introspection_endpoints_limit_per_client() {
         };
     })
     .await;
-    let (a, b) = (service(&app).await, service(&app).await);
+    let (a, b) = (service_client(&app).await, service_client(&app).await);
     let token = |c: &crate::common::TestClient| {
         app.http
             .post(app.url("/token"))
@@ -178,7 +158,7 @@ async fn failed_client_authentication_is_limited_even_for_the_right_secret() {
         }
     })
     .await;
-    let c = service(&app).await;
+    let c = service_client(&app).await;
     let attempt = |secret: &str| {
         app.http
             .post(app.url("/token"))

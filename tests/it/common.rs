@@ -4,11 +4,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use portcullis::app::{AppState, Portcullis};
 use portcullis::clock::{Clock, ManualClock, SystemClock};
 use portcullis::config::Settings;
 use portcullis::keys::MasterKey;
 use secrecy::SecretString;
+use sha2::{Digest, Sha256};
 use sqlx::Connection;
 use tokio::sync::oneshot;
 
@@ -373,4 +376,137 @@ impl TestApp {
         }
         panic!("too many hops");
     }
+}
+
+// Shared steps of the flows the tests walk through.
+
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+pub fn challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// An authorization URL with sane defaults, overridden (or removed, with "") by `extra`.
+pub fn auth_url(app: &TestApp, client: &TestClient, extra: &[(&str, &str)]) -> String {
+    let c = challenge(VERIFIER);
+    let mut params: Vec<(&str, String)> = vec![
+        ("client_id", client.id.clone()),
+        ("redirect_uri", client.redirect_uri.clone()),
+        ("response_type", "code".into()),
+        ("scope", "openid email".into()),
+        ("state", "st4te".into()),
+        ("nonce", "n0nce".into()),
+        ("code_challenge", c),
+        ("code_challenge_method", "S256".into()),
+    ];
+    for (k, v) in extra {
+        params.retain(|(name, _)| name != k);
+        if !v.is_empty() {
+            params.push((k, v.to_string()));
+        }
+    }
+    let mut url = url::Url::parse(&app.url("/authorize")).unwrap();
+    url.query_pairs_mut()
+        .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+    url.to_string()
+}
+
+pub async fn code_for(
+    app: &TestApp,
+    client: &TestClient,
+    user: &TestUser,
+) -> (String, reqwest::Client) {
+    let b = browser();
+    match app
+        .sign_in(&b, &auth_url(app, client, &[]), user, "allow")
+        .await
+    {
+        Landing::Client(to) => (query(&to, "code").expect("code"), b),
+        Landing::Page(status, html) => panic!("stopped at a page ({status}): {html}"),
+    }
+}
+
+pub async fn exchange(
+    app: &TestApp,
+    client: &TestClient,
+    code: &str,
+    verifier: &str,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let resp = app
+        .http
+        .post(app.url("/token"))
+        .basic_auth(&client.id, client.secret.as_deref())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", client.redirect_uri.as_str()),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.json().await.unwrap())
+}
+
+/// Signs in and exchanges the code: the token response (asserting success).
+pub async fn tokens_for(
+    app: &TestApp,
+    client: &TestClient,
+    user: &TestUser,
+    scope: &str,
+) -> (reqwest::Client, serde_json::Value) {
+    let b = browser();
+    let url = auth_url(app, client, &[("scope", scope)]);
+    let code = match app.sign_in(&b, &url, user, "allow").await {
+        Landing::Client(to) => query(&to, "code").expect("code"),
+        Landing::Page(status, html) => panic!("stopped at a page ({status}): {html}"),
+    };
+    let (status, _, tokens) = exchange(app, client, &code, VERIFIER).await;
+    assert_eq!(status, 200, "{tokens}");
+    (b, tokens)
+}
+
+/// A client for services: client_credentials only.
+pub async fn service_client(app: &TestApp) -> TestClient {
+    app.register_client(portcullis::clients::ClientRegistration {
+        name: "Service".into(),
+        grant_types: vec!["client_credentials".into()],
+        scope: Some("api reports".into()),
+        ..Default::default()
+    })
+    .await
+}
+
+/// A server with settings adjusted by `tune`.
+pub async fn app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let url = fresh_database_url(dir.path()).await;
+    let mut settings = test_settings(dir.path(), url);
+    tune(&mut settings);
+    TestApp::spawn_with(settings, dir, Arc::new(SystemClock)).await
+}
+
+/// POSTs a form with the client's Basic credentials: (status, JSON body or null).
+pub async fn post_form(
+    app: &TestApp,
+    path: &str,
+    client: &TestClient,
+    form: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let resp = app
+        .http
+        .post(app.url(path))
+        .basic_auth(&client.id, client.secret.as_deref())
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
 }

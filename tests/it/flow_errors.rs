@@ -3,45 +3,14 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use portcullis::clients::ClientRegistration;
 use portcullis::clock::ManualClock;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::common::{browser, form_value, location, query, Landing, TestApp, TestClient, TestUser};
-
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-
-fn challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
-}
-
-/// An authorization URL with sane defaults, overridden (or removed, with "") by `extra`.
-fn auth_url(app: &TestApp, client: &TestClient, extra: &[(&str, &str)]) -> String {
-    let c = challenge(VERIFIER);
-    let mut params: Vec<(&str, String)> = vec![
-        ("client_id", client.id.clone()),
-        ("redirect_uri", client.redirect_uri.clone()),
-        ("response_type", "code".into()),
-        ("scope", "openid email".into()),
-        ("state", "st4te".into()),
-        ("nonce", "n0nce".into()),
-        ("code_challenge", c),
-        ("code_challenge_method", "S256".into()),
-    ];
-    for (k, v) in extra {
-        params.retain(|(name, _)| name != k);
-        if !v.is_empty() {
-            params.push((k, v.to_string()));
-        }
-    }
-    let mut url = url::Url::parse(&app.url("/authorize")).unwrap();
-    url.query_pairs_mut()
-        .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
-    url.to_string()
-}
+use crate::common::{
+    auth_url, browser, code_for, exchange, form_value, location, query, Landing, TestApp,
+    TestClient, TestUser, VERIFIER,
+};
 
 async fn setup() -> (TestApp, TestClient, TestUser) {
     let app = TestApp::spawn().await;
@@ -74,45 +43,6 @@ async fn get(url: &str) -> reqwest::Response {
 }
 
 /// Signs in and returns a fresh code, and the browser (which holds the session).
-async fn code_for(
-    app: &TestApp,
-    client: &TestClient,
-    user: &TestUser,
-) -> (String, reqwest::Client) {
-    let b = browser();
-    match app
-        .sign_in(&b, &auth_url(app, client, &[]), user, "allow")
-        .await
-    {
-        Landing::Client(to) => (query(&to, "code").expect("code"), b),
-        Landing::Page(status, html) => panic!("stopped at a page ({status}): {html}"),
-    }
-}
-
-async fn exchange(
-    app: &TestApp,
-    client: &TestClient,
-    code: &str,
-    verifier: &str,
-) -> (u16, reqwest::header::HeaderMap, Value) {
-    let resp = app
-        .http
-        .post(app.url("/token"))
-        .basic_auth(&client.id, client.secret.as_deref())
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", client.redirect_uri.as_str()),
-            ("code_verifier", verifier),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (status, headers, resp.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn unknown_clients_and_unregistered_redirect_uris_show_a_page_and_never_redirect() {
     let (app, client, _) = setup().await;

@@ -9,28 +9,15 @@ use poem::web::Data;
 use poem::{handler, post, EndpointExt, Route, Server};
 use portcullis::clients::ClientRegistration;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::common::{browser, form_value, location, query, Landing, TestApp, TestClient, TestUser};
-
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+use crate::common::{form_value, location, query, Landing, TestApp, TestClient, TestUser};
 
 fn auth_url(app: &TestApp, client: &TestClient, scope: &str, prompt: Option<&str>) -> String {
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()));
-    let mut url = url::Url::parse(&app.url("/authorize")).unwrap();
-    url.query_pairs_mut()
-        .append_pair("client_id", &client.id)
-        .append_pair("redirect_uri", &client.redirect_uri)
-        .append_pair("response_type", "code")
-        .append_pair("scope", scope)
-        .append_pair("state", "s")
-        .append_pair("nonce", "n")
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256");
-    if let Some(p) = prompt {
-        url.query_pairs_mut().append_pair("prompt", p);
-    }
-    url.to_string()
+    crate::common::auth_url(
+        app,
+        client,
+        &[("scope", scope), ("prompt", prompt.unwrap_or(""))],
+    )
 }
 
 /// Signs in with a browser and exchanges the code: (browser, token response).
@@ -40,28 +27,7 @@ async fn signed_in(
     user: &TestUser,
     scope: &str,
 ) -> (reqwest::Client, Value) {
-    let b = browser();
-    let code = match app
-        .sign_in(&b, &auth_url(app, client, scope, None), user, "allow")
-        .await
-    {
-        Landing::Client(to) => query(&to, "code").unwrap(),
-        Landing::Page(s, h) => panic!("{s}: {h}"),
-    };
-    let resp = app
-        .http
-        .post(app.url("/token"))
-        .basic_auth(&client.id, client.secret.as_deref())
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", client.redirect_uri.as_str()),
-            ("code_verifier", VERIFIER),
-        ])
-        .send()
-        .await
-        .unwrap();
-    (b, resp.json().await.unwrap())
+    crate::common::tokens_for(app, client, user, scope).await
 }
 
 fn claims_of(jwt: &str) -> Value {
@@ -198,22 +164,8 @@ async fn logout_revokes_session_bound_refresh_tokens_but_not_offline_ones() {
         Landing::Client(to) => query(&to, "code").unwrap(),
         Landing::Page(s, h) => panic!("{s}: {h}"),
     };
-    let offline: Value = app
-        .http
-        .post(app.url("/token"))
-        .basic_auth(&client.id, client.secret.as_deref())
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", client.redirect_uri.as_str()),
-            ("code_verifier", VERIFIER),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, _, offline) =
+        crate::common::exchange(&app, &client, &code, crate::common::VERIFIER).await;
 
     let mut url = url::Url::parse(&app.url("/end_session")).unwrap();
     url.query_pairs_mut()

@@ -14,11 +14,10 @@ use openidconnect::{
 use portcullis::clients::ClientRegistration;
 use portcullis::clock::{ManualClock, SystemClock};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use crate::common::{browser, query, test_settings, Landing, TestApp, TestClient, TestUser};
-
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+use crate::common::{
+    browser, post_form, query, test_settings, Landing, TestApp, TestClient, TestUser,
+};
 
 fn refresh_client_reg() -> ClientRegistration {
     ClientRegistration {
@@ -29,37 +28,9 @@ fn refresh_client_reg() -> ClientRegistration {
     }
 }
 
-/// Signs in with `offline_access` and exchanges the code: the token response.
+/// Signs in and exchanges the code: the token response.
 async fn tokens_for(app: &TestApp, client: &TestClient, user: &TestUser, scope: &str) -> Value {
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()));
-    let mut url = url::Url::parse(&app.url("/authorize")).unwrap();
-    url.query_pairs_mut()
-        .append_pair("client_id", &client.id)
-        .append_pair("redirect_uri", &client.redirect_uri)
-        .append_pair("response_type", "code")
-        .append_pair("scope", scope)
-        .append_pair("state", "s")
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256");
-    let code = match app.sign_in(&browser(), url.as_str(), user, "allow").await {
-        Landing::Client(to) => query(&to, "code").expect("code"),
-        Landing::Page(status, html) => panic!("stopped at a page ({status}): {html}"),
-    };
-    let resp = app
-        .http
-        .post(app.url("/token"))
-        .basic_auth(&client.id, client.secret.as_deref())
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", client.redirect_uri.as_str()),
-            ("code_verifier", VERIFIER),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    crate::common::tokens_for(app, client, user, scope).await.1
 }
 
 async fn refresh(
@@ -81,25 +52,6 @@ async fn refresh(
         .await
         .unwrap();
     (resp.status().as_u16(), resp.json().await.unwrap())
-}
-
-async fn post_form(
-    app: &TestApp,
-    path: &str,
-    client: &TestClient,
-    form: &[(&str, &str)],
-) -> (u16, Value) {
-    let resp = app
-        .http
-        .post(app.url(path))
-        .basic_auth(&client.id, client.secret.as_deref())
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 async fn userinfo_status(app: &TestApp, access: &str) -> u16 {
