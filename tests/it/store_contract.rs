@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use portcullis::store::{
-    self, AuditEvent, Client, KeyState, SigningKeyRecord, Store, StoreError, User,
+    self, AuditEvent, AuthorizationCode, BrowserSession, Client, KeyState, RefreshToken,
+    SigningKeyRecord, Store, StoreError, User,
 };
 use uuid::Uuid;
 
@@ -196,6 +197,238 @@ async fn audit_events_are_kept_newest_first(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
+fn code(hash: &str, client_id: &str, user_id: Uuid) -> AuthorizationCode {
+    AuthorizationCode {
+        code_hash: hash.into(),
+        client_id: client_id.into(),
+        user_id,
+        session_id_hash: Some("sess".into()),
+        redirect_uri: "https://app.example.com/cb".into(),
+        redirect_uri_given: true,
+        response_mode: "query".into(),
+        scope: "openid".into(),
+        nonce: Some("n".into()),
+        code_challenge: Some("c".repeat(43)),
+        code_challenge_method: Some("S256".into()),
+        auth_time: 100,
+        amr: vec!["pwd".into()],
+        acr: None,
+        created_at: 100,
+        expires_at: 160,
+        used_at: None,
+        access_token_jti: None,
+    }
+}
+
+fn refresh(
+    id: Uuid,
+    family: Uuid,
+    hash: &str,
+    client_id: &str,
+    user_id: Uuid,
+    scope: &str,
+) -> RefreshToken {
+    RefreshToken {
+        id,
+        token_hash: hash.into(),
+        family_id: family,
+        parent_id: None,
+        generation: 0,
+        client_id: client_id.into(),
+        user_id,
+        scope: scope.into(),
+        session_id_hash: Some("sess".into()),
+        auth_code_hash: Some("code-1".into()),
+        user_agent: None,
+        auth_time: 100,
+        created_at: 100,
+        expires_at: 10_000,
+        family_expires_at: 20_000,
+        used_at: None,
+        revoked_at: None,
+        access_token_jti: Some(format!("jti-{hash}")),
+        successor_sealed: None,
+        reuse_count: 0,
+    }
+}
+
+async fn a_code_is_consumed_exactly_once(store: Arc<dyn Store>) {
+    let u = user("ada@example.org");
+    store.create_user(&u).await.unwrap();
+    store.create_client(&client("c")).await.unwrap();
+    store.create_code(&code("code-1", "c", u.id)).await.unwrap();
+    assert_eq!(
+        store.get_code("code-1").await.unwrap(),
+        Some(code("code-1", "c", u.id))
+    );
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        racers.push(tokio::spawn(async move {
+            store
+                .consume_code("code-1", 120, &format!("jti-{i}"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for r in racers {
+        wins += usize::from(r.await.unwrap());
+    }
+    assert_eq!(wins, 1, "one conditional update wins");
+    let used = store.get_code("code-1").await.unwrap().unwrap();
+    assert_eq!(used.used_at, Some(120));
+    assert!(used.access_token_jti.is_some());
+    assert_eq!(
+        store.clients_of_session("sess").await.unwrap(),
+        vec!["c".to_string()]
+    );
+}
+
+async fn refresh_rotation_is_atomic_and_families_revoke_together(store: Arc<dyn Store>) {
+    let u = user("ada@example.org");
+    store.create_user(&u).await.unwrap();
+    store.create_client(&client("c")).await.unwrap();
+    let family = Uuid::new_v4();
+    let first = refresh(Uuid::new_v4(), family, "r0", "c", u.id, "openid");
+    store.create_refresh_token(&first).await.unwrap();
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let mut next = refresh(
+            Uuid::new_v4(),
+            family,
+            &format!("r1-{i}"),
+            "c",
+            u.id,
+            "openid",
+        );
+        next.parent_id = Some(first.id);
+        next.generation = 1;
+        let id = first.id;
+        racers.push(tokio::spawn(async move {
+            store
+                .rotate_refresh_token(id, &next, Some(b"sealed"), 200)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for r in racers {
+        wins += usize::from(r.await.unwrap());
+    }
+    assert_eq!(wins, 1, "exactly one successor");
+    let used = store.get_refresh_token("r0").await.unwrap().unwrap();
+    assert_eq!(
+        (used.used_at, used.successor_sealed.as_deref()),
+        (Some(200), Some(&b"sealed"[..]))
+    );
+    let successor = store
+        .refresh_successor(first.id)
+        .await
+        .unwrap()
+        .expect("a successor");
+    assert_eq!(successor.generation, 1);
+    // The grace count is bounded.
+    assert!(store.claim_grace_reuse(first.id, 1).await.unwrap());
+    assert!(!store.claim_grace_reuse(first.id, 1).await.unwrap());
+
+    // An offline family outlives its session; the other one does not.
+    let offline = refresh(
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        "off",
+        "c",
+        u.id,
+        "openid offline_access",
+    );
+    store.create_refresh_token(&offline).await.unwrap();
+    let jtis = store
+        .revoke_session_refresh_tokens("sess", 300)
+        .await
+        .unwrap();
+    assert_eq!(
+        jtis.len(),
+        2,
+        "the session's family, used token included: {jtis:?}"
+    );
+    assert!(!jtis.contains(&"jti-off".to_string()));
+    assert!(store
+        .get_refresh_token("off")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    let jtis = store
+        .revoke_refresh_family(offline.family_id, 300)
+        .await
+        .unwrap();
+    assert_eq!(jtis, vec!["jti-off".to_string()]);
+    assert!(store
+        .get_refresh_token("off")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+}
+
+async fn sessions_consents_and_the_deny_list(store: Arc<dyn Store>) {
+    let u = user("ada@example.org");
+    store.create_user(&u).await.unwrap();
+    store.create_client(&client("c")).await.unwrap();
+    let s = BrowserSession {
+        id_hash: "h".into(),
+        sid: "sid".into(),
+        user_id: u.id,
+        auth_time: 100,
+        amr: vec!["pwd".into()],
+        acr: None,
+        user_agent: Some("ua".into()),
+        ip: Some("127.0.0.1".into()),
+        created_at: 100,
+        last_seen_at: 100,
+        expires_at: 1000,
+        revoked_at: None,
+    };
+    store.create_session(&s).await.unwrap();
+    store.touch_session("h", 150).await.unwrap();
+    assert_eq!(
+        store.get_session("h").await.unwrap().unwrap().last_seen_at,
+        150
+    );
+    store.revoke_session("h", 160).await.unwrap();
+    assert_eq!(
+        store.get_session("h").await.unwrap(),
+        None,
+        "revoked sessions are gone"
+    );
+
+    assert_eq!(store.get_consent(u.id, "c").await.unwrap(), None);
+    store.save_consent(u.id, "c", "openid", 100).await.unwrap();
+    store
+        .save_consent(u.id, "c", "email openid", 110)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_consent(u.id, "c").await.unwrap().as_deref(),
+        Some("email openid")
+    );
+
+    assert!(!store.is_access_token_denied("j1").await.unwrap());
+    store.deny_access_token("j1", 500).await.unwrap();
+    store.deny_access_token("j1", 500).await.unwrap();
+    assert!(store.is_access_token_denied("j1").await.unwrap());
+
+    assert!(store.remember_assertion("c", "a1", 500).await.unwrap());
+    assert!(
+        !store.remember_assertion("c", "a1", 500).await.unwrap(),
+        "a replayed jti"
+    );
+    assert!(store.remember_assertion("other", "a1", 500).await.unwrap());
+}
+
 /// Instantiates every contract test for one adapter.
 macro_rules! contract_suite {
     ($module:ident, $open:path) => {
@@ -210,6 +443,9 @@ macro_rules! contract_suite {
                 concurrent_rotations_leave_one_active_and_one_next,
                 audit_events_are_kept_newest_first,
                 migrations_can_be_applied_again,
+                a_code_is_consumed_exactly_once,
+                refresh_rotation_is_atomic_and_families_revoke_together,
+                sessions_consents_and_the_deny_list,
             );
         }
     };
