@@ -299,25 +299,66 @@ pub struct BoundServer {
 impl BoundServer {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let refresher = tokio::spawn(refresh_keys_periodically(self.state.clone()));
+        let cleaner = tokio::spawn(janitor(self.state.clone()));
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(self.endpoint, shutdown, Some(Duration::from_secs(10)))
             .await;
         refresher.abort();
+        cleaner.abort();
         if let Err(e) = result {
             tracing::error!(error = %e, "server stopped with an error");
         }
     }
 }
 
-/// Other instances may rotate keys: re-read them on a short period.
+/// Other instances may rotate keys: re-read them on a short period, and rotate on schedule.
 async fn refresh_keys_periodically(state: AppState) {
-    let period = Duration::from_secs(state.settings.keys.refresh_secs);
-    let mut ticker = tokio::time::interval(period);
+    let k = &state.settings.keys;
+    let mut ticker = tokio::time::interval(Duration::from_secs(k.refresh_secs));
     ticker.tick().await;
     loop {
         ticker.tick().await;
+        if k.rotate_every_secs > 0 {
+            if let Err(e) = state
+                .keys
+                .rotate_if_due(k.rotate_every_secs, k.jwks_max_age_secs)
+                .await
+            {
+                tracing::warn!(error = %e, "scheduled key rotation failed; will retry");
+            }
+        }
         if let Err(e) = state.keys.refresh().await {
             tracing::warn!(error = %e, "could not refresh signing keys; using the cached ones");
+        }
+    }
+}
+
+/// Deletes what has expired, in bounded batches, until a pass finds little left.
+async fn janitor(state: AppState) {
+    let j = &state.settings.janitor;
+    if j.interval_secs == 0 {
+        return;
+    }
+    let mut ticker = tokio::time::interval(Duration::from_secs(j.interval_secs));
+    loop {
+        ticker.tick().await;
+        let mut total = 0;
+        loop {
+            match state.store.purge_expired(state.clock.now(), j.batch).await {
+                Ok(n) => {
+                    total += n;
+                    if n < u64::from(j.batch) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "janitor pass failed");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(removed = total, "janitor removed expired rows");
         }
     }
 }

@@ -42,6 +42,7 @@ pub struct Settings {
     pub branding: BrandingSettings,
     pub rate_limits: RateLimitSettings,
     pub http: HttpSettings,
+    pub janitor: JanitorSettings,
 }
 
 /// Each policy is `{ limit = N, period_secs = S }`.
@@ -237,6 +238,26 @@ pub struct KeySettings {
     pub jwks_max_age_secs: u64,
     /// How often each instance re-reads the keys from the database.
     pub refresh_secs: u64,
+    /// Scheduled rotation: each active key signs this long (0 turns the schedule off).
+    pub rotate_every_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JanitorSettings {
+    /// How often expired codes, sessions, tokens and deny-list entries are deleted (0: never).
+    pub interval_secs: u64,
+    /// At most this many rows per table per pass.
+    pub batch: u32,
+}
+
+impl Default for JanitorSettings {
+    fn default() -> Self {
+        JanitorSettings {
+            interval_secs: 300,
+            batch: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -276,6 +297,7 @@ impl Default for Settings {
             branding: BrandingSettings::default(),
             rate_limits: RateLimitSettings::default(),
             http: HttpSettings::default(),
+            janitor: JanitorSettings::default(),
         }
     }
 }
@@ -316,6 +338,7 @@ impl Default for KeySettings {
         KeySettings {
             jwks_max_age_secs: 300,
             refresh_secs: 30,
+            rotate_every_secs: 30 * 86_400,
         }
     }
 }
@@ -464,6 +487,17 @@ impl Settings {
                 &self.keys.jwks_max_age_secs.to_string(),
                 "fewer seconds than the longest token lifetime, so caches see rotated keys in time",
             ));
+        }
+        let every = self.keys.rotate_every_secs;
+        if every != 0 && every < 2 * (self.keys.jwks_max_age_secs + self.longest_token_ttl_secs()) {
+            return Err(invalid(
+                "keys.rotate_every_secs",
+                &every.to_string(),
+                "0 (no schedule) or at least twice the JWKS cache lifetime plus the longest token lifetime",
+            ));
+        }
+        if self.janitor.batch == 0 {
+            return Err(invalid("janitor.batch", "0", "at least 1"));
         }
         if !(1..=3600).contains(&self.keys.refresh_secs) {
             return Err(invalid(

@@ -274,7 +274,7 @@ impl KeyManager {
         let now = self.clock.now();
         for alg in SigningAlg::ALL {
             let new_next = new_record(alg, KeyState::Next, &self.master, now)?;
-            self.store.rotate_signing_keys(&new_next, now).await?;
+            self.store.rotate_signing_keys(&new_next, now, None).await?;
         }
         self.store
             .purge_retired_keys(now - self.retention_secs)
@@ -292,6 +292,61 @@ impl KeyManager {
         });
         self.store.record_audit(&event).await?;
         Ok(promoted)
+    }
+}
+
+impl KeyManager {
+    /// Scheduled rotation: an algorithm whose active key has signed for `every_secs` moves on,
+    /// but only once its next key has been published for `prepublish_secs` (the JWKS cache
+    /// lifetime), so verifiers already hold it. Compare-and-swap on the active key: of several
+    /// instances checking at once, one rotates. Returns the algorithms rotated.
+    pub async fn rotate_if_due(
+        &self,
+        every_secs: u64,
+        prepublish_secs: u64,
+    ) -> Result<Vec<SigningAlg>, KeyError> {
+        let now = self.clock.now();
+        let records = self.store.list_signing_keys().await?;
+        let mut rotated = Vec::new();
+        for alg in SigningAlg::ALL {
+            let of = |state: KeyState| {
+                records
+                    .iter()
+                    .find(|k| k.alg == alg.as_str() && k.state == state)
+            };
+            let (Some(active), Some(next)) = (of(KeyState::Active), of(KeyState::Next)) else {
+                continue;
+            };
+            let due = active.activated_at.unwrap_or(active.created_at) + every_secs as i64 <= now;
+            let published_long_enough = next.created_at + prepublish_secs as i64 <= now;
+            if !(due && published_long_enough) {
+                continue;
+            }
+            let new_next = new_record(alg, KeyState::Next, &self.master, now)?;
+            match self
+                .store
+                .rotate_signing_keys(&new_next, now, Some(&active.kid))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(alg = alg.as_str(), kid = %next.kid, "scheduled key rotation: next key now signs");
+                    rotated.push(alg);
+                }
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !rotated.is_empty() {
+            self.store
+                .purge_retired_keys(now - self.retention_secs)
+                .await?;
+            let mut event = AuditEvent::new("keys.rotated", now);
+            event.actor = Some("schedule".into());
+            event.detail = json!({"algs": rotated.iter().map(|a| a.as_str()).collect::<Vec<_>>()});
+            self.store.record_audit(&event).await?;
+            self.refresh().await?;
+        }
+        Ok(rotated)
     }
 }
 

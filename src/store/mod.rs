@@ -74,12 +74,18 @@ pub trait KeyStore: Send + Sync {
     /// nothing) when that algorithm already has keys, e.g. another instance was faster.
     async fn insert_initial_keys(&self, keys: &[SigningKeyRecord]) -> StoreResult<bool>;
     /// In one transaction: retire the active key of `new_next.alg`, promote its next key,
-    /// and store `new_next` as the next key. Fails with `Conflict` if a concurrent rotation won.
+    /// and store `new_next` as the next key. With `expected_active`, only if that key is still
+    /// the active one (compare-and-swap, so two instances never rotate twice). Fails with
+    /// `Conflict` if a concurrent rotation won.
     async fn rotate_signing_keys(
         &self,
         new_next: &SigningKeyRecord,
         now: Timestamp,
+        expected_active: Option<&str>,
     ) -> StoreResult<()>;
+    /// Deletes expired codes, sessions, refresh tokens of dead families, deny-list entries and
+    /// assertion ids, at most `batch` rows per table; returns how many rows went.
+    async fn purge_expired(&self, now: Timestamp, batch: u32) -> StoreResult<u64>;
     /// Deletes retired keys retired before `before`; returns how many.
     async fn purge_retired_keys(&self, before: Timestamp) -> StoreResult<u64>;
 }

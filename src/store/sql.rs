@@ -367,8 +367,23 @@ macro_rules! impl_sql_store {
                 &self,
                 new_next: &SigningKeyRecord,
                 now: Timestamp,
+                expected_active: Option<&str>,
             ) -> StoreResult<()> {
+                // Writes first: in SQLite a transaction that reads before it writes cannot wait
+                // for the write lock (SQLITE_BUSY at once); starting with the UPDATE lets it wait.
                 let mut tx = self.pool.begin().await?;
+                let retired = sqlx::query(
+                    "UPDATE signing_keys SET state = 'retired', retired_at = $1 \
+                     WHERE alg = $2 AND state = 'active' AND ($3 IS NULL OR kid = $3)",
+                )
+                .bind(now)
+                .bind(&new_next.alg)
+                .bind(expected_active)
+                .execute(&mut *tx)
+                .await?;
+                if expected_active.is_some() && retired.rows_affected() != 1 {
+                    return Err(StoreError::Conflict("the active key changed meanwhile".into()));
+                }
                 let next: Option<String> = sqlx::query_scalar(
                     "SELECT kid FROM signing_keys WHERE alg = $1 AND state = 'next'",
                 )
@@ -381,14 +396,6 @@ macro_rules! impl_sql_store {
                         new_next.alg
                     )));
                 };
-                sqlx::query(
-                    "UPDATE signing_keys SET state = 'retired', retired_at = $1 \
-                     WHERE alg = $2 AND state = 'active'",
-                )
-                .bind(now)
-                .bind(&new_next.alg)
-                .execute(&mut *tx)
-                .await?;
                 let promoted = sqlx::query(
                     "UPDATE signing_keys SET state = 'active', activated_at = $1 \
                      WHERE kid = $2 AND state = 'next'",
@@ -405,6 +412,28 @@ macro_rules! impl_sql_store {
                 insert_key(&mut *tx, &record).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn purge_expired(&self, now: Timestamp, batch: u32) -> StoreResult<u64> {
+                let batch = i64::from(batch);
+                let statements = [
+                    "DELETE FROM authorization_codes WHERE code_hash IN \
+                     (SELECT code_hash FROM authorization_codes WHERE expires_at < $1 LIMIT $2)",
+                    "DELETE FROM browser_sessions WHERE id_hash IN \
+                     (SELECT id_hash FROM browser_sessions WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)",
+                    "DELETE FROM refresh_tokens WHERE id IN \
+                     (SELECT id FROM refresh_tokens WHERE family_expires_at < $1 LIMIT $2)",
+                    "DELETE FROM revoked_access_tokens WHERE jti IN \
+                     (SELECT jti FROM revoked_access_tokens WHERE expires_at < $1 LIMIT $2)",
+                    "DELETE FROM client_assertion_jtis WHERE (client_id, jti) IN \
+                     (SELECT client_id, jti FROM client_assertion_jtis WHERE expires_at < $1 LIMIT $2)",
+                ];
+                let mut removed = 0;
+                for sql in statements {
+                    let done = sqlx::query(sql).bind(now).bind(batch).execute(&self.pool).await?;
+                    removed += done.rows_affected();
+                }
+                Ok(removed)
             }
 
             async fn purge_retired_keys(&self, before: Timestamp) -> StoreResult<u64> {

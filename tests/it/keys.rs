@@ -201,3 +201,68 @@ async fn a_different_master_key_is_refused_with_a_clear_message() {
         .to_string();
     assert!(err.contains("master key"), "{err}");
 }
+
+#[tokio::test]
+async fn scheduled_rotation_waits_for_pre_publication_and_happens_once() {
+    let clock = ManualClock::new(1_800_000_000);
+    let app = TestApp::spawn_with_clock(clock.clone()).await;
+    let every = 3_600;
+    let prepublish = app.settings.keys.jwks_max_age_secs;
+    assert!(
+        app.state
+            .keys
+            .rotate_if_due(every, prepublish)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+
+    clock.advance(every as i64);
+    let next = app
+        .state
+        .keys
+        .ring()
+        .summary()
+        .iter()
+        .find(|k| k.alg == "ES256" && k.state == KeyState::Next)
+        .unwrap()
+        .kid
+        .clone();
+    // Several instances checking at the same moment: one rotation per algorithm.
+    let (a, b) = tokio::join!(
+        app.state.keys.rotate_if_due(every, prepublish),
+        app.state.keys.rotate_if_due(every, prepublish)
+    );
+    assert_eq!(a.unwrap().len() + b.unwrap().len(), SigningAlg::ALL.len());
+    let ring = app.state.keys.ring();
+    assert_eq!(
+        ring.active_kid(SigningAlg::Es256),
+        Some(next.as_str()),
+        "the pre-published key signs"
+    );
+
+    // Due again by age, but the new next key is younger than the JWKS cache lifetime.
+    let mut store_view = app.state.store.list_signing_keys().await.unwrap();
+    store_view.retain(|k| k.state == KeyState::Next);
+    clock.advance(prepublish as i64 - 1);
+    assert!(
+        app.state
+            .keys
+            .rotate_if_due(1, prepublish)
+            .await
+            .unwrap()
+            .is_empty(),
+        "next key not published long enough"
+    );
+    clock.advance(1);
+    assert_eq!(
+        app.state
+            .keys
+            .rotate_if_due(1, prepublish)
+            .await
+            .unwrap()
+            .len(),
+        SigningAlg::ALL.len()
+    );
+}
