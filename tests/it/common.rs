@@ -114,14 +114,47 @@ impl TestApp {
 
     /// A server with the given settings; the issuer becomes this server's own address.
     pub async fn spawn_with(
-        mut settings: Settings,
+        settings: Settings,
         dir: Arc<tempfile::TempDir>,
         clock: Arc<dyn Clock>,
     ) -> TestApp {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let issuer = format!(
+            "http://127.0.0.1:{}",
+            listener.local_addr().expect("addr").port()
+        );
+        Self::spawn_on(listener, issuer, settings, dir, clock).await
+    }
+
+    /// Another instance of a deployment: its own port, the deployment's issuer and storage.
+    pub async fn spawn_instance(
+        settings: Settings,
+        issuer: &str,
+        dir: Arc<tempfile::TempDir>,
+    ) -> TestApp {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut app = Self::spawn_on(
+            listener,
+            issuer.to_string(),
+            settings,
+            dir,
+            Arc::new(SystemClock),
+        )
+        .await;
+        app.base = format!("http://{}", app.settings.listen);
+        app
+    }
+
+    async fn spawn_on(
+        listener: std::net::TcpListener,
+        issuer: String,
+        mut settings: Settings,
+        dir: Arc<tempfile::TempDir>,
+        clock: Arc<dyn Clock>,
+    ) -> TestApp {
         let addr = listener.local_addr().expect("addr");
         settings.listen = addr.to_string();
-        settings.issuer = format!("http://127.0.0.1:{}", addr.port());
+        settings.issuer = issuer;
         let app = Portcullis::build_with_clock(settings.clone(), clock)
             .await
             .unwrap_or_else(|e| panic!("server failed to start: {e}"));

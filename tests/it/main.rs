@@ -3,6 +3,7 @@
 mod abuse;
 mod browser;
 mod cli;
+mod cluster;
 mod code_flow;
 mod common;
 mod config;
