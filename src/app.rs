@@ -209,7 +209,6 @@ impl Portcullis {
                 get(http::logout::end_session).post(http::logout::end_session),
             )
             .at("/static/portcullis.css", get(http::pages::stylesheet))
-            .at("/metrics", get(http::health::metrics))
             .at("/health/live", get(http::health::live))
             .at("/health/ready", get(http::health::ready))
             .catch_error(|_: poem::error::NotFoundError| async { http::not_found() })
@@ -226,12 +225,13 @@ impl Portcullis {
             .boxed()
     }
 
-    /// Binds the configured address and serves until `shutdown` resolves, then drains
+    /// Binds the configured addresses and serves until `shutdown` resolves, then drains
     /// in-flight requests for up to 10 s.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let running = self.bind().await?;
         tracing::info!(
             addr = %running.addr,
+            management = %running.management_addr,
             issuer = %running.state.settings.issuer,
             database = running.state.store.backend(),
             "Portcullis is listening"
@@ -240,22 +240,19 @@ impl Portcullis {
         Ok(())
     }
 
-    /// Binds the configured address (port 0 picks a free port) without serving yet.
+    /// Binds the configured addresses (port 0 picks a free port) without serving yet.
     pub async fn bind(self) -> Result<BoundServer, StartError> {
         let listen = self.state.settings.listen.clone();
-        let acceptor = TcpListener::bind(listen.clone())
-            .into_acceptor()
-            .await
-            .map_err(|e| StartError::Bind {
-                addr: listen,
-                reason: e.to_string(),
-            })?;
-        self.bound(acceptor)
+        let acceptor = bind_addr(&listen).await?;
+        self.bound(acceptor).await
     }
 
     /// Serves on a listener the caller bound already (tests bind first to learn the port,
     /// so that the issuer can name it).
-    pub fn bind_std(self, listener: std::net::TcpListener) -> Result<BoundServer, StartError> {
+    pub async fn bind_std(
+        self,
+        listener: std::net::TcpListener,
+    ) -> Result<BoundServer, StartError> {
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
@@ -266,47 +263,99 @@ impl Portcullis {
         };
         listener.set_nonblocking(true).map_err(bind_err)?;
         let acceptor = TcpAcceptor::from_std(listener).map_err(bind_err)?;
-        self.bound(acceptor)
+        self.bound(acceptor).await
     }
 
-    fn bound(self, acceptor: TcpAcceptor) -> Result<BoundServer, StartError> {
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .ok_or_else(|| StartError::Bind {
-                addr: self.state.settings.listen.clone(),
-                reason: "no socket address".into(),
-            })?;
+    async fn bound(self, acceptor: TcpAcceptor) -> Result<BoundServer, StartError> {
+        let management = bind_addr(&self.state.settings.management.listen).await?;
         Ok(BoundServer {
-            addr,
+            addr: local_addr(&acceptor, &self.state.settings.listen)?,
+            management_addr: local_addr(&management, &self.state.settings.management.listen)?,
             state: self.state.clone(),
             endpoint: self.endpoint(),
+            management_endpoint: self.management_endpoint(),
             acceptor,
+            management,
         })
     }
+
+    /// The operators' listener: metrics and health probes.
+    pub fn management_endpoint(&self) -> BoxedEndpoint {
+        Route::new()
+            .at("/metrics", get(http::health::metrics))
+            .at("/health/live", get(http::health::live))
+            .at("/health/ready", get(http::health::ready))
+            .catch_error(|_: poem::error::NotFoundError| async { http::not_found() })
+            .data(self.state.clone())
+            .with(CatchPanic::new())
+            .map_to_response()
+            .boxed()
+    }
+}
+
+async fn bind_addr(listen: &str) -> Result<TcpAcceptor, StartError> {
+    TcpListener::bind(listen.to_string())
+        .into_acceptor()
+        .await
+        .map_err(|e| StartError::Bind {
+            addr: listen.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+fn local_addr(acceptor: &TcpAcceptor, listen: &str) -> Result<SocketAddr, StartError> {
+    acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .ok_or_else(|| StartError::Bind {
+            addr: listen.to_string(),
+            reason: "no socket address".into(),
+        })
 }
 
 type BoxedEndpoint = poem::endpoint::BoxEndpoint<'static, poem::Response>;
 
 pub struct BoundServer {
     pub addr: SocketAddr,
+    pub management_addr: SocketAddr,
     pub state: AppState,
     endpoint: BoxedEndpoint,
+    management_endpoint: BoxedEndpoint,
     acceptor: TcpAcceptor,
+    management: TcpAcceptor,
 }
 
 impl BoundServer {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let refresher = tokio::spawn(refresh_keys_periodically(self.state.clone()));
         let cleaner = tokio::spawn(janitor(self.state.clone()));
-        let result = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(self.endpoint, shutdown, Some(Duration::from_secs(10)))
-            .await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let drain = Some(Duration::from_secs(10));
+        let public = Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(
+            self.endpoint,
+            wait(stopped.clone()),
+            drain,
+        );
+        let management = Server::new_with_acceptor(self.management).run_with_graceful_shutdown(
+            self.management_endpoint,
+            wait(stopped),
+            drain,
+        );
+        let trigger = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let (public, management, ()) = tokio::join!(public, management, trigger);
         refresher.abort();
         cleaner.abort();
-        if let Err(e) = result {
-            tracing::error!(error = %e, "server stopped with an error");
+        for result in [public, management] {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "server stopped with an error");
+            }
         }
     }
 }
@@ -319,12 +368,19 @@ async fn refresh_keys_periodically(state: AppState) {
     loop {
         ticker.tick().await;
         if k.rotate_every_secs > 0 {
-            if let Err(e) = state
+            match state
                 .keys
                 .rotate_if_due(k.rotate_every_secs, k.jwks_max_age_secs)
                 .await
             {
-                tracing::warn!(error = %e, "scheduled key rotation failed; will retry");
+                Ok(rotated) => {
+                    for alg in rotated {
+                        state
+                            .metrics
+                            .count("portcullis_key_rotations_total", &[("alg", alg.as_str())]);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "scheduled key rotation failed; will retry"),
             }
         }
         if let Err(e) = state.keys.refresh().await {
@@ -347,6 +403,9 @@ async fn janitor(state: AppState) {
             match state.store.purge_expired(state.clock.now(), j.batch).await {
                 Ok(n) => {
                     total += n;
+                    state
+                        .metrics
+                        .add("portcullis_janitor_removed_total", &[], n);
                     if n < u64::from(j.batch) {
                         break;
                     }

@@ -43,6 +43,22 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     pub http: HttpSettings,
     pub janitor: JanitorSettings,
+    pub management: ManagementSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementSettings {
+    /// Where `/metrics` and the health probes are served for operators; keep it private.
+    pub listen: String,
+}
+
+impl Default for ManagementSettings {
+    fn default() -> Self {
+        ManagementSettings {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
 }
 
 /// Each policy is `{ limit = N, period_secs = S }`.
@@ -298,6 +314,7 @@ impl Default for Settings {
             rate_limits: RateLimitSettings::default(),
             http: HttpSettings::default(),
             janitor: JanitorSettings::default(),
+            management: ManagementSettings::default(),
         }
     }
 }
@@ -421,6 +438,13 @@ impl Settings {
                     "base64 of exactly 32 random bytes, e.g. from `openssl rand -base64 32`",
                 ));
             }
+        }
+        if self.management.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "management.listen",
+                &self.management.listen,
+                "an IP address and port such as 127.0.0.1:9090",
+            ));
         }
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")

@@ -55,6 +55,8 @@ pub struct PasswordHasher {
     /// A hash of nothing in particular, verified against when the account does not exist,
     /// so that the answer takes as long either way (no enumeration by timing).
     dummy: Arc<tokio::sync::OnceCell<String>>,
+    /// Hashes waiting for or running on the blocking pool.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl PasswordHasher {
@@ -69,11 +71,24 @@ impl PasswordHasher {
         Ok(PasswordHasher {
             argon: Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)),
             dummy: Arc::new(tokio::sync::OnceCell::new()),
+            in_flight: Arc::default(),
         })
+    }
+
+    /// How many hashes are queued or running now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn enter(&self) -> InFlight {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(self.in_flight.clone())
     }
 
     /// The PHC string of `password`, computed on the blocking pool.
     pub async fn hash(&self, password: &Password) -> Result<String, PasswordError> {
+        let _queued = self.enter();
         let argon = self.argon.clone();
         let secret = SecretString::from(password.expose().to_string());
         tokio::task::spawn_blocking(move || {
@@ -109,6 +124,7 @@ impl PasswordHasher {
 
     /// Whether `candidate` matches the PHC string `stored` (constant time inside argon2).
     pub async fn verify(&self, candidate: &str, stored: &str) -> bool {
+        let _queued = self.enter();
         let argon = self.argon.clone();
         let candidate = SecretString::from(candidate.to_string());
         let stored = stored.to_string();
@@ -123,6 +139,15 @@ impl PasswordHasher {
         })
         .await
         .unwrap_or(false)
+    }
+}
+
+/// Counts a hash as in flight until dropped.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

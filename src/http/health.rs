@@ -56,14 +56,41 @@ pub async fn ready(state: Data<&AppState>) -> Response {
     )
 }
 
-/// `GET /metrics` (Prometheus text format 0.0.4).
+/// `GET /metrics` on the management listener (Prometheus text format 0.0.4).
 #[handler]
 pub fn metrics(state: Data<&AppState>) -> Response {
-    let body = state
-        .metrics
-        .render(state.limiter.is_degraded(), state.redis.is_some());
+    let (open, idle) = state.store.pool_stats();
+    let gauges = [
+        (
+            "portcullis_rate_limit_degraded",
+            "1 while Redis is configured but unreachable and limits are per instance.",
+            f64::from(u8::from(state.limiter.is_degraded())),
+        ),
+        (
+            "portcullis_redis_up",
+            "1 when Redis is configured and answering (as last seen by the limiter).",
+            f64::from(u8::from(
+                state.redis.is_some() && !state.limiter.is_degraded(),
+            )),
+        ),
+        (
+            "portcullis_db_pool_connections",
+            "Open database connections.",
+            open as f64,
+        ),
+        (
+            "portcullis_db_pool_idle",
+            "Idle database connections.",
+            idle as f64,
+        ),
+        (
+            "portcullis_password_hash_in_flight",
+            "argon2id hashes queued or running on the blocking pool.",
+            state.passwords.in_flight() as f64,
+        ),
+    ];
     Response::builder()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .header("cache-control", "no-store")
-        .body(body)
+        .body(state.metrics.render(&gauges))
 }

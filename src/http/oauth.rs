@@ -514,6 +514,7 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
         ring: &ring,
         master: state.keys.master(),
         deny: &state.deny,
+        metrics: &state.metrics,
         settings: &state.settings,
         now: state.clock.now(),
     };
@@ -535,6 +536,10 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
     };
     match result {
         Ok(tokens) => {
+            state.metrics.count(
+                "portcullis_tokens_issued_total",
+                &[("grant", grant_type), ("client_id", client.id.as_str())],
+            );
             let mut resp = crate::http::json_response(
                 StatusCode::OK,
                 &serde_json::to_value(&tokens).unwrap_or_default(),

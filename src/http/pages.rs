@@ -256,13 +256,21 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
     let usable = user.filter(|u| !u.disabled && u.deleted_at.is_none());
     let hash = usable.as_ref().and_then(|u| u.password_hash.as_deref());
     // The hash is checked even for unknown accounts, so timing says nothing either.
+    let started = std::time::Instant::now();
     let ok = state.passwords.verify_or_dummy(password, hash).await && hash.is_some();
+    state.metrics.observe(
+        "portcullis_password_hash_duration_seconds",
+        &[("op", "verify")],
+        started.elapsed(),
+    );
     let now = state.clock.now();
     let Some(user) = usable.filter(|_| ok) else {
         let mut event = AuditEvent::new("login.failed", now);
         event.ip = crate::http::middleware::rate_limit::client_ip(req).map(|ip| ip.to_string());
         let _ = state.store.record_audit(&event).await;
-        crate::metrics::Metrics::inc(&state.metrics.login_failures);
+        state
+            .metrics
+            .count("portcullis_logins_total", &[("result", "failure")]);
         slow_down(state, &account_keys).await;
         let client_name = oauth::client_name_for(state, return_to).await;
         return login_page(
@@ -274,7 +282,9 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
             client_name,
         );
     };
-    crate::metrics::Metrics::inc(&state.metrics.login_successes);
+    state
+        .metrics
+        .count("portcullis_logins_total", &[("result", "success")]);
     for (key, _) in &account_keys {
         state.limiter.reset(key).await;
     }
@@ -356,6 +366,9 @@ async fn throttle_login(
             event.ip = Some(ip.clone());
             event.detail = serde_json::json!({"policy": name});
             let _ = state.store.record_audit(&event).await;
+            state
+                .metrics
+                .count("portcullis_logins_total", &[("result", "throttled")]);
             return Err(too_many_page(state, req, name, policy, &d));
         }
         keys.push((key, d));

@@ -198,6 +198,8 @@ pub trait Store:
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
     fn backend(&self) -> &'static str;
+    /// Connection pool usage: (open connections, idle connections).
+    fn pool_stats(&self) -> (u32, usize);
 }
 
 /// Opens the database named by `url`, creating an SQLite file (and its folder) on first use,

@@ -804,6 +804,10 @@ macro_rules! impl_sql_store {
             fn backend(&self) -> &'static str {
                 $backend
             }
+
+            fn pool_stats(&self) -> (u32, usize) {
+                (self.pool.size(), self.pool.num_idle())
+            }
         }
     };
 }

@@ -424,6 +424,23 @@ async fn a_redis_outage_degrades_to_local_limits_and_recovers_by_itself() {
             .contains("degraded"),
         "{health}"
     );
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.management))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("portcullis_rate_limit_degraded 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_rate_limit_rejections_total 1"),
+        "{metrics}"
+    );
 
     // Redis comes up on that port: the server notices by itself.
     let mut server = std::process::Command::new(which_redis_server().unwrap())
@@ -452,7 +469,7 @@ async fn a_redis_outage_degrades_to_local_limits_and_recovers_by_itself() {
     }
     let metrics = app
         .http
-        .get(app.url("/metrics"))
+        .get(format!("{}/metrics", app.management))
         .send()
         .await
         .unwrap()

@@ -469,6 +469,7 @@ fn start_serve(dir: &Path) -> (String, std::process::Child) {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PORTCULLIS_LISTEN", "127.0.0.1:0")
+        .env("PORTCULLIS_MANAGEMENT__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

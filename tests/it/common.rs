@@ -78,6 +78,7 @@ pub fn test_settings(dir: &Path, database_url: String) -> Settings {
     s.redis.url = redis_url();
     // Tests share one Redis: each app gets its own keys.
     s.redis.namespace = format!("pc-test-{}", uuid::Uuid::new_v4().simple());
+    s.management.listen = "127.0.0.1:0".into();
     // Cheap hashing keeps the suite fast; production parameters are tested in unit tests.
     s.password.memory_kib = 64;
     s.password.iterations = 1;
@@ -86,6 +87,8 @@ pub fn test_settings(dir: &Path, database_url: String) -> Settings {
 
 pub struct TestApp {
     pub base: String,
+    /// The management listener (metrics, health).
+    pub management: String,
     pub state: AppState,
     pub settings: Settings,
     pub http: reqwest::Client,
@@ -158,7 +161,8 @@ impl TestApp {
         let app = Portcullis::build_with_clock(settings.clone(), clock)
             .await
             .unwrap_or_else(|e| panic!("server failed to start: {e}"));
-        let bound = app.bind_std(listener).expect("bind server");
+        let bound = app.bind_std(listener).await.expect("bind server");
+        let management = format!("http://{}", bound.management_addr);
         let state = bound.state.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -169,6 +173,7 @@ impl TestApp {
                 .await
         });
         TestApp {
+            management,
             base: settings.issuer.clone(),
             state,
             settings,

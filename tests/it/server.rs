@@ -169,3 +169,75 @@ async fn hostile_paths_and_methods_never_produce_a_server_error() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "method_not_allowed");
 }
+
+#[tokio::test]
+async fn the_management_listener_serves_metrics_that_move_with_traffic() {
+    let app = TestApp::spawn().await;
+    let metrics = || async {
+        app.http
+            .get(format!("{}/metrics", app.management))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = metrics().await;
+    for series in [
+        "portcullis_http_requests_total",
+        "portcullis_tokens_issued_total",
+        "portcullis_logins_total",
+        "portcullis_refresh_reuse_detected_total",
+        "portcullis_rate_limit_rejections_total",
+        "portcullis_password_hash_duration_seconds",
+        "portcullis_password_hash_in_flight",
+        "portcullis_db_pool_connections",
+        "portcullis_redis_up",
+    ] {
+        assert!(
+            before.contains(&format!("# TYPE {series}")),
+            "{series} missing:\n{before}"
+        );
+    }
+    // Traffic: a client_credentials grant.
+    let svc = crate::common::service_client(&app).await;
+    let (status, _) = crate::common::post_form(
+        &app,
+        "/token",
+        &svc,
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let after = metrics().await;
+    assert!(
+        after.contains(&format!(
+            "portcullis_tokens_issued_total{{grant=\"client_credentials\",client_id=\"{}\"}} 1",
+            svc.id
+        )),
+        "{after}"
+    );
+    assert!(
+        after.contains("portcullis_http_requests_total{route=\"/token\",status=\"200\"} 1"),
+        "{after}"
+    );
+    assert!(after.contains("portcullis_http_request_duration_seconds_count{route=\"/token\"} 1"));
+    // Health on both listeners; metrics only on the management one.
+    let live = app
+        .http
+        .get(format!("{}/health/ready", app.management))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(
+        app.http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}

@@ -56,6 +56,8 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> 
             "the request body is too large",
         ));
     }
+    let route = route_label(req.uri().path());
+    let started = std::time::Instant::now();
     let timeout = Duration::from_secs(limits.request_timeout_secs);
     let mut resp = match tokio::time::timeout(timeout, next.call(req)).await {
         Ok(Ok(r)) => r.into_response(),
@@ -69,11 +71,49 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> 
             )
         }
     };
-    if resp.status() == StatusCode::TOO_MANY_REQUESTS {
-        crate::metrics::Metrics::inc(&state.metrics.rate_limit_rejections);
+    let status = resp.status();
+    let m = &state.metrics;
+    m.count(
+        "portcullis_http_requests_total",
+        &[("route", route), ("status", status.as_str())],
+    );
+    m.observe(
+        "portcullis_http_request_duration_seconds",
+        &[("route", route)],
+        started.elapsed(),
+    );
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        m.count("portcullis_rate_limit_rejections_total", &[]);
     }
     secure_headers(&state, &mut resp);
     Ok(resp)
+}
+
+/// The route a path belongs to, for metrics; anything unknown is "other".
+fn route_label(path: &str) -> &'static str {
+    const ROUTES: [&str; 16] = [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+        "/jwks.json",
+        "/authorize",
+        "/token",
+        "/revoke",
+        "/introspect",
+        "/userinfo",
+        "/login",
+        "/consent",
+        "/end_session",
+        "/static/portcullis.css",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/",
+    ];
+    ROUTES
+        .iter()
+        .find(|r| **r == path)
+        .copied()
+        .unwrap_or("other")
 }
 
 fn secure_headers(state: &AppState, resp: &mut Response) {

@@ -33,6 +33,7 @@ pub struct TokenContext<'a> {
     pub ring: &'a KeyRing,
     pub master: &'a MasterKey,
     pub deny: &'a DenyList,
+    pub metrics: &'a crate::metrics::Metrics,
     pub settings: &'a Settings,
     pub now: Timestamp,
 }

@@ -210,6 +210,8 @@ pub async fn revoke_family(ctx: &TokenContext<'_>, token: &RefreshToken, event: 
     audit.detail = serde_json::json!({"family": token.family_id, "generation": token.generation});
     let _ = ctx.store.record_audit(&audit).await;
     if event == "refresh.reuse_detected" {
+        ctx.metrics
+            .count("portcullis_refresh_reuse_detected_total", &[]);
         tracing::warn!(client_id = %token.client_id, family = %token.family_id, "refresh token reuse: family revoked");
     }
 }
