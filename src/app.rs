@@ -396,8 +396,23 @@ async fn janitor(state: AppState) {
         return;
     }
     let mut ticker = tokio::time::interval(Duration::from_secs(j.interval_secs));
+    let me = uuid::Uuid::new_v4().to_string();
     loop {
         ticker.tick().await;
+        // One instance at a time: the lease outlives a pass and is renewed by its holder.
+        let lease = (j.interval_secs * 2) as i64;
+        match state
+            .store
+            .try_lease("janitor", &me, state.clock.now(), lease)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "janitor lease unavailable");
+                continue;
+            }
+        }
         let mut total = 0;
         loop {
             match state.store.purge_expired(state.clock.now(), j.batch).await {

@@ -83,6 +83,15 @@ pub trait KeyStore: Send + Sync {
         now: Timestamp,
         expected_active: Option<&str>,
     ) -> StoreResult<()>;
+    /// Takes or renews the lease `name` for `holder` until `now + ttl_secs`; false while
+    /// another holder's lease is still running. One conditional upsert.
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        ttl_secs: i64,
+    ) -> StoreResult<bool>;
     /// Deletes expired codes, sessions, refresh tokens of dead families, deny-list entries and
     /// assertion ids, at most `batch` rows per table; returns how many rows went.
     async fn purge_expired(&self, now: Timestamp, batch: u32) -> StoreResult<u64>;

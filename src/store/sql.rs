@@ -414,6 +414,28 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            async fn try_lease(
+                &self,
+                name: &str,
+                holder: &str,
+                now: Timestamp,
+                ttl_secs: i64,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                     expires_at = excluded.expires_at \
+                     WHERE leases.expires_at < $4 OR leases.holder = excluded.holder",
+                )
+                .bind(name)
+                .bind(holder)
+                .bind(now + ttl_secs)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn purge_expired(&self, now: Timestamp, batch: u32) -> StoreResult<u64> {
                 let batch = i64::from(batch);
                 let statements = [

@@ -457,6 +457,28 @@ async fn the_janitor_deletes_only_what_has_expired_in_batches(store: Arc<dyn Sto
     assert!(!store.is_access_token_denied("gone").await.unwrap());
 }
 
+async fn a_lease_has_one_holder_until_it_expires(store: Arc<dyn Store>) {
+    assert!(store.try_lease("janitor", "a", 100, 60).await.unwrap());
+    assert!(
+        !store.try_lease("janitor", "b", 120, 60).await.unwrap(),
+        "a holds it"
+    );
+    assert!(
+        store.try_lease("janitor", "a", 130, 60).await.unwrap(),
+        "the holder renews"
+    );
+    assert!(!store.try_lease("janitor", "b", 189, 60).await.unwrap());
+    assert!(
+        store.try_lease("janitor", "b", 191, 60).await.unwrap(),
+        "expired: b takes over"
+    );
+    let (x, y) = tokio::join!(
+        store.try_lease("other", "x", 0, 60),
+        store.try_lease("other", "y", 0, 60)
+    );
+    assert!(x.unwrap() ^ y.unwrap(), "one of two racing instances");
+}
+
 /// Instantiates every contract test for one adapter.
 macro_rules! contract_suite {
     ($module:ident, $open:path) => {
@@ -475,6 +497,7 @@ macro_rules! contract_suite {
                 refresh_rotation_is_atomic_and_families_revoke_together,
                 sessions_consents_and_the_deny_list,
                 the_janitor_deletes_only_what_has_expired_in_batches,
+                a_lease_has_one_holder_until_it_expires,
             );
         }
     };
