@@ -330,6 +330,7 @@ impl BoundServer {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let refresher = tokio::spawn(refresh_keys_periodically(self.state.clone()));
         let cleaner = tokio::spawn(janitor(self.state.clone()));
+        let listener = tokio::spawn(listen_for_events(self.state.clone()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -352,6 +353,7 @@ impl BoundServer {
         let (public, management, ()) = tokio::join!(public, management, trigger);
         refresher.abort();
         cleaner.abort();
+        listener.abort();
         for result in [public, management] {
             if let Err(e) = result {
                 tracing::error!(error = %e, "server stopped with an error");
@@ -374,6 +376,9 @@ async fn refresh_keys_periodically(state: AppState) {
                 .await
             {
                 Ok(rotated) => {
+                    if !rotated.is_empty() {
+                        announce_keys_changed(&state).await;
+                    }
                     for alg in rotated {
                         state
                             .metrics
@@ -386,6 +391,39 @@ async fn refresh_keys_periodically(state: AppState) {
         if let Err(e) = state.keys.refresh().await {
             tracing::warn!(error = %e, "could not refresh signing keys; using the cached ones");
         }
+    }
+}
+
+/// Tells the other instances (through Redis, when configured) that the signing keys changed,
+/// so they re-read them at once instead of at their next refresh.
+pub async fn announce_keys_changed(state: &AppState) {
+    if let Some(redis) = &state.redis {
+        if let Err(e) = redis.publish("keys").await {
+            tracing::warn!(error = %e, "could not announce a key change; instances catch up on refresh");
+        }
+    }
+}
+
+/// Listens for other instances' announcements and refreshes what they name.
+async fn listen_for_events(state: AppState) {
+    use futures_util::StreamExt;
+    let Some(redis) = state.redis.clone() else {
+        return;
+    };
+    loop {
+        match redis.subscribe().await {
+            Ok(mut events) => {
+                while let Some(msg) = events.next().await {
+                    if msg.get_payload::<String>().is_ok_and(|p| p == "keys") {
+                        if let Err(e) = state.keys.refresh().await {
+                            tracing::warn!(error = %e, "could not refresh signing keys after an announcement");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "event subscription unavailable; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 

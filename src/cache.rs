@@ -47,6 +47,37 @@ impl RedisHandle {
         Ok(manager.clone())
     }
 
+    /// The channel instances use to tell each other that shared state changed.
+    fn events_channel(&self) -> String {
+        format!("{}:events", self.namespace)
+    }
+
+    /// Tells every instance that `event` happened (e.g. "keys": re-read the signing keys).
+    pub async fn publish(&self, event: &str) -> Result<(), String> {
+        let mut conn = self.connection().await?;
+        redis::cmd("PUBLISH")
+            .arg(self.events_channel())
+            .arg(event)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("Redis PUBLISH failed: {}", e.kind_description()))
+    }
+
+    /// A stream of the events other instances publish.
+    pub async fn subscribe(&self) -> Result<redis::aio::PubSubStream, String> {
+        let mut pubsub =
+            tokio::time::timeout(Duration::from_secs(2), self.client.get_async_pubsub())
+                .await
+                .map_err(|_| "Redis did not answer within 2s".to_string())?
+                .map_err(|e| format!("Redis unreachable: {}", e.kind_description()))?;
+        pubsub
+            .subscribe(self.events_channel())
+            .await
+            .map_err(|e| format!("Redis SUBSCRIBE failed: {}", e.kind_description()))?;
+        Ok(pubsub.into_on_message())
+    }
+
     pub async fn ping(&self) -> Result<(), String> {
         let mut conn = self.connection().await?;
         tokio::time::timeout(

@@ -55,6 +55,13 @@ pub async fn run(cmd: KeysCommand, settings: Settings) -> Result<(), CliError> {
                 .rotate()
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
+            if let Some(url) = &settings.redis.url {
+                if let Ok(redis) = crate::cache::RedisHandle::new(url, &settings.redis.namespace) {
+                    if redis.publish("keys").await.is_ok() {
+                        println!("announced to running servers through Redis");
+                    }
+                }
+            }
             for (alg, kid) in promoted {
                 println!("{alg}: {kid} is now the active key");
             }

@@ -107,6 +107,23 @@ async fn three_instances_behave_as_one_provider() {
         );
     }
 
+    // A key rotation on A reaches B through Redis at once, not at B's next refresh (30 s).
+    if settings.redis.url.is_some() {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await; // subscriptions settle
+        a.state.keys.rotate().await.unwrap();
+        portcullis::app::announce_keys_changed(&a.state).await;
+        let (_, _, rotated) = a.get_json("/jwks.json").await;
+        let mut seen = false;
+        for _ in 0..20 {
+            if b.get_json("/jwks.json").await.2 == rotated {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(seen, "B re-read the keys within a second");
+    }
+
     // A client deleted on A is refused on B straight away.
     assert!(a.state.store.delete_client(&client.id).await.unwrap());
     let (status, body): (u16, Value) = post_form(&b, "/token", &client, &form).await;
