@@ -19,6 +19,8 @@ pub enum KeysCommand {
     },
     /// Promote each algorithm's next key to active, retire the active one, and create a new next key
     Rotate,
+    /// Emergency: remove a compromised key from the JWKS now (rotating first if it signs)
+    Revoke { kid: String },
 }
 
 pub async fn run(cmd: KeysCommand, settings: Settings) -> Result<(), CliError> {
@@ -48,6 +50,28 @@ pub async fn run(cmd: KeysCommand, settings: Settings) -> Result<(), CliError> {
                     k.activated_at.map(show_time).unwrap_or_else(|| "-".into())
                 );
             }
+            Ok(())
+        }
+        KeysCommand::Revoke { kid } => {
+            if !keys
+                .revoke(&kid)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?
+            {
+                return Err(CliError::BadInput(format!(
+                    "no signing key with kid {kid:?} (see `portcullis keys list`)"
+                )));
+            }
+            if let Some(url) = &settings.redis.url {
+                if let Ok(redis) = crate::cache::RedisHandle::new(url, &settings.redis.namespace) {
+                    let _ = redis.publish("keys").await;
+                }
+            }
+            println!("revoked {kid}: it is no longer published; tokens it signed no longer verify");
+            println!(
+                "verifiers may hold it until their JWKS cache expires ({}s)",
+                settings.keys.jwks_max_age_secs
+            );
             Ok(())
         }
         KeysCommand::Rotate => {

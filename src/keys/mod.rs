@@ -296,6 +296,44 @@ impl KeyManager {
 }
 
 impl KeyManager {
+    /// Emergency revocation of a compromised key: if it signs, its algorithm rotates first;
+    /// then the key is deleted, so it leaves the JWKS at once and every token it signed stops
+    /// verifying (after verifiers' JWKS caches expire). Returns false for an unknown kid.
+    pub async fn revoke(&self, kid: &str) -> Result<bool, KeyError> {
+        let records = self.store.list_signing_keys().await?;
+        let Some(record) = records.iter().find(|k| k.kid == kid) else {
+            return Ok(false);
+        };
+        let now = self.clock.now();
+        if let (KeyState::Active | KeyState::Next, Some(alg)) =
+            (record.state, SigningAlg::parse(&record.alg))
+        {
+            if record.state == KeyState::Next {
+                // A compromised next key must never sign: replace it by rotating twice.
+                self.store
+                    .rotate_signing_keys(
+                        &new_record(alg, KeyState::Next, &self.master, now)?,
+                        now,
+                        None,
+                    )
+                    .await?;
+            }
+            self.store
+                .rotate_signing_keys(
+                    &new_record(alg, KeyState::Next, &self.master, now)?,
+                    now,
+                    None,
+                )
+                .await?;
+        }
+        let removed = self.store.delete_retired_key(kid).await?;
+        let mut event = AuditEvent::new("keys.revoked", now);
+        event.detail = json!({"kid": kid});
+        self.store.record_audit(&event).await?;
+        self.refresh().await?;
+        Ok(removed)
+    }
+
     /// Scheduled rotation: an algorithm whose active key has signed for `every_secs` moves on,
     /// but only once its next key has been published for `prepublish_secs` (the JWKS cache
     /// lifetime), so verifiers already hold it. Compare-and-swap on the active key: of several

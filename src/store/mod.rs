@@ -95,6 +95,9 @@ pub trait KeyStore: Send + Sync {
     /// Deletes expired codes, sessions, refresh tokens of dead families, deny-list entries and
     /// assertion ids, at most `batch` rows per table; returns how many rows went.
     async fn purge_expired(&self, now: Timestamp, batch: u32) -> StoreResult<u64>;
+    /// Deletes one retired key at once (emergency: a compromised key leaves the JWKS now).
+    /// Returns false if no retired key has that id.
+    async fn delete_retired_key(&self, kid: &str) -> StoreResult<bool>;
     /// Deletes retired keys retired before `before`; returns how many.
     async fn purge_retired_keys(&self, before: Timestamp) -> StoreResult<u64>;
 }

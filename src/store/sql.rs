@@ -458,6 +458,14 @@ macro_rules! impl_sql_store {
                 Ok(removed)
             }
 
+            async fn delete_retired_key(&self, kid: &str) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM signing_keys WHERE kid = $1 AND state = 'retired'")
+                    .bind(kid)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn purge_retired_keys(&self, before: Timestamp) -> StoreResult<u64> {
                 let done = sqlx::query(
                     "DELETE FROM signing_keys WHERE state = 'retired' AND retired_at < $1",

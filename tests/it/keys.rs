@@ -266,3 +266,29 @@ async fn scheduled_rotation_waits_for_pre_publication_and_happens_once() {
         SigningAlg::ALL.len()
     );
 }
+
+#[tokio::test]
+async fn an_emergency_revocation_unpublishes_a_signing_key_at_once() {
+    let app = TestApp::spawn().await;
+    let ring = app.state.keys.ring();
+    let compromised = ring.active_kid(SigningAlg::Es256).unwrap().to_string();
+    let token = ring
+        .sign(SigningAlg::Es256, "at+jwt", &payload("x"))
+        .unwrap();
+    assert!(app.state.keys.revoke(&compromised).await.unwrap());
+    let (_, _, jwks) = app.get_json("/jwks.json").await;
+    assert!(
+        verify_with_jwks(&jwks, &token).is_err(),
+        "tokens of the revoked key no longer verify"
+    );
+    let ring = app.state.keys.ring();
+    assert_ne!(
+        ring.active_kid(SigningAlg::Es256),
+        Some(compromised.as_str())
+    );
+    let fresh = ring
+        .sign(SigningAlg::Es256, "at+jwt", &payload("y"))
+        .unwrap();
+    verify_with_jwks(&jwks, &fresh).unwrap();
+    assert!(!app.state.keys.revoke("no-such-kid").await.unwrap());
+}
