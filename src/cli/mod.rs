@@ -43,6 +43,12 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit
     Migrate,
+    /// Ask a running server whether it is ready (for container health checks); exit 0 if so
+    Health {
+        /// The readiness URL (default: http://<management.listen>/health/ready)
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Register and manage OAuth clients
     #[command(subcommand)]
     Client(client::ClientCommand),
@@ -91,6 +97,7 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve | Command::Migrate => crate::telemetry::init(&settings.log),
+        Command::Health { .. } => {}
         _ => crate::telemetry::init(&quiet),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -128,6 +135,26 @@ async fn run(command: Command, settings: Settings) -> Result<(), CliError> {
             tracing::info!(database = store.backend(), "migrations applied");
             println!("migrations applied ({})", store.backend());
             Ok(())
+        }
+        Command::Health { url } => {
+            let url = url.unwrap_or_else(|| {
+                let listen = settings.management.listen.replace("0.0.0.0", "127.0.0.1");
+                format!("http://{listen}/health/ready")
+            });
+            let resp = reqwest::Client::new()
+                .get(&url)
+                .timeout(std::time::Duration::from_secs(3))
+                .send()
+                .await
+                .map_err(|e| CliError::Failed(format!("{url} did not answer: {e}")))?;
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            println!("{body}");
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(CliError::Failed(format!("{url} answered {status}")))
+            }
         }
         Command::Client(cmd) => client::run(cmd, &settings).await,
         Command::User(cmd) => user::run(cmd, &settings).await,
