@@ -44,6 +44,24 @@ pub struct Settings {
     pub http: HttpSettings,
     pub janitor: JanitorSettings,
     pub management: ManagementSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// OTLP/HTTP collector base URL (spans go to `<endpoint>/v1/traces`); unset: no export.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            otlp_endpoint: None,
+            service_name: "portcullis".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -315,6 +333,7 @@ impl Default for Settings {
             http: HttpSettings::default(),
             janitor: JanitorSettings::default(),
             management: ManagementSettings::default(),
+            telemetry: TelemetrySettings::default(),
         }
     }
 }
@@ -445,6 +464,15 @@ impl Settings {
                 &self.management.listen,
                 "an IP address and port such as 127.0.0.1:9090",
             ));
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(invalid(
+                    "telemetry.otlp_endpoint",
+                    endpoint,
+                    "an http(s) URL of an OTLP/HTTP collector such as http://otel-collector:4318",
+                ));
+            }
         }
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")

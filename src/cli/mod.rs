@@ -95,8 +95,16 @@ pub fn main() -> ExitCode {
         level: "warn".into(),
         ..settings.log.clone()
     };
+    let _telemetry = match cli.command {
+        Command::Serve => Some(crate::telemetry::init_with(
+            &settings.log,
+            &settings.telemetry,
+        )),
+        _ => None,
+    };
     match cli.command {
-        Command::Serve | Command::Migrate => crate::telemetry::init(&settings.log),
+        Command::Serve => {}
+        Command::Migrate => crate::telemetry::init(&settings.log),
         Command::Health { .. } => {}
         _ => crate::telemetry::init(&quiet),
     }

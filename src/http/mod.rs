@@ -16,7 +16,7 @@ use poem::{Body, IntoResponse, Request, Response};
 use serde_json::json;
 
 use crate::protocol::error::OAuthError;
-use crate::protocol::params::{Params, MAX_INPUT};
+use crate::protocol::params::{Params, MAX_ENCODED};
 
 /// Reads an `application/x-www-form-urlencoded` body strictly (RFC 6749 §3.2, §4.1.3).
 pub async fn read_form(req: &Request, body: Body) -> Result<Params, String> {
@@ -35,7 +35,7 @@ pub async fn read_form(req: &Request, body: Body) -> Result<Params, String> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0);
-    if declared > MAX_INPUT {
+    if declared > MAX_ENCODED {
         return Err("the request body is too large".into());
     }
     let bytes = body

@@ -7,8 +7,11 @@ use std::collections::BTreeMap;
 
 use percent_encoding::percent_decode;
 
-/// Largest accepted query string or form body.
+/// Largest accepted total of decoded parameter text.
 pub const MAX_INPUT: usize = 16 * 1024;
+/// Largest accepted query string or form body as sent: percent-encoding at most triples the
+/// text, so whatever `to_query` writes for accepted parameters parses again.
+pub const MAX_ENCODED: usize = 3 * MAX_INPUT;
 /// Largest accepted single value.
 pub const MAX_VALUE: usize = 4 * 1024;
 
@@ -27,10 +30,11 @@ pub enum ParamError {
 
 impl Params {
     pub fn parse(raw: &[u8]) -> Result<Params, ParamError> {
-        if raw.len() > MAX_INPUT {
+        if raw.len() > MAX_ENCODED {
             return Err(ParamError::TooLarge);
         }
         let mut map = BTreeMap::new();
+        let mut decoded_total = 0;
         for pair in raw.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
             let (name, value) = match pair.iter().position(|b| *b == b'=') {
                 Some(i) => (&pair[..i], &pair[i + 1..]),
@@ -38,7 +42,8 @@ impl Params {
             };
             let name = decode(name)?;
             let value = decode(value)?;
-            if value.len() > MAX_VALUE {
+            decoded_total += name.len() + value.len();
+            if value.len() > MAX_VALUE || decoded_total > MAX_INPUT {
                 return Err(ParamError::TooLarge);
             }
             if value.is_empty() {
@@ -119,6 +124,14 @@ mod tests {
         assert_eq!(Params::parse(big.as_bytes()), Err(ParamError::TooLarge));
         // An empty duplicate is an omitted parameter, not a repeat.
         assert!(Params::parse(b"state=1&state=").is_ok());
+    }
+
+    #[test]
+    fn what_to_query_writes_always_parses_again() {
+        // Found by the authorize_request fuzz target: '!' triples when percent-encoded.
+        let raw = format!("a={}&b={}", "!".repeat(4096), "!".repeat(1400));
+        let p = Params::parse(raw.as_bytes()).unwrap();
+        assert_eq!(Params::parse(p.to_query().as_bytes()).unwrap(), p);
     }
 
     #[test]

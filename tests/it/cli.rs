@@ -404,7 +404,7 @@ async fn invalid_configuration_names_the_key_the_value_and_the_expectation() {
 async fn serve_with_no_configuration_starts_on_sqlite_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing but a free port: the defaults must do the rest.
-    let (addr, child) = start_serve(dir.path());
+    let (addr, child) = start_serve(dir.path(), &[]);
     let http = reqwest::Client::new();
     let disco: Value = http
         .get(format!("http://{addr}/.well-known/openid-configuration"))
@@ -446,7 +446,7 @@ async fn serve_with_no_configuration_starts_on_sqlite_and_stops_on_sigterm() {
     assert!(!logs.contains(key.trim()), "the master key is never logged");
 
     // A restart in the same place keeps the keys.
-    let (addr, child) = start_serve(dir.path());
+    let (addr, child) = start_serve(dir.path(), &[]);
     let again: Value = http
         .get(format!("http://{addr}/jwks.json"))
         .send()
@@ -461,7 +461,7 @@ async fn serve_with_no_configuration_starts_on_sqlite_and_stops_on_sigterm() {
 
 // The child is handed to the caller, whose `stop` waits for it.
 #[allow(clippy::zombie_processes)]
-fn start_serve(dir: &Path) -> (String, std::process::Child) {
+fn start_serve(dir: &Path, extra_env: &[(&str, &str)]) -> (String, std::process::Child) {
     use std::io::BufRead;
     let mut child = Command::new(BIN)
         .arg("serve")
@@ -470,6 +470,7 @@ fn start_serve(dir: &Path) -> (String, std::process::Child) {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PORTCULLIS_LISTEN", "127.0.0.1:0")
         .env("PORTCULLIS_MANAGEMENT__LISTEN", "127.0.0.1:0")
+        .envs(extra_env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -522,4 +523,56 @@ fn stop(mut child: std::process::Child) -> Output {
         stdout: Vec::new(),
         stderr: logs.into_bytes(),
     }
+}
+
+#[derive(Clone, Default)]
+struct Collected(std::sync::Arc<std::sync::Mutex<Vec<(String, usize)>>>);
+
+#[poem::handler]
+fn collect(req: &poem::Request, body: Vec<u8>, got: poem::web::Data<&Collected>) -> &'static str {
+    got.0
+         .0
+        .lock()
+        .unwrap()
+        .push((req.uri().path().to_string(), body.len()));
+    ""
+}
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_when_a_collector_is_configured() {
+    use poem::EndpointExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let collector = format!("http://{}", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let got = Collected::default();
+    let app = poem::Route::new()
+        .at("/v1/traces", poem::post(collect))
+        .data(got.clone());
+    let acceptor = poem::listener::TcpAcceptor::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, child) = start_serve(
+        dir.path(),
+        &[("PORTCULLIS_TELEMETRY__OTLP_ENDPOINT", collector.as_str())],
+    );
+    let resp = reqwest::get(format!("http://{addr}/jwks.json"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let output = tokio::task::spawn_blocking(move || stop(child))
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    // Shutting down flushes the batch.
+    let exported = got.0.lock().unwrap().clone();
+    assert!(
+        exported
+            .iter()
+            .any(|(path, len)| path == "/v1/traces" && *len > 0),
+        "no spans reached the collector: {exported:?}\n{}",
+        stderr(&output)
+    );
 }

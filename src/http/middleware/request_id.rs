@@ -36,7 +36,17 @@ pub async fn request_id<E: Endpoint>(next: Arc<E>, mut req: Request) -> Result<R
         request_id = %id,
         method = %req.method(),
         path = %req.uri().path(),
+        trace_id = tracing::field::Empty,
     );
+    // With OTLP export on, log lines carry the trace id the collector shows.
+    {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let trace_id = span.context().span().span_context().trace_id();
+        if trace_id != opentelemetry::trace::TraceId::INVALID {
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
+    }
     req.extensions_mut().insert(RequestId(id.clone()));
     async move {
         let started = Instant::now();
