@@ -146,7 +146,13 @@ async fn the_token_and_introspection_endpoints_limit_per_client() {
     };
     assert_eq!(introspect().await.unwrap().status(), 200);
     assert_eq!(introspect().await.unwrap().status(), 200);
-    assert_limited(&introspect().await.unwrap(), "introspection");
+    let retry = assert_limited(&introspect().await.unwrap(), "introspection");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(
+        introspect().await.unwrap().status(),
+        200,
+        "after the window"
+    );
 }
 
 #[tokio::test]
@@ -535,4 +541,52 @@ async fn responses_carry_security_headers_and_oversized_requests_are_refused() {
         .await
         .unwrap();
     assert_eq!(body.status(), 413);
+}
+
+#[tokio::test]
+async fn every_login_policy_refuses_past_its_limit_and_recovers_after_its_window() {
+    for policy in ["login_ip", "login_account_ip", "login_account"] {
+        let app = app_with(|s| {
+            let tight = Policy {
+                limit: 2,
+                period_secs: 2,
+            };
+            match policy {
+                "login_ip" => s.rate_limits.login_ip = tight,
+                "login_account_ip" => s.rate_limits.login_account_ip = tight,
+                _ => {
+                    s.rate_limits.login_account_ip = Policy {
+                        limit: 1,
+                        period_secs: 2,
+                    };
+                    s.rate_limits.login_account = tight;
+                    s.http.trusted_proxies = vec!["127.0.0.1/32".into(), "::1/128".into()];
+                }
+            }
+        })
+        .await;
+        app.create_user("ada@example.org", "correct horse battery")
+            .await;
+        // For the per-account total, each attempt comes from another IP.
+        let ips = [
+            "198.51.100.1",
+            "198.51.100.2",
+            "198.51.100.3",
+            "198.51.100.4",
+        ];
+        for ip in &ips[..2] {
+            assert_eq!(
+                login_as(&app, ip, "ada@example.org", "wrong password")
+                    .await
+                    .status(),
+                401,
+                "{policy}"
+            );
+        }
+        let resp = login_as(&app, ips[2], "ada@example.org", "wrong password").await;
+        let retry = assert_limited(&resp, policy);
+        tokio::time::sleep(Duration::from_secs(retry)).await;
+        let resp = login_as(&app, ips[3], "ada@example.org", "correct horse battery").await;
+        assert_eq!(resp.status(), 200, "{policy}: after the window");
+    }
 }
