@@ -453,7 +453,19 @@ async fn janitor(state: AppState) {
         }
         let mut total = 0;
         loop {
-            match state.store.purge_expired(state.clock.now(), j.batch).await {
+            let now = state.clock.now();
+            let grace = state.settings.tokens.refresh_grace_secs as i64;
+            let cleared = state
+                .store
+                .clear_sealed_successors(now - grace, j.batch)
+                .await
+                .unwrap_or(0);
+            match state
+                .store
+                .purge_expired(now, j.batch)
+                .await
+                .map(|n| n + cleared)
+            {
                 Ok(n) => {
                     total += n;
                     state

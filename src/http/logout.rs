@@ -170,6 +170,7 @@ pub async fn end_session(req: &Request, body: Body, state: Data<&AppState>) -> R
     if !(confirmed || hint_matches) {
         let (csrf, cookie) = session::csrf_token(state, req);
         let keep = [
+            "id_token_hint",
             "client_id",
             "post_logout_redirect_uri",
             "state",

@@ -38,10 +38,11 @@ pub async fn read_form(req: &Request, body: Body) -> Result<Params, String> {
     if declared > MAX_ENCODED {
         return Err("the request body is too large".into());
     }
+    // Chunked bodies have no Content-Length: the limit applies while reading.
     let bytes = body
-        .into_bytes()
+        .into_bytes_limit(MAX_ENCODED)
         .await
-        .map_err(|_| "the request body could not be read".to_string())?;
+        .map_err(|_| "the request body is too large or could not be read".to_string())?;
     Params::parse(&bytes).map_err(|e| e.to_string())
 }
 

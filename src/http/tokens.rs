@@ -66,6 +66,12 @@ pub async fn introspect(req: &Request, body: Body, state: Data<&AppState>) -> Re
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
+    // RFC 7662 §2.1: the caller must be authorized; a public client proves nothing.
+    if client.is_public() {
+        return oauth_error_json(&OAuthError::invalid_client(
+            "introspection needs client authentication; public clients cannot introspect",
+        ));
+    }
     let Some(token) = params.get("token") else {
         return oauth_error_json(&OAuthError::invalid_request("token is missing"));
     };

@@ -92,6 +92,10 @@ pub trait KeyStore: Send + Sync {
         now: Timestamp,
         ttl_secs: i64,
     ) -> StoreResult<bool>;
+    /// Forgets the sealed successors of tokens used before `used_before` (the grace window is
+    /// over for them); returns how many.
+    async fn clear_sealed_successors(&self, used_before: Timestamp, batch: u32)
+        -> StoreResult<u64>;
     /// Deletes expired codes, sessions, refresh tokens of dead families, deny-list entries and
     /// assertion ids, at most `batch` rows per table; returns how many rows went.
     async fn purge_expired(&self, now: Timestamp, batch: u32) -> StoreResult<u64>;
@@ -130,8 +134,13 @@ pub trait CodeStore: Send + Sync {
         now: Timestamp,
         access_token_jti: &str,
     ) -> StoreResult<bool>;
-    /// Revokes the refresh tokens issued from a code (RFC 6749 §4.1.2, replay); returns how many.
-    async fn revoke_tokens_from_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<u64>;
+    /// Revokes the refresh tokens issued from a code (RFC 6749 §4.1.2, replay); returns the
+    /// access-token ids they were issued with.
+    async fn revoke_tokens_from_code(
+        &self,
+        code_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Vec<String>>;
 }
 
 #[async_trait]

@@ -436,11 +436,29 @@ macro_rules! impl_sql_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn clear_sealed_successors(&self, used_before: Timestamp, batch: u32) -> StoreResult<u64> {
+                let done = sqlx::query(
+                    "UPDATE refresh_tokens SET successor_sealed = NULL WHERE id IN \
+                     (SELECT id FROM refresh_tokens WHERE successor_sealed IS NOT NULL \
+                      AND used_at < $1 LIMIT $2)",
+                )
+                .bind(used_before)
+                .bind(i64::from(batch))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn purge_expired(&self, now: Timestamp, batch: u32) -> StoreResult<u64> {
                 let batch = i64::from(batch);
                 let statements = [
+                    // Codes of live sessions stay: they say which clients back-channel logout
+                    // must tell when the session ends.
                     "DELETE FROM authorization_codes WHERE code_hash IN \
-                     (SELECT code_hash FROM authorization_codes WHERE expires_at < $1 LIMIT $2)",
+                     (SELECT code_hash FROM authorization_codes WHERE expires_at < $1 \
+                      AND (session_id_hash IS NULL OR session_id_hash NOT IN \
+                       (SELECT id_hash FROM browser_sessions WHERE revoked_at IS NULL AND expires_at >= $1)) \
+                      LIMIT $2)",
                     "DELETE FROM browser_sessions WHERE id_hash IN \
                      (SELECT id_hash FROM browser_sessions WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)",
                     "DELETE FROM refresh_tokens WHERE id IN \
@@ -624,16 +642,22 @@ macro_rules! impl_sql_store {
                 &self,
                 code_hash: &str,
                 now: Timestamp,
-            ) -> StoreResult<u64> {
-                let done = sqlx::query(
-                    "UPDATE refresh_tokens SET revoked_at = $1 \
-                     WHERE auth_code_hash = $2 AND revoked_at IS NULL",
+            ) -> StoreResult<Vec<String>> {
+                let rows = sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $1, successor_sealed = NULL \
+                     WHERE auth_code_hash = $2 AND revoked_at IS NULL RETURNING access_token_jti",
                 )
                 .bind(now)
                 .bind(code_hash)
-                .execute(&self.pool)
+                .fetch_all(&self.pool)
                 .await?;
-                Ok(done.rows_affected())
+                let mut jtis = Vec::new();
+                for row in &rows {
+                    if let Some(jti) = row.try_get::<Option<String>, _>("access_token_jti")? {
+                        jtis.push(jti);
+                    }
+                }
+                Ok(jtis)
             }
         }
 

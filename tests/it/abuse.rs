@@ -590,3 +590,67 @@ async fn every_login_policy_refuses_past_its_limit_and_recovers_after_its_window
         assert_eq!(resp.status(), 200, "{policy}: after the window");
     }
 }
+
+#[tokio::test]
+async fn hsts_is_sent_when_the_issuer_is_https() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let url = crate::common::fresh_database_url(dir.path()).await;
+    let settings = crate::common::test_settings(dir.path(), url);
+    let app = TestApp::spawn_instance(settings, "https://id.example.com", dir).await;
+    let resp = app.http.get(app.url("/jwks.json")).send().await.unwrap();
+    assert_eq!(
+        resp.headers()["strict-transport-security"],
+        "max-age=63072000; includeSubDomains"
+    );
+}
+
+#[tokio::test]
+async fn hostile_input_on_the_pages_post_authorize_and_userinfo_is_a_4xx() {
+    let app = app_with(|_| {}).await;
+    let form = "application/x-www-form-urlencoded";
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("/authorize", form, b"client_id=a&client_id=b".to_vec()),
+        ("/authorize", form, vec![0xff, b'=', 0xfe]),
+        ("/authorize", "text/plain", b"client_id=x".to_vec()),
+        ("/userinfo", form, b"access_token=a&access_token=b".to_vec()),
+        ("/userinfo", form, vec![b'a', b'=', 0xff]),
+        ("/login", form, b"csrf=a&csrf=b".to_vec()),
+        ("/login", form, vec![0xff; 100]),
+        ("/login", "application/json", b"{}".to_vec()),
+        ("/consent", form, b"return_to=%00".to_vec()),
+        ("/consent", form, b"decision=allow".to_vec()),
+        (
+            "/end_session",
+            form,
+            b"id_token_hint=a&id_token_hint=b".to_vec(),
+        ),
+    ];
+    for (path, ct, body) in cases {
+        let resp = app
+            .http
+            .post(app.url(path))
+            .header("content-type", ct)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_client_error(),
+            "{path} {ct} {body:?}: {}",
+            resp.status()
+        );
+    }
+    // A chunked body larger than the limit is refused while being read.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..100).map(|_| Ok(vec![b'a'; 1024])).collect();
+    let stream = futures_util::stream::iter(chunks);
+    let resp = app
+        .http
+        .post(app.url("/token"))
+        .header("content-type", form)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+}

@@ -21,7 +21,7 @@ fn payload(sub: &str) -> JwtPayload {
 }
 
 /// Verifies `token` against the JWKS the way a resource server would: by `kid`.
-fn verify_with_jwks(jwks: &Value, token: &str) -> Result<(JwtPayload, String), String> {
+pub(crate) fn verify_with_jwks(jwks: &Value, token: &str) -> Result<(JwtPayload, String), String> {
     let header = josekit::jwt::decode_header(token).map_err(|e| e.to_string())?;
     let kid = header
         .claim("kid")

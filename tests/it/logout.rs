@@ -118,6 +118,8 @@ async fn logout_with_a_matching_hint_ends_the_session_tells_the_rp_and_returns_w
         .find(|(k, _)| k == "logout_token")
         .map(|(_, v)| v.into_owned())
         .unwrap();
+    let (_, _, jwks) = app.get_json("/jwks.json").await;
+    crate::keys::verify_with_jwks(&jwks, &token).expect("verifies against the JWKS");
     let (payload, header, _) = app
         .state
         .keys
@@ -345,4 +347,57 @@ async fn cors_answers_only_registered_web_origins_and_never_on_pages() {
         resp.headers().get("access-control-allow-origin").is_none(),
         "never on /authorize"
     );
+}
+
+#[tokio::test]
+async fn confirming_a_logout_whose_hint_names_another_user_still_returns_to_the_client() {
+    let app = TestApp::spawn().await;
+    let client = app
+        .register_client(ClientRegistration {
+            name: "RP".into(),
+            redirect_uris: vec!["https://rp.example.com/cb".into()],
+            post_logout_redirect_uris: vec!["https://rp.example.com/bye".into()],
+            ..Default::default()
+        })
+        .await;
+    let ada = app
+        .create_user("ada@example.org", "correct horse battery")
+        .await;
+    let bob = app
+        .create_user("bob@example.org", "another long password")
+        .await;
+    let (_, bobs) = signed_in(&app, &client, &bob, "openid").await;
+    let (b, _) = signed_in(&app, &client, &ada, "openid").await;
+    let mut url = url::Url::parse(&app.url("/end_session")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("id_token_hint", bobs["id_token"].as_str().unwrap())
+        .append_pair("post_logout_redirect_uri", "https://rp.example.com/bye");
+    let page = b
+        .get(url.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Sign out?"),
+        "another user's hint needs confirmation"
+    );
+    let form: Vec<(String, String)> = ["csrf", "id_token_hint", "post_logout_redirect_uri"]
+        .iter()
+        .map(|k| (k.to_string(), form_value(&page, k).unwrap()))
+        .chain([("decision".to_string(), "logout".to_string())])
+        .collect();
+    let resp = b
+        .post(app.url("/end_session"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert!(location(&resp)
+        .unwrap()
+        .as_str()
+        .starts_with("https://rp.example.com/bye"));
 }

@@ -335,6 +335,22 @@ async fn refresh_rotation_is_atomic_and_families_revoke_together(store: Arc<dyn 
     // The grace count is bounded.
     assert!(store.claim_grace_reuse(first.id, 1).await.unwrap());
     assert!(!store.claim_grace_reuse(first.id, 1).await.unwrap());
+    // Once the window is over, the sealed successor is forgotten.
+    assert_eq!(
+        store.clear_sealed_successors(200, 10).await.unwrap(),
+        0,
+        "still in the window"
+    );
+    assert_eq!(store.clear_sealed_successors(201, 10).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .get_refresh_token("r0")
+            .await
+            .unwrap()
+            .unwrap()
+            .successor_sealed,
+        None
+    );
 
     // An offline family outlives its session; the other one does not.
     let offline = refresh(
@@ -445,6 +461,24 @@ async fn the_janitor_deletes_only_what_has_expired_in_batches(store: Arc<dyn Sto
     let mut fresh = code("fresh", "c", u.id);
     fresh.expires_at = 10_000;
     store.create_code(&fresh).await.unwrap();
+    let live = BrowserSession {
+        id_hash: "live".into(),
+        sid: "s".into(),
+        user_id: u.id,
+        auth_time: 100,
+        amr: vec![],
+        acr: None,
+        user_agent: None,
+        ip: None,
+        created_at: 100,
+        last_seen_at: 100,
+        expires_at: 100_000,
+        revoked_at: None,
+    };
+    store.create_session(&live).await.unwrap();
+    let mut of_live_session = code("of-live", "c", u.id);
+    of_live_session.session_id_hash = Some("live".into());
+    store.create_code(&of_live_session).await.unwrap();
     store.deny_access_token("gone", 150).await.unwrap();
     store.deny_access_token("kept", 10_000).await.unwrap();
     // Codes expire at 160: a pass at 1000 with batch 2 takes two of them (and the deny entry).
@@ -452,6 +486,10 @@ async fn the_janitor_deletes_only_what_has_expired_in_batches(store: Arc<dyn Sto
     assert_eq!(store.purge_expired(1000, 2).await.unwrap(), 1);
     assert_eq!(store.purge_expired(1000, 2).await.unwrap(), 0);
     assert!(store.get_code("fresh").await.unwrap().is_some());
+    assert!(
+        store.get_code("of-live").await.unwrap().is_some(),
+        "a live session's codes stay: back-channel logout needs to know its clients"
+    );
     assert!(store.get_code("old-0").await.unwrap().is_none());
     assert!(store.is_access_token_denied("kept").await.unwrap());
     assert!(!store.is_access_token_denied("gone").await.unwrap());

@@ -736,3 +736,67 @@ async fn an_openidconnect_rp_revokes_its_refresh_token_and_logs_the_user_out() {
     let to = crate::common::location(&resp).unwrap();
     assert_eq!(query(&to, "error").as_deref(), Some("login_required"));
 }
+
+#[tokio::test]
+async fn a_replayed_code_also_kills_the_tokens_its_refresh_family_issued() {
+    let app = TestApp::spawn().await;
+    let client = app.register_client(refresh_client_reg()).await;
+    let user = app
+        .create_user("ada@example.org", "correct horse battery")
+        .await;
+    let url = crate::common::auth_url(&app, &client, &[("scope", "openid offline_access")]);
+    let code = match app.sign_in(&browser(), &url, &user, "allow").await {
+        Landing::Client(to) => query(&to, "code").unwrap(),
+        Landing::Page(s, h) => panic!("{s}: {h}"),
+    };
+    let (_, _, first) =
+        crate::common::exchange(&app, &client, &code, crate::common::VERIFIER).await;
+    let (status, rotated) = refresh(
+        &app,
+        &client,
+        first["refresh_token"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let later_access = rotated["access_token"].as_str().unwrap();
+    assert_eq!(userinfo_status(&app, later_access).await, 200);
+    let (status, _, _) =
+        crate::common::exchange(&app, &client, &code, crate::common::VERIFIER).await;
+    assert_eq!(status, 400, "replay");
+    assert_eq!(
+        userinfo_status(&app, later_access).await,
+        401,
+        "tokens from the family die too"
+    );
+    let (status, _) = refresh(
+        &app,
+        &client,
+        rotated["refresh_token"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_used_refresh_token_with_a_wider_scope_is_still_reuse() {
+    let app = TestApp::spawn().await;
+    let client = app.register_client(refresh_client_reg()).await;
+    let user = app
+        .create_user("ada@example.org", "correct horse battery")
+        .await;
+    let t = tokens_for(&app, &client, &user, "openid offline_access").await;
+    let r0 = t["refresh_token"].as_str().unwrap();
+    let (_, next) = refresh(&app, &client, r0, None).await;
+    let (status, _) = refresh(
+        &app,
+        &client,
+        r0,
+        Some("openid offline_access profile email"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = refresh(&app, &client, next["refresh_token"].as_str().unwrap(), None).await;
+    assert_eq!(status, 400, "the family was revoked");
+}

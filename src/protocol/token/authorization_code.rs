@@ -145,12 +145,19 @@ async fn revoke_replayed(ctx: &TokenContext<'_>, code: &AuthorizationCode) {
             tracing::error!(error = %e, "could not deny the access token of a replayed code");
         }
     }
-    if let Err(e) = ctx
+    match ctx
         .store
         .revoke_tokens_from_code(&code.code_hash, ctx.now)
         .await
     {
-        tracing::error!(error = %e, "could not revoke the refresh tokens of a replayed code");
+        Ok(jtis) => {
+            for jti in jtis {
+                let _ = ctx.deny.deny(&jti, until, ctx.now).await;
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not revoke the refresh tokens of a replayed code")
+        }
     }
     let mut event = AuditEvent::new("code.replayed", ctx.now);
     event.client_id = Some(code.client_id.clone());

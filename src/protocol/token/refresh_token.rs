@@ -89,23 +89,29 @@ pub async fn exchange(
     }
     // RFC 6749 §6: the scope may be narrowed, never widened.
     let granted = Scope::parse(&stored.scope).unwrap_or_default();
-    let scope = match params.get("scope") {
-        None => granted.clone(),
-        Some(raw) => {
-            let asked = Scope::parse(raw)
-                .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?;
-            if !asked.is_subset_of(&granted) {
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidScope,
-                    "the scope may not exceed what was originally granted",
-                ));
-            }
-            asked
-        }
+    let requested = match params.get("scope") {
+        None => Ok(granted.clone()),
+        Some(raw) => match Scope::parse(raw) {
+            Ok(asked) if asked.is_subset_of(&granted) => Ok(asked),
+            Ok(_) => Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                "the scope may not exceed what was originally granted",
+            )),
+            Err(e) => Err(OAuthError::new(ErrorCode::InvalidScope, e.to_string())),
+        },
     };
+    // A used token is reuse whatever else the request says (a wrong scope must not spare
+    // the family).
     if stored.used_at.is_some() {
-        return redeem_used(ctx, client, &stored, &scope).await;
+        return match requested {
+            Ok(scope) => redeem_used(ctx, client, &stored, &scope).await,
+            Err(_) => {
+                revoke_family(ctx, &stored, "refresh.reuse_detected").await;
+                Err(OAuthError::invalid_grant(BAD_TOKEN))
+            }
+        };
     }
+    let scope = requested?;
     if ctx.now >= stored.expires_at || ctx.now >= stored.family_expires_at {
         return Err(OAuthError::invalid_grant(BAD_TOKEN));
     }
@@ -146,7 +152,9 @@ pub async fn exchange(
             .ok_or_else(|| OAuthError::invalid_grant(BAD_TOKEN))?;
         return redeem_used(ctx, client, &again, &scope).await;
     }
-    let grant = grant_for(ctx, client, &user, &stored, &scope);
+    let sid = session_sid(ctx, &stored).await;
+    let mut grant = grant_for(ctx, client, &user, &stored, &scope);
+    grant.sid = sid.as_deref();
     ctx.mint(client, &grant, &jti, Some(value))
 }
 
@@ -214,6 +222,17 @@ pub async fn revoke_family(ctx: &TokenContext<'_>, token: &RefreshToken, event: 
             .count("portcullis_refresh_reuse_detected_total", &[]);
         tracing::warn!(client_id = %token.client_id, family = %token.family_id, "refresh token reuse: family revoked");
     }
+}
+
+/// The browser session's public id, for `sid` in ID tokens from a refresh.
+async fn session_sid(ctx: &TokenContext<'_>, token: &RefreshToken) -> Option<String> {
+    let hash = token.session_id_hash.as_deref()?;
+    ctx.store
+        .get_session(hash)
+        .await
+        .ok()
+        .flatten()
+        .map(|s| s.sid)
 }
 
 async fn active_user(
