@@ -800,3 +800,73 @@ async fn a_used_refresh_token_with_a_wider_scope_is_still_reuse() {
     let (status, _) = refresh(&app, &client, next["refresh_token"].as_str().unwrap(), None).await;
     assert_eq!(status, 400, "the family was revoked");
 }
+
+#[poem::handler]
+fn serve_jwks(jwks: poem::web::Data<&String>) -> poem::Response {
+    poem::Response::builder()
+        .content_type("application/json")
+        .body(jwks.0.clone())
+}
+
+#[tokio::test]
+async fn private_key_jwt_clients_may_publish_their_keys_at_a_jwks_uri() {
+    use josekit::jws::{JwsHeader, ES256};
+    use josekit::jwt::JwtPayload;
+    use poem::EndpointExt;
+
+    let pair = ES256.generate_key_pair().unwrap();
+    let mut public = josekit::jwk::KeyPair::to_jwk_public_key(&pair);
+    public.set_key_id("uri-key");
+    let jwks = json!({"keys": [serde_json::to_value(public.as_ref()).unwrap()]}).to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let jwks_uri = format!("http://{}/jwks", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let acceptor = poem::listener::TcpAcceptor::from_std(listener).unwrap();
+    let keys_app = poem::Route::new()
+        .at("/jwks", poem::get(serve_jwks))
+        .data(jwks);
+    tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor)
+            .run(keys_app)
+            .await;
+    });
+
+    let app = TestApp::spawn().await;
+    let client = app
+        .register_client(ClientRegistration {
+            name: "Signed by URI".into(),
+            grant_types: vec!["client_credentials".into()],
+            scope: Some("reports".into()),
+            jwks_uri: Some(jwks_uri),
+            ..Default::default()
+        })
+        .await;
+    let signer = ES256
+        .signer_from_der(josekit::jwk::KeyPair::to_der_private_key(&pair))
+        .unwrap();
+    let now = portcullis::clock::Clock::now(&SystemClock);
+    let mut p = JwtPayload::new();
+    p.set_issuer(&client.id);
+    p.set_subject(&client.id);
+    p.set_claim("aud", Some(json!(app.url("/token")))).unwrap();
+    p.set_claim("exp", Some(json!(now + 60))).unwrap();
+    p.set_claim("jti", Some(json!("uri-1"))).unwrap();
+    let mut h = JwsHeader::new();
+    h.set_key_id("uri-key");
+    let assertion = josekit::jwt::encode_with_signer(&p, &h, &signer).unwrap();
+    let resp = app
+        .http
+        .post(app.url("/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
