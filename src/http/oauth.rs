@@ -416,6 +416,9 @@ pub async fn authenticate_client(
         if let Some(ip) = rate_limit::client_ip(req) {
             keys.push(format!("authfail-ip:{ip}"));
         }
+        // Failures are counted after the check, not before: a busy confidential client sends
+        // many concurrent requests, and counting-then-refunding would refuse the legitimate
+        // ones. A 256-bit secret cannot be guessed anyway; this limit stops noise and probing.
         for key in &keys {
             let d = state.limiter.peek(key, policy).await;
             if !d.allowed {
