@@ -1,0 +1,664 @@
+//! `loadgen`: starts Portcullis (the `portcullis` binary next to this one), seeds a client and a
+//! user, and measures each scenario for a bounded time on loopback: requests/s, p50/p99
+//! latency, errors, and the server's peak RSS and CPU. Prints a markdown table and JSON.
+//!
+//!   cargo run --release --bin loadgen -- --seconds 10 --concurrency 32
+//!   cargo run --bin loadgen -- --smoke        # a few seconds each; fails only on errors
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use clap::Parser;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+#[derive(Parser, Debug)]
+#[command(about = "Measure Portcullis on loopback: requests/s, latency, RSS and CPU per scenario")]
+struct Args {
+    /// Seconds per scenario
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent connections per scenario
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Measure against PostgreSQL (a fresh database is created from this URL) instead of SQLite
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Redis URL for the server (rate limits are off during the measurement either way)
+    #[arg(long)]
+    redis: Option<String>,
+    /// Only these scenarios (comma-separated)
+    #[arg(long)]
+    only: Option<String>,
+    /// Short run (2 s per scenario, concurrency 4) that fails on any error, never on timing
+    #[arg(long)]
+    smoke: bool,
+    /// Write the JSON report here
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Server {
+    child: Child,
+    base: String,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    bin: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18080)
+}
+
+fn proc_stat(pid: u32) -> (u64, u64) {
+    // (peak RSS in KiB, CPU ticks user+system)
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (hwm, ticks)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn start(args: &Args) -> Result<(Server, Duration), String> {
+    let bin = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("portcullis");
+    if !bin.exists() {
+        return Err(format!(
+            "{} not found: build it first (cargo build --release)",
+            bin.display()
+        ));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let db = match &args.postgres {
+        Some(url) => fresh_pg(url).await?,
+        None => format!("sqlite://{}/bench.db", dir.path().display()),
+    };
+    let mut env = vec![
+        ("PORTCULLIS_LISTEN".to_string(), format!("127.0.0.1:{port}")),
+        ("PORTCULLIS_ISSUER".into(), base.clone()),
+        ("PORTCULLIS_MANAGEMENT__LISTEN".into(), "127.0.0.1:0".into()),
+        ("PORTCULLIS_DATABASE__URL".into(), db),
+        ("PORTCULLIS_RATE_LIMITS__ENABLED".into(), "false".into()),
+        ("PORTCULLIS_LOG__LEVEL".into(), "warn".into()),
+        (
+            "PORTCULLIS_MASTER_KEY_FILE".into(),
+            format!("{}/master.key", dir.path().display()),
+        ),
+    ];
+    if let Some(redis) = &args.redis {
+        env.push(("PORTCULLIS_REDIS__URL".into(), redis.clone()));
+    }
+    let started = Instant::now();
+    let child = Command::new(&bin)
+        .arg("serve")
+        .current_dir(dir.path())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let server = Server {
+        child,
+        base,
+        dir,
+        env,
+        bin,
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..400 {
+        if let Ok(r) = http
+            .get(format!("{}/health/ready", server.base))
+            .send()
+            .await
+        {
+            if r.status().is_success() {
+                return Ok((server, started.elapsed()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Err("the server did not become ready within 2 s".into())
+}
+
+async fn fresh_pg(base: &str) -> Result<String, String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(base)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = format!("pc_bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut url = url::Url::parse(base).map_err(|e| e.to_string())?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
+}
+
+impl Server {
+    fn cli(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        let mut child = Command::new(&self.bin)
+            .args(args)
+            .current_dir(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+#[derive(Clone)]
+struct Seed {
+    base: String,
+    client_id: String,
+    secret: String,
+    email: String,
+}
+
+fn challenge() -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()))
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
+fn form_value(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\""))?;
+    let tag = &html[at..at + html[at..].find('>')?];
+    let v = tag.find("value=\"")? + 7;
+    let raw = &tag[v..v + tag[v..].find('"')?];
+    Some(
+        raw.replace("&#38;", "&")
+            .replace("&amp;", "&")
+            .replace("&#x2f;", "/"),
+    )
+}
+
+fn query(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// One full sign-in: authorize → login form → (first-party: no consent) → token.
+async fn code_flow(seed: &Seed) -> Result<Value, String> {
+    let b = browser();
+    let mut url =
+        url::Url::parse(&format!("{}/authorize", seed.base)).map_err(|e| e.to_string())?;
+    url.query_pairs_mut()
+        .append_pair("client_id", &seed.client_id)
+        .append_pair("redirect_uri", "http://localhost:3000/cb")
+        .append_pair("response_type", "code")
+        .append_pair("scope", "openid email offline_access")
+        .append_pair("state", "s")
+        .append_pair("code_challenge", &challenge())
+        .append_pair("code_challenge_method", "S256");
+    let page = b
+        .get(url.as_str())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let html = page.text().await.map_err(|e| e.to_string())?;
+    let csrf = form_value(&html, "csrf").ok_or("no login form")?;
+    let return_to = form_value(&html, "return_to").ok_or("no return_to")?;
+    let resp = b
+        .post(format!("{}/login", seed.base))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("return_to", return_to.as_str()),
+            ("username", seed.email.as_str()),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut next = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("login did not redirect")?
+        .to_string();
+    for _ in 0..3 {
+        if next.starts_with("http://localhost:3000/cb") {
+            break;
+        }
+        let r = b.get(&next).send().await.map_err(|e| e.to_string())?;
+        next = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or("authorize did not redirect")?
+            .to_string();
+    }
+    let code = query(&next, "code").ok_or("no code")?;
+    let tokens: Value = b
+        .post(format!("{}/token", seed.base))
+        .basic_auth(&seed.client_id, Some(&seed.secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "http://localhost:3000/cb"),
+            ("code_verifier", VERIFIER),
+        ])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    if tokens.get("access_token").is_none() {
+        return Err(format!("token exchange failed: {tokens}"));
+    }
+    Ok(tokens)
+}
+
+struct Outcome {
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+/// Runs `op` from `concurrency` workers for `seconds`; each worker owns a state `S`.
+async fn run<S, F, Fut>(seconds: u64, concurrency: usize, init: Vec<S>, op: F) -> Outcome
+where
+    S: Send + 'static,
+    F: Fn(S) -> Fut + Send + Sync + 'static + Clone,
+    Fut: std::future::Future<Output = (S, bool)> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for state in init.into_iter().take(concurrency) {
+        let (stop, op) = (stop.clone(), op.clone());
+        handles.push(tokio::spawn(async move {
+            let mut state = state;
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let (next, ok) = op(state).await;
+                state = next;
+                lat.push(t.elapsed());
+                if !ok {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut out = Outcome {
+        latencies: Vec::new(),
+        errors: 0,
+    };
+    for h in handles {
+        if let Ok((lat, errors)) = h.await {
+            out.latencies.extend(lat);
+            out.errors += errors;
+        }
+    }
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.seconds = 2;
+        args.concurrency = 4;
+    }
+    match bench(&args).await {
+        Ok(failed) if !failed => std::process::ExitCode::SUCCESS,
+        Ok(_) => {
+            eprintln!("loadgen: some requests failed");
+            std::process::ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn bench(args: &Args) -> Result<bool, String> {
+    let (server, startup) = start(args).await?;
+    let pid = server.child.id();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle_rss = rss_kib(pid);
+    let created = server.cli(
+        &[
+            "client",
+            "create",
+            "--name",
+            "bench",
+            "--redirect-uri",
+            "http://localhost:3000/cb",
+            "--grant",
+            "authorization_code",
+            "--grant",
+            "refresh_token",
+            "--grant",
+            "client_credentials",
+            "--scope",
+            "openid profile email offline_access api",
+            "--first-party",
+            "--json",
+        ],
+        None,
+    )?;
+    let created: Value = serde_json::from_str(created.trim()).map_err(|e| e.to_string())?;
+    let email = "bench@example.org".to_string();
+    server.cli(
+        &[
+            "user",
+            "create",
+            "--email",
+            &email,
+            "--verified",
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+    )?;
+    let seed = Seed {
+        base: server.base.clone(),
+        client_id: created["client_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        secret: created["client_secret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        email,
+    };
+    // A family per worker for refresh rotation, and one access token for reads.
+    let mut families = Vec::new();
+    for _ in 0..args.concurrency {
+        families.push(
+            code_flow(&seed).await?["refresh_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    let access = code_flow(&seed).await?["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let only: Option<Vec<String>> = args
+        .only
+        .as_ref()
+        .map(|o| o.split(',').map(str::to_string).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
+    let mut rows = Vec::new();
+    let ticks_per_sec = 100.0; // Linux USER_HZ
+    let n = args.concurrency;
+
+    macro_rules! scenario {
+        ($name:expr, $init:expr, $op:expr) => {
+            if wanted($name) {
+                let (_, cpu_before) = proc_stat(pid);
+                let outcome = run(args.seconds, n, $init, $op).await;
+                let (hwm, cpu_after) = proc_stat(pid);
+                let mut lat = outcome.latencies;
+                lat.sort();
+                let rps = lat.len() as f64 / args.seconds as f64;
+                let cpu = (cpu_after - cpu_before) as f64 / ticks_per_sec / args.seconds as f64;
+                eprintln!("{:<22} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}", $name, rps, percentile(&lat, 0.5), percentile(&lat, 0.99), outcome.errors);
+                rows.push(json!({
+                    "scenario": $name,
+                    "requests": lat.len(),
+                    "rps": rps,
+                    "p50_ms": percentile(&lat, 0.5),
+                    "p99_ms": percentile(&lat, 0.99),
+                    "errors": outcome.errors,
+                    "server_cpu_cores": cpu,
+                    "rps_per_core": if cpu > 0.0 { rps / cpu } else { 0.0 },
+                    "server_peak_rss_mib": hwm as f64 / 1024.0,
+                }));
+            }
+        };
+    }
+
+    let get = |url: String| {
+        let http = http.clone();
+        move |(): ()| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let ok = http
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                ((), ok)
+            }
+        }
+    };
+    scenario!(
+        "discovery",
+        vec![(); n],
+        get(format!("{}/.well-known/openid-configuration", seed.base))
+    );
+    scenario!("jwks", vec![(); n], get(format!("{}/jwks.json", seed.base)));
+    {
+        let (http, s) = (http.clone(), seed.clone());
+        scenario!("client_credentials", vec![(); n], move |(): ()| {
+            let (http, s) = (http.clone(), s.clone());
+            async move {
+                let ok = http
+                    .post(format!("{}/token", s.base))
+                    .basic_auth(&s.client_id, Some(&s.secret))
+                    .form(&[("grant_type", "client_credentials"), ("scope", "api")])
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                ((), ok)
+            }
+        });
+    }
+    {
+        let (http, s) = (http.clone(), seed.clone());
+        scenario!("refresh_token", families.clone(), move |token: String| {
+            let (http, s) = (http.clone(), s.clone());
+            async move {
+                let resp = http
+                    .post(format!("{}/token", s.base))
+                    .basic_auth(&s.client_id, Some(&s.secret))
+                    .form(&[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", token.as_str()),
+                    ])
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                        Ok(v) => (
+                            v["refresh_token"].as_str().unwrap_or_default().to_string(),
+                            true,
+                        ),
+                        Err(_) => (token, false),
+                    },
+                    _ => (token, false),
+                }
+            }
+        });
+    }
+    {
+        let (http, s, a) = (http.clone(), seed.clone(), access.clone());
+        scenario!("userinfo", vec![(); n], move |(): ()| {
+            let (http, s, a) = (http.clone(), s.clone(), a.clone());
+            async move {
+                let ok = http
+                    .get(format!("{}/userinfo", s.base))
+                    .bearer_auth(&a)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                ((), ok)
+            }
+        });
+    }
+    {
+        let (http, s, a) = (http.clone(), seed.clone(), access.clone());
+        scenario!("introspection", vec![(); n], move |(): ()| {
+            let (http, s, a) = (http.clone(), s.clone(), a.clone());
+            async move {
+                let ok = http
+                    .post(format!("{}/introspect", s.base))
+                    .basic_auth(&s.client_id, Some(&s.secret))
+                    .form(&[("token", a.as_str())])
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                ((), ok)
+            }
+        });
+    }
+    {
+        let s = seed.clone();
+        scenario!("password_login", vec![(); n], move |(): ()| {
+            let s = s.clone();
+            async move {
+                let b = browser();
+                let ok = async {
+                    let html = b
+                        .get(format!("{}/login", s.base))
+                        .send()
+                        .await
+                        .ok()?
+                        .text()
+                        .await
+                        .ok()?;
+                    let csrf = form_value(&html, "csrf")?;
+                    let r = b
+                        .post(format!("{}/login", s.base))
+                        .form(&[
+                            ("csrf", csrf.as_str()),
+                            ("return_to", ""),
+                            ("username", s.email.as_str()),
+                            ("password", PASSWORD),
+                        ])
+                        .send()
+                        .await
+                        .ok()?;
+                    Some(r.status().is_success())
+                }
+                .await
+                .unwrap_or(false);
+                ((), ok)
+            }
+        });
+    }
+    {
+        let s = seed.clone();
+        scenario!("authorization_code_flow", vec![(); n], move |(): ()| {
+            let s = s.clone();
+            async move { ((), code_flow(&s).await.is_ok()) }
+        });
+    }
+    let failed = rows.iter().any(|r| r["errors"].as_u64().unwrap_or(0) > 0);
+    let report = json!({
+        "backend": if args.postgres.is_some() { "postgres" } else { "sqlite" },
+        "seconds_per_scenario": args.seconds,
+        "concurrency": args.concurrency,
+        "startup_to_ready_ms": startup.as_secs_f64() * 1000.0,
+        "idle_rss_mib": idle_rss as f64 / 1024.0,
+        "scenarios": rows,
+    });
+    println!("| scenario | req/s | req/s per server core | p50 ms | p99 ms | errors | server peak RSS MiB |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in report["scenarios"].as_array().into_iter().flatten() {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {:.1} |",
+            r["scenario"].as_str().unwrap_or(""),
+            r["rps"].as_f64().unwrap_or(0.0),
+            r["rps_per_core"].as_f64().unwrap_or(0.0),
+            r["p50_ms"].as_f64().unwrap_or(0.0),
+            r["p99_ms"].as_f64().unwrap_or(0.0),
+            r["errors"],
+            r["server_peak_rss_mib"].as_f64().unwrap_or(0.0),
+        );
+    }
+    println!(
+        "\nstart-up to ready: {:.0} ms; idle RSS: {:.1} MiB",
+        report["startup_to_ready_ms"].as_f64().unwrap_or(0.0),
+        report["idle_rss_mib"].as_f64().unwrap_or(0.0)
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(failed)
+}
