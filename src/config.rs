@@ -303,6 +303,8 @@ pub struct PasswordSettings {
     pub parallelism: u32,
     pub min_length: usize,
     pub max_length: usize,
+    /// Hashes computed at once (each needs `memory_kib`); the rest wait their turn.
+    pub max_concurrent_hashes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -387,6 +389,9 @@ impl Default for PasswordSettings {
             parallelism: 1,
             min_length: 8,
             max_length: 128,
+            max_concurrent_hashes: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
         }
     }
 }

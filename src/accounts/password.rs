@@ -57,6 +57,9 @@ pub struct PasswordHasher {
     dummy: Arc<tokio::sync::OnceCell<String>>,
     /// Hashes waiting for or running on the blocking pool.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// At most this many hashes run at once: each takes `memory_kib` of RAM, so a login
+    /// storm queues instead of exhausting memory or every blocking thread.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl PasswordHasher {
@@ -72,6 +75,9 @@ impl PasswordHasher {
             argon: Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)),
             dummy: Arc::new(tokio::sync::OnceCell::new()),
             in_flight: Arc::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_hashes.max(1),
+            )),
         })
     }
 
@@ -89,6 +95,11 @@ impl PasswordHasher {
     /// The PHC string of `password`, computed on the blocking pool.
     pub async fn hash(&self, password: &Password) -> Result<String, PasswordError> {
         let _queued = self.enter();
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PasswordError::Hashing)?;
         let argon = self.argon.clone();
         let secret = SecretString::from(password.expose().to_string());
         tokio::task::spawn_blocking(move || {
@@ -125,6 +136,9 @@ impl PasswordHasher {
     /// Whether `candidate` matches the PHC string `stored` (constant time inside argon2).
     pub async fn verify(&self, candidate: &str, stored: &str) -> bool {
         let _queued = self.enter();
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
         let argon = self.argon.clone();
         let candidate = SecretString::from(candidate.to_string());
         let stored = stored.to_string();
