@@ -556,8 +556,7 @@ async fn a_resource_server_validates_access_tokens_with_only_the_jwks() {
 
 #[tokio::test]
 async fn private_key_jwt_clients_authenticate_with_signed_assertions() {
-    use josekit::jws::{JwsHeader, ES256};
-    use josekit::jwt::JwtPayload;
+    use josekit::jws::ES256;
 
     let app = TestApp::spawn().await;
     let pair = ES256.generate_key_pair().unwrap();
@@ -581,36 +580,11 @@ async fn private_key_jwt_clients_authenticate_with_signed_assertions() {
         .signer_from_der(josekit::jwk::KeyPair::to_der_private_key(&pair))
         .unwrap();
     let now = portcullis::clock::Clock::now(&SystemClock);
-    let assertion = |aud: &str, exp: i64, jti: &str| {
-        let mut p = JwtPayload::new();
-        p.set_issuer(&client.id);
-        p.set_subject(&client.id);
-        p.set_claim("aud", Some(json!(aud))).unwrap();
-        p.set_claim("exp", Some(json!(exp))).unwrap();
-        p.set_claim("jti", Some(json!(jti))).unwrap();
-        let mut h = JwsHeader::new();
-        h.set_key_id("k1");
-        josekit::jwt::encode_with_signer(&p, &h, &signer).unwrap()
-    };
+    let assertion =
+        |aud: &str, exp: i64, jti: &str| sign_assertion(&signer, "k1", &client.id, aud, exp, jti);
     let send = |a: String| {
         let app = &app;
-        async move {
-            let resp = app
-                .http
-                .post(app.url("/token"))
-                .form(&[
-                    ("grant_type", "client_credentials"),
-                    (
-                        "client_assertion_type",
-                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                    ),
-                    ("client_assertion", a.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap();
-            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
-        }
+        async move { token_with_assertion(app, &a).await }
     };
     let good = assertion(&app.url("/token"), now + 60, "a1");
     let (status, body) = send(good.clone()).await;
@@ -801,6 +775,45 @@ async fn a_used_refresh_token_with_a_wider_scope_is_still_reuse() {
     assert_eq!(status, 400, "the family was revoked");
 }
 
+/// A client assertion (RFC 7523 §3) signed with `signer`.
+fn sign_assertion(
+    signer: &dyn josekit::jws::JwsSigner,
+    kid: &str,
+    client_id: &str,
+    aud: &str,
+    exp: i64,
+    jti: &str,
+) -> String {
+    let mut p = josekit::jwt::JwtPayload::new();
+    p.set_issuer(client_id);
+    p.set_subject(client_id);
+    p.set_claim("aud", Some(json!(aud))).unwrap();
+    p.set_claim("exp", Some(json!(exp))).unwrap();
+    p.set_claim("jti", Some(json!(jti))).unwrap();
+    let mut h = josekit::jws::JwsHeader::new();
+    h.set_key_id(kid);
+    josekit::jwt::encode_with_signer(&p, &h, signer).unwrap()
+}
+
+/// `client_credentials` authenticated by `assertion` alone: (status, body).
+async fn token_with_assertion(app: &TestApp, assertion: &str) -> (u16, Value) {
+    let resp = app
+        .http
+        .post(app.url("/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+}
+
 #[poem::handler]
 fn serve_jwks(jwks: poem::web::Data<&String>) -> poem::Response {
     poem::Response::builder()
@@ -810,8 +823,7 @@ fn serve_jwks(jwks: poem::web::Data<&String>) -> poem::Response {
 
 #[tokio::test]
 async fn private_key_jwt_clients_may_publish_their_keys_at_a_jwks_uri() {
-    use josekit::jws::{JwsHeader, ES256};
-    use josekit::jwt::JwtPayload;
+    use josekit::jws::ES256;
     use poem::EndpointExt;
 
     let pair = ES256.generate_key_pair().unwrap();
@@ -845,28 +857,14 @@ async fn private_key_jwt_clients_may_publish_their_keys_at_a_jwks_uri() {
         .signer_from_der(josekit::jwk::KeyPair::to_der_private_key(&pair))
         .unwrap();
     let now = portcullis::clock::Clock::now(&SystemClock);
-    let mut p = JwtPayload::new();
-    p.set_issuer(&client.id);
-    p.set_subject(&client.id);
-    p.set_claim("aud", Some(json!(app.url("/token")))).unwrap();
-    p.set_claim("exp", Some(json!(now + 60))).unwrap();
-    p.set_claim("jti", Some(json!("uri-1"))).unwrap();
-    let mut h = JwsHeader::new();
-    h.set_key_id("uri-key");
-    let assertion = josekit::jwt::encode_with_signer(&p, &h, &signer).unwrap();
-    let resp = app
-        .http
-        .post(app.url("/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", assertion.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let assertion = sign_assertion(
+        &signer,
+        "uri-key",
+        &client.id,
+        &app.url("/token"),
+        now + 60,
+        "uri-1",
+    );
+    let (status, body) = token_with_assertion(&app, &assertion).await;
+    assert_eq!(status, 200, "{body}");
 }
