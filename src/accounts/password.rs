@@ -1,5 +1,5 @@
 //! Passwords: a type that cannot be printed, a length policy, and argon2id hashing that runs on
-//! the blocking pool so it never stalls the async workers.
+//! a small dedicated thread pool, so it never stalls the async workers.
 
 use std::fmt;
 use std::sync::Arc;
@@ -57,9 +57,53 @@ pub struct PasswordHasher {
     dummy: Arc<tokio::sync::OnceCell<String>>,
     /// Hashes waiting for or running on the blocking pool.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
-    /// At most this many hashes run at once: each takes `memory_kib` of RAM, so a login
-    /// storm queues instead of exhausting memory or every blocking thread.
-    permits: Arc<tokio::sync::Semaphore>,
+    /// A few dedicated threads run the hashes: each takes `memory_kib` of RAM, so a login
+    /// storm queues instead of spreading 19 MiB blocks over every thread of tokio's blocking
+    /// pool (where the allocator keeps them: ~600 MiB measured), and other blocking work keeps
+    /// its threads.
+    pool: Arc<HashPool>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads fed through a channel; they end when the hasher is dropped.
+struct HashPool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+impl HashPool {
+    fn new(threads: usize) -> HashPool {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(guard) => guard.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+        }
+        HashPool {
+            jobs: std::sync::Mutex::new(tx),
+        }
+    }
+
+    /// Runs `f` on a hashing thread and waits for it without blocking the async worker.
+    async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs.lock().ok()?.send(job).ok()?;
+        rx.await.ok()
+    }
 }
 
 impl PasswordHasher {
@@ -75,9 +119,7 @@ impl PasswordHasher {
             argon: Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)),
             dummy: Arc::new(tokio::sync::OnceCell::new()),
             in_flight: Arc::default(),
-            permits: Arc::new(tokio::sync::Semaphore::new(
-                settings.max_concurrent_hashes.max(1),
-            )),
+            pool: Arc::new(HashPool::new(settings.max_concurrent_hashes)),
         })
     }
 
@@ -92,25 +134,21 @@ impl PasswordHasher {
         InFlight(self.in_flight.clone())
     }
 
-    /// The PHC string of `password`, computed on the blocking pool.
+    /// The PHC string of `password`, computed on a hashing thread.
     pub async fn hash(&self, password: &Password) -> Result<String, PasswordError> {
         let _queued = self.enter();
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| PasswordError::Hashing)?;
         let argon = self.argon.clone();
         let secret = SecretString::from(password.expose().to_string());
-        tokio::task::spawn_blocking(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            argon
-                .hash_password(secret.expose_secret().as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|_| PasswordError::Hashing)
-        })
-        .await
-        .map_err(|_| PasswordError::Hashing)?
+        self.pool
+            .run(move || {
+                let salt = SaltString::generate(&mut OsRng);
+                argon
+                    .hash_password(secret.expose_secret().as_bytes(), &salt)
+                    .map(|h| h.to_string())
+                    .map_err(|_| PasswordError::Hashing)
+            })
+            .await
+            .ok_or(PasswordError::Hashing)?
     }
 
     /// Like [`PasswordHasher::verify`], but with no stored hash it spends the same time on a
@@ -136,23 +174,21 @@ impl PasswordHasher {
     /// Whether `candidate` matches the PHC string `stored` (constant time inside argon2).
     pub async fn verify(&self, candidate: &str, stored: &str) -> bool {
         let _queued = self.enter();
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
         let argon = self.argon.clone();
         let candidate = SecretString::from(candidate.to_string());
         let stored = stored.to_string();
-        tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&stored)
-                .map(|parsed| {
-                    argon
-                        .verify_password(candidate.expose_secret().as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false)
+        self.pool
+            .run(move || {
+                PasswordHash::new(&stored)
+                    .map(|parsed| {
+                        argon
+                            .verify_password(candidate.expose_secret().as_bytes(), &parsed)
+                            .is_ok()
+                    })
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false)
     }
 }
 
