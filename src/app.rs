@@ -52,8 +52,13 @@ pub enum StartError {
     MasterKey(#[from] crate::keys::MasterKeyError),
     #[error("signing keys: {0}")]
     Keys(#[from] crate::keys::KeyError),
-    #[error("cannot listen on {addr}: {reason}")]
-    Bind { addr: String, reason: String },
+    #[error("cannot listen on {addr} (`{key}`): {reason}; choose another address with {env}")]
+    Bind {
+        addr: String,
+        reason: String,
+        key: &'static str,
+        env: &'static str,
+    },
 }
 
 /// Opens the configured database (applying migrations) with a readable error.
@@ -243,7 +248,7 @@ impl Portcullis {
     /// Binds the configured addresses (port 0 picks a free port) without serving yet.
     pub async fn bind(self) -> Result<BoundServer, StartError> {
         let listen = self.state.settings.listen.clone();
-        let acceptor = bind_addr(&listen).await?;
+        let acceptor = bind_addr(&listen, PUBLIC).await?;
         self.bound(acceptor).await
     }
 
@@ -260,6 +265,8 @@ impl Portcullis {
         let bind_err = |e: std::io::Error| StartError::Bind {
             addr: addr.clone(),
             reason: e.to_string(),
+            key: PUBLIC.0,
+            env: PUBLIC.1,
         };
         listener.set_nonblocking(true).map_err(bind_err)?;
         let acceptor = TcpAcceptor::from_std(listener).map_err(bind_err)?;
@@ -267,7 +274,7 @@ impl Portcullis {
     }
 
     async fn bound(self, acceptor: TcpAcceptor) -> Result<BoundServer, StartError> {
-        let management = bind_addr(&self.state.settings.management.listen).await?;
+        let management = bind_addr(&self.state.settings.management.listen, MANAGEMENT).await?;
         Ok(BoundServer {
             addr: local_addr(&acceptor, &self.state.settings.listen)?,
             management_addr: local_addr(&management, &self.state.settings.management.listen)?,
@@ -293,13 +300,20 @@ impl Portcullis {
     }
 }
 
-async fn bind_addr(listen: &str) -> Result<TcpAcceptor, StartError> {
+/// Which listener a bind error is about: (config key, environment variable).
+type ListenerName = (&'static str, &'static str);
+const PUBLIC: ListenerName = ("listen", "PORTCULLIS_LISTEN");
+const MANAGEMENT: ListenerName = ("management.listen", "PORTCULLIS_MANAGEMENT__LISTEN");
+
+async fn bind_addr(listen: &str, (key, env): ListenerName) -> Result<TcpAcceptor, StartError> {
     TcpListener::bind(listen.to_string())
         .into_acceptor()
         .await
         .map_err(|e| StartError::Bind {
             addr: listen.to_string(),
             reason: e.to_string(),
+            key,
+            env,
         })
 }
 
@@ -311,6 +325,8 @@ fn local_addr(acceptor: &TcpAcceptor, listen: &str) -> Result<SocketAddr, StartE
         .ok_or_else(|| StartError::Bind {
             addr: listen.to_string(),
             reason: "no socket address".into(),
+            key: PUBLIC.0,
+            env: PUBLIC.1,
         })
 }
 

@@ -576,3 +576,27 @@ async fn spans_are_exported_over_otlp_when_a_collector_is_configured() {
         stderr(&output)
     );
 }
+
+#[tokio::test]
+async fn a_taken_port_stops_start_up_with_the_setting_to_change() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORTCULLIS_LISTEN", "127.0.0.1:0")
+        .env("PORTCULLIS_MANAGEMENT__LISTEN", &taken)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("management.listen") && err.contains("PORTCULLIS_MANAGEMENT__LISTEN"),
+        "{err}"
+    );
+    drop(busy);
+}
