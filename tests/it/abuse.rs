@@ -41,17 +41,9 @@ async fn the_default_policy_limits_every_endpoint_per_ip_and_recovers() {
     })
     .await;
     for _ in 0..3 {
-        assert_eq!(
-            app.http
-                .get(app.url("/jwks.json"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(app.get_status("/jwks.json").await, 200);
     }
-    let resp = app.http.get(app.url("/jwks.json")).send().await.unwrap();
+    let resp = app.get_raw("/jwks.json").await;
     let retry = assert_limited(&resp, "default");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "rate_limited");
@@ -66,15 +58,7 @@ async fn the_default_policy_limits_every_endpoint_per_ip_and_recovers() {
         200
     );
     tokio::time::sleep(Duration::from_secs(retry)).await;
-    assert_eq!(
-        app.http
-            .get(app.url("/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get_status("/jwks.json").await, 200);
 
     // /authorize answers the client with temporarily_unavailable; pages show a page.
     let client = app.confidential_client().await;
@@ -365,18 +349,10 @@ async fn two_instances_on_one_redis_enforce_one_budget() {
     let a = app_with(tune).await;
     let b = app_with(tune).await;
     for app in [&a, &b, &a, &b] {
-        assert_eq!(
-            app.http
-                .get(app.url("/jwks.json"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(app.get_status("/jwks.json").await, 200);
     }
     for app in [&a, &b] {
-        let resp = app.http.get(app.url("/jwks.json")).send().await.unwrap();
+        let resp = app.get_raw("/jwks.json").await;
         assert_limited(&resp, "default");
     }
     let (_, _, health) = a.get_json("/health/ready").await;
@@ -406,20 +382,9 @@ async fn a_redis_outage_degrades_to_local_limits_and_recovers_by_itself() {
     .await;
     // Down: still serving, limits enforced per instance, and said so.
     for _ in 0..3 {
-        assert_eq!(
-            app.http
-                .get(app.url("/jwks.json"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(app.get_status("/jwks.json").await, 200);
     }
-    assert_limited(
-        &app.http.get(app.url("/jwks.json")).send().await.unwrap(),
-        "default",
-    );
+    assert_limited(&app.get_raw("/jwks.json").await, "default");
     let (status, _, health) = app.get_json("/health/ready").await;
     assert_eq!(status, 200);
     assert_eq!(health["status"], "degraded");
@@ -516,7 +481,7 @@ async fn responses_carry_security_headers_and_oversized_requests_are_refused() {
         "{csp}"
     );
     assert!(!csp.contains("unsafe-inline"), "{csp}");
-    let api = app.http.get(app.url("/jwks.json")).send().await.unwrap();
+    let api = app.get_raw("/jwks.json").await;
     assert_eq!(
         api.headers()["content-security-policy"],
         "default-src 'none'; frame-ancestors 'none'"
@@ -597,7 +562,7 @@ async fn hsts_is_sent_when_the_issuer_is_https() {
     let url = crate::common::fresh_database_url(dir.path()).await;
     let settings = crate::common::test_settings(dir.path(), url);
     let app = TestApp::spawn_instance(settings, "https://id.example.com", dir).await;
-    let resp = app.http.get(app.url("/jwks.json")).send().await.unwrap();
+    let resp = app.get_raw("/jwks.json").await;
     assert_eq!(
         resp.headers()["strict-transport-security"],
         "max-age=63072000; includeSubDomains"

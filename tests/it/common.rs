@@ -206,6 +206,16 @@ impl TestApp {
         (status, headers, body)
     }
 
+    /// `GET path` on this server.
+    pub async fn get_raw(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    /// The status of `GET path`.
+    pub async fn get_status(&self, path: &str) -> reqwest::StatusCode {
+        self.get_raw(path).await.status()
+    }
+
     /// Stops the server, waiting for in-flight requests.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -35,6 +35,17 @@ fn claims_of(jwt: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
+/// A relying party that registered `https://rp.example.com/bye` for after logout.
+async fn rp_with_logout_return(app: &TestApp) -> TestClient {
+    app.register_client(ClientRegistration {
+        name: "RP".into(),
+        redirect_uris: vec!["https://rp.example.com/cb".into()],
+        post_logout_redirect_uris: vec!["https://rp.example.com/bye".into()],
+        ..Default::default()
+    })
+    .await
+}
+
 #[derive(Clone, Default)]
 struct Received(Arc<Mutex<Vec<String>>>);
 
@@ -206,14 +217,7 @@ async fn logout_revokes_session_bound_refresh_tokens_but_not_offline_ones() {
 #[tokio::test]
 async fn logout_without_a_hint_asks_for_confirmation() {
     let app = TestApp::spawn().await;
-    let client = app
-        .register_client(ClientRegistration {
-            name: "RP".into(),
-            redirect_uris: vec!["https://rp.example.com/cb".into()],
-            post_logout_redirect_uris: vec!["https://rp.example.com/bye".into()],
-            ..Default::default()
-        })
-        .await;
+    let client = rp_with_logout_return(&app).await;
     let user = app
         .create_user("ada@example.org", "correct horse battery")
         .await;
@@ -352,14 +356,7 @@ async fn cors_answers_only_registered_web_origins_and_never_on_pages() {
 #[tokio::test]
 async fn confirming_a_logout_whose_hint_names_another_user_still_returns_to_the_client() {
     let app = TestApp::spawn().await;
-    let client = app
-        .register_client(ClientRegistration {
-            name: "RP".into(),
-            redirect_uris: vec!["https://rp.example.com/cb".into()],
-            post_logout_redirect_uris: vec!["https://rp.example.com/bye".into()],
-            ..Default::default()
-        })
-        .await;
+    let client = rp_with_logout_return(&app).await;
     let ada = app
         .create_user("ada@example.org", "correct horse battery")
         .await;
