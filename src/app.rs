@@ -40,6 +40,8 @@ pub struct AppState {
     /// For outgoing calls: client JWKS URIs, back-channel logout.
     pub http: reqwest::Client,
     pub metadata: Arc<serde_json::Value>,
+    /// Account email: SMTP or the dev outbox.
+    pub mailer: Arc<dyn crate::mail::Mailer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +141,8 @@ impl Portcullis {
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| StartError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let mailer = crate::mail::from_settings(&settings.mail)
+            .map_err(|e| StartError::Config(e.to_string()))?;
         Ok(Portcullis {
             state: AppState {
                 settings: Arc::new(settings),
@@ -154,6 +158,7 @@ impl Portcullis {
                 metrics: Arc::default(),
                 http: http_client,
                 metadata: Arc::new(metadata),
+                mailer,
             },
         })
     }
@@ -166,7 +171,15 @@ impl Portcullis {
     pub fn endpoint(&self) -> BoxedEndpoint {
         use http::middleware::cors::cors;
         let preflight = || poem::endpoint::make_sync(|_| poem::http::StatusCode::NO_CONTENT);
+        let api = http::api::service(&self.state.settings.issuer);
+        let (spec, docs) = (api.spec_endpoint(), api.swagger_ui());
+        let api = http::api::endpoint(api);
         Route::new()
+            .nest_no_strip("/auth", api.clone())
+            .nest_no_strip("/users", api.clone())
+            .nest_no_strip("/admin", api)
+            .at("/openapi.json", get(spec))
+            .nest("/docs", docs)
             .at(
                 "/.well-known/openid-configuration",
                 get(http::oidc::discovery).options(preflight()).around(cors),
@@ -209,6 +222,22 @@ impl Portcullis {
                 get(http::pages::login_form).post(http::pages::login_submit),
             )
             .at("/consent", post(http::pages::consent_submit))
+            .at(
+                "/register",
+                get(http::account_pages::register_form).post(http::account_pages::register_submit),
+            )
+            .at(
+                "/forgot-password",
+                get(http::account_pages::forgot_form).post(http::account_pages::forgot_submit),
+            )
+            .at(
+                "/reset-password",
+                get(http::account_pages::reset_form).post(http::account_pages::reset_submit),
+            )
+            .at(
+                "/verify-email",
+                get(http::account_pages::verify_form).post(http::account_pages::verify_submit),
+            )
             .at(
                 "/end_session",
                 get(http::logout::end_session).post(http::logout::end_session),

@@ -37,6 +37,7 @@ pub struct Settings {
     pub keys: KeySettings,
     pub password: PasswordSettings,
     pub accounts: AccountSettings,
+    pub mail: MailSettings,
     pub oauth: OAuthSettings,
     pub sessions: SessionSettings,
     pub branding: BrandingSettings,
@@ -98,6 +99,10 @@ pub struct RateLimitSettings {
     pub login_account_ip: Policy,
     /// Sign-in attempts per account from all IPs together: the temporary lockout.
     pub login_account: Policy,
+    /// Account registrations per client IP.
+    pub register_ip: Policy,
+    /// Mails triggered for one address (reset links, verification resends, registrations).
+    pub account_email: Policy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +128,8 @@ impl Default for RateLimitSettings {
             login_ip: p(30, 60),
             login_account_ip: p(5, 300),
             login_account: p(20, 300),
+            register_ip: p(10, 3600),
+            account_email: p(5, 3600),
         }
     }
 }
@@ -312,6 +319,61 @@ pub struct PasswordSettings {
 pub struct AccountSettings {
     /// The roles a user may hold.
     pub roles: Vec<String>,
+    /// The roles a self-registered user starts with.
+    pub default_roles: Vec<String>,
+    /// Whether anyone may create an account (the register page and `POST /auth/register`).
+    pub allow_registration: bool,
+    /// Whether a user must verify the email address before signing in.
+    pub require_verified_email: bool,
+    /// Lifetime of an email verification link.
+    pub verify_email_ttl_secs: u64,
+    /// Lifetime of a password reset link.
+    pub password_reset_ttl_secs: u64,
+}
+
+/// Account email: SMTP when `smtp.host` is set, otherwise the dev outbox (one `.eml` file per
+/// message under `outbox_dir`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSettings {
+    /// The sender of account email, e.g. "Example <no-reply@example.com>".
+    pub from: String,
+    pub outbox_dir: PathBuf,
+    pub smtp: SmtpSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSettings {
+    pub host: Option<String>,
+    pub port: u16,
+    pub username: Option<String>,
+    #[serde(skip_serializing)]
+    pub password: Option<SecretString>,
+    /// "starttls" (required before credentials are sent) or "none" (a relay on localhost only).
+    pub tls: String,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        MailSettings {
+            from: "Portcullis <no-reply@localhost>".into(),
+            outbox_dir: PathBuf::from("data/outbox"),
+            smtp: SmtpSettings::default(),
+        }
+    }
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        SmtpSettings {
+            host: None,
+            port: 587,
+            username: None,
+            password: None,
+            tls: "starttls".into(),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -328,6 +390,7 @@ impl Default for Settings {
             keys: KeySettings::default(),
             password: PasswordSettings::default(),
             accounts: AccountSettings::default(),
+            mail: MailSettings::default(),
             oauth: OAuthSettings::default(),
             sessions: SessionSettings::default(),
             branding: BrandingSettings::default(),
@@ -400,6 +463,11 @@ impl Default for AccountSettings {
     fn default() -> Self {
         AccountSettings {
             roles: vec!["admin".into(), "expert".into(), "user".into()],
+            default_roles: vec!["user".into()],
+            allow_registration: true,
+            require_verified_email: true,
+            verify_email_ttl_secs: 24 * 3600,
+            password_reset_ttl_secs: 30 * 60,
         }
     }
 }
@@ -589,6 +657,50 @@ impl Settings {
                 "accounts.roles",
                 &self.accounts.roles.join(","),
                 "a non-empty list of lowercase names (a-z, 0-9, - and _)",
+            ));
+        }
+        if let Some(bad) = self
+            .accounts
+            .default_roles
+            .iter()
+            .find(|r| !self.accounts.roles.contains(r))
+        {
+            return Err(invalid(
+                "accounts.default_roles",
+                bad,
+                "roles listed in accounts.roles",
+            ));
+        }
+        for (key, secs) in [
+            (
+                "accounts.verify_email_ttl_secs",
+                self.accounts.verify_email_ttl_secs,
+            ),
+            (
+                "accounts.password_reset_ttl_secs",
+                self.accounts.password_reset_ttl_secs,
+            ),
+        ] {
+            if !(60..=30 * 24 * 3600).contains(&secs) {
+                return Err(invalid(
+                    key,
+                    &secs.to_string(),
+                    "between 60 seconds and 30 days",
+                ));
+            }
+        }
+        if !matches!(self.mail.smtp.tls.as_str(), "starttls" | "none") {
+            return Err(invalid(
+                "mail.smtp.tls",
+                &self.mail.smtp.tls,
+                "\"starttls\" or \"none\" (none only for a relay on localhost)",
+            ));
+        }
+        if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "mail.from",
+                &self.mail.from,
+                "a mailbox such as \"Example <no-reply@example.com>\"",
             ));
         }
         if !(5..=600).contains(&self.oauth.code_ttl_secs) {

@@ -18,6 +18,7 @@ pub mod http;
 pub mod keys;
 pub mod limiter;
 pub mod logout;
+pub mod mail;
 pub mod metrics;
 pub mod protocol;
 pub mod random;

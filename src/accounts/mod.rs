@@ -2,6 +2,8 @@
 //! Decides what a valid account value is; never touches HTTP or SQL.
 
 mod password;
+pub mod policy;
+pub mod service;
 
 use std::fmt;
 

@@ -26,6 +26,10 @@ pub enum PasswordError {
     TooShort(usize),
     #[error("the password must be at most {0} characters long")]
     TooLong(usize),
+    #[error("this password is one of the most common passwords; choose another one")]
+    Common,
+    #[error("the password must not be your email address")]
+    SameAsEmail,
     #[error("password hashing failed")]
     Hashing,
 }

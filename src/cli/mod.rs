@@ -1,6 +1,7 @@
 //! The command line: `serve`, `migrate`, and the operator's `client`, `user` and `keys` tools.
 //! Exit status: 0 done, 1 the system failed (database down, ...), 2 the input was refused.
 
+mod audit;
 mod client;
 mod keys;
 mod user;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Inspect and rotate signing keys
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Read the audit trail
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// A command's failure: bad input (exit 2) or a system fault (exit 1).
@@ -167,6 +171,7 @@ async fn run(command: Command, settings: Settings) -> Result<(), CliError> {
         Command::Client(cmd) => client::run(cmd, &settings).await,
         Command::User(cmd) => user::run(cmd, &settings).await,
         Command::Keys(cmd) => keys::run(cmd, settings).await,
+        Command::Audit(cmd) => audit::run(cmd, &settings).await,
     }
 }
 

@@ -35,9 +35,14 @@ pub struct CreateArgs {
     /// Role (repeatable); must be one of accounts.roles (default: admin, expert, user)
     #[arg(long = "role", value_name = "ROLE")]
     roles: Vec<String>,
-    /// Mark the email address as already verified
-    #[arg(long)]
+    /// Mark the email address as already verified (the default for users an operator
+    /// creates; kept for scripts)
+    #[arg(long, conflicts_with = "unverified")]
     verified: bool,
+    /// Leave the email address unverified: with accounts.require_verified_email the user
+    /// must confirm it (ask for a link on the sign-in page) before signing in
+    #[arg(long)]
+    unverified: bool,
     /// Read the password from standard input (one line)
     #[arg(long, required = true)]
     password_stdin: bool,
@@ -142,7 +147,7 @@ async fn create(args: CreateArgs, settings: &Settings) -> Result<(), CliError> {
     let user = User {
         id: Uuid::new_v4(),
         email: email.as_str().to_string(),
-        email_verified: args.verified,
+        email_verified: args.verified || !args.unverified,
         name,
         password_hash: Some(hash),
         roles,

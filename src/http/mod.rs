@@ -1,6 +1,8 @@
 //! HTTP adapters: parse the request, call the decision, shape the answer. One module per
 //! endpoint family; no protocol rule lives here.
 
+pub mod account_pages;
+pub mod api;
 pub mod health;
 pub mod logout;
 pub mod middleware;

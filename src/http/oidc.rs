@@ -10,7 +10,7 @@ use super::{json_response, read_form};
 use crate::app::AppState;
 use crate::protocol::claims::user_claims;
 use crate::protocol::error::{ErrorCode, OAuthError};
-use crate::protocol::tokens::check_access_token;
+use crate::protocol::tokens::{check_access_token, AccessClaims};
 
 /// OpenID Connect Discovery 1.0 §4 and RFC 8414 §3 serve the same metadata.
 #[handler]
@@ -51,6 +51,30 @@ fn bearer_error(error: OAuthError) -> Response {
 
 fn invalid_token(description: &str) -> Response {
     bearer_error(OAuthError::new(ErrorCode::InvalidToken, description))
+}
+
+/// Checks a bearer access token: signature, the RFC 9068 §4 claims and the deny-list.
+pub async fn check_bearer(state: &AppState, token: &str) -> Result<AccessClaims, OAuthError> {
+    let invalid = |d: &str| OAuthError::new(ErrorCode::InvalidToken, d);
+    let Ok((payload, header, _)) = state.keys.ring().verify(token) else {
+        return Err(invalid("the access token is invalid"));
+    };
+    let claims = check_access_token(
+        header.token_type(),
+        &payload,
+        &state.settings.issuer,
+        state.settings.access_token_audience(),
+        state.clock.now(),
+    )
+    .map_err(|reason| invalid(&format!("the access token is {reason}")))?;
+    match state.deny.is_denied(&claims.jti).await {
+        Ok(false) => Ok(claims),
+        Ok(true) => Err(invalid("the access token was revoked")),
+        Err(e) => {
+            tracing::error!(error = %e, "deny-list lookup failed");
+            Err(OAuthError::server_error())
+        }
+    }
 }
 
 /// `GET|POST /userinfo` (OIDC Core §5.3). The bearer token comes in the `Authorization`
@@ -97,28 +121,10 @@ pub async fn userinfo(req: &Request, body: Body, state: Data<&AppState>) -> Resp
         (None, None) => return invalid_token("no access token was sent"),
     };
 
-    let Ok((payload, header, _)) = state.keys.ring().verify(&token) else {
-        return invalid_token("the access token is invalid");
-    };
-    let now = state.clock.now();
-    let claims = match check_access_token(
-        header.token_type(),
-        &payload,
-        &state.settings.issuer,
-        state.settings.access_token_audience(),
-        now,
-    ) {
+    let claims = match check_bearer(state, &token).await {
         Ok(c) => c,
-        Err(reason) => return invalid_token(&format!("the access token is {reason}")),
+        Err(e) => return bearer_error(e),
     };
-    match state.deny.is_denied(&claims.jti).await {
-        Ok(false) => {}
-        Ok(true) => return invalid_token("the access token was revoked"),
-        Err(e) => {
-            tracing::error!(error = %e, "deny-list lookup failed");
-            return bearer_error(OAuthError::server_error());
-        }
-    }
     if !claims.scope.contains("openid") {
         return bearer_error(OAuthError::new(
             ErrorCode::InsufficientScope,

@@ -6,23 +6,23 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, IntoResponse, Request, Response};
 
-use crate::accounts::Email;
+use crate::accounts::service::{self, AccountError};
 use crate::app::AppState;
 use crate::config::BrandingSettings;
+use crate::http::middleware::rate_limit::too_many_page;
 use crate::http::middleware::request_id::RequestId;
 use crate::http::{oauth, read_form, session};
 use crate::protocol::claims::describe_scope;
 use crate::protocol::params::Params;
 use crate::protocol::scope::Scope;
-use crate::store::{AuditEvent, User};
+use crate::store::User;
 
 /// The one inline script of any page (form_post's auto-submit); the CSP allows it by hash.
 pub const FORM_POST_SCRIPT: &str = "document.forms[0].submit()";
 
 const STYLESHEET: &str = include_str!("../../templates/static/portcullis.css");
 
-/// The one message for every failed sign-in: nothing tells which part was wrong.
-pub const LOGIN_FAILED: &str = "Incorrect email or password.";
+pub use crate::accounts::service::LOGIN_FAILED;
 
 #[derive(Debug, Clone)]
 pub struct Brand {
@@ -50,6 +50,7 @@ pub struct LoginPage {
     pub username: String,
     pub error: Option<String>,
     pub client_name: Option<String>,
+    pub allow_registration: bool,
 }
 
 pub struct ScopeLine {
@@ -165,6 +166,7 @@ pub fn login_page(
         username: username.to_string(),
         error: error.map(str::to_string),
         client_name,
+        allow_registration: state.settings.accounts.allow_registration,
     };
     let status = if error.is_some() {
         StatusCode::UNAUTHORIZED
@@ -239,55 +241,28 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
     let password = form.get("password").unwrap_or("");
 
     // Counted before the hash is checked, atomically, so parallel guesses cannot slip past
-    // (cf. GHSA-7h8m-vrxx-vr4m).
-    let account_keys = match throttle_login(state, req, &username).await {
-        Ok(keys) => keys,
-        Err(resp) => return resp,
+    // (cf. GHSA-7h8m-vrxx-vr4m); the same rules as `POST /auth/login`.
+    let meta = crate::http::api::meta_of(req);
+    let user = match service::sign_in(state, &meta, &username, password).await {
+        Ok(user) => user,
+        Err(AccountError::Throttled {
+            name,
+            policy,
+            decision,
+        }) => return too_many_page(state, req, name, policy, &decision),
+        Err(e) => {
+            let message = match e {
+                AccountError::EmailNotVerified => {
+                    "Verify your email address first: follow the link we sent you. \
+                     No mail? Ask for a new link below."
+                }
+                AccountError::InvalidCredentials => LOGIN_FAILED,
+                _ => "Something went wrong. Please try again in a moment.",
+            };
+            let client_name = oauth::client_name_for(state, return_to).await;
+            return login_page(state, req, return_to, &username, Some(message), client_name);
+        }
     };
-    let user = match Email::parse(&username) {
-        Ok(email) => state
-            .store
-            .find_user_by_email(&User::email_key(email.as_str()))
-            .await
-            .ok()
-            .flatten(),
-        Err(_) => None,
-    };
-    let usable = user.filter(|u| !u.disabled && u.deleted_at.is_none());
-    let hash = usable.as_ref().and_then(|u| u.password_hash.as_deref());
-    // The hash is checked even for unknown accounts, so timing says nothing either.
-    let started = std::time::Instant::now();
-    let ok = state.passwords.verify_or_dummy(password, hash).await && hash.is_some();
-    state.metrics.observe(
-        "portcullis_password_hash_duration_seconds",
-        &[("op", "verify")],
-        started.elapsed(),
-    );
-    let now = state.clock.now();
-    let Some(user) = usable.filter(|_| ok) else {
-        let mut event = AuditEvent::new("login.failed", now);
-        event.ip = crate::http::middleware::rate_limit::client_ip(req).map(|ip| ip.to_string());
-        let _ = state.store.record_audit(&event).await;
-        state
-            .metrics
-            .count("portcullis_logins_total", &[("result", "failure")]);
-        slow_down(state, &account_keys).await;
-        let client_name = oauth::client_name_for(state, return_to).await;
-        return login_page(
-            state,
-            req,
-            return_to,
-            &username,
-            Some(LOGIN_FAILED),
-            client_name,
-        );
-    };
-    state
-        .metrics
-        .count("portcullis_logins_total", &[("result", "success")]);
-    for (key, _) in &account_keys {
-        state.limiter.reset(key).await;
-    }
     let (session, cookie) = match session::start(state, req, &user, &["pwd"]).await {
         Ok(started) => started,
         Err(e) => {
@@ -301,7 +276,7 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
             );
         }
     };
-    let mut event = AuditEvent::new("login.succeeded", now);
+    let mut event = service::audit_event(state, "login.succeeded", &meta);
     event.subject = Some(user.id.to_string());
     event.detail = serde_json::json!({"sid": session.sid});
     let _ = state.store.record_audit(&event).await;
@@ -320,72 +295,6 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
         .header("set-cookie", cookie)
         .header("cache-control", "no-store")
         .finish()
-}
-
-/// Counts a sign-in attempt per IP, per account from this IP, and per account in all. The
-/// per-account-and-IP budget is below the per-account one, so one IP alone cannot lock a
-/// victim out. Returns the account keys (to reset on success) and their last decisions.
-async fn throttle_login(
-    state: &AppState,
-    req: &Request,
-    username: &str,
-) -> Result<Vec<(String, crate::limiter::Decision)>, Response> {
-    use crate::http::middleware::rate_limit::{client_ip, too_many_page};
-    let limits = &state.settings.rate_limits;
-    if !limits.enabled {
-        return Ok(vec![]);
-    }
-    let ip = client_ip(req).map(|i| i.to_string()).unwrap_or_default();
-    let d = state
-        .limiter
-        .hit(&format!("login-ip:{ip}"), limits.login_ip)
-        .await;
-    if !d.allowed {
-        return Err(too_many_page(state, req, "login_ip", limits.login_ip, &d));
-    }
-    let Ok(email) = Email::parse(username) else {
-        return Ok(vec![]);
-    };
-    let account = User::email_key(email.as_str());
-    let mut keys = Vec::new();
-    for (name, key, policy) in [
-        (
-            "login_account_ip",
-            format!("login-acct-ip:{account}:{ip}"),
-            limits.login_account_ip,
-        ),
-        (
-            "login_account",
-            format!("login-acct:{account}"),
-            limits.login_account,
-        ),
-    ] {
-        let d = state.limiter.hit(&key, policy).await;
-        if !d.allowed {
-            let mut event = AuditEvent::new("login.throttled", state.clock.now());
-            event.ip = Some(ip.clone());
-            event.detail = serde_json::json!({"policy": name});
-            let _ = state.store.record_audit(&event).await;
-            state
-                .metrics
-                .count("portcullis_logins_total", &[("result", "throttled")]);
-            return Err(too_many_page(state, req, name, policy, &d));
-        }
-        keys.push((key, d));
-    }
-    Ok(keys)
-}
-
-/// Progressive delay: once half of the per-account-and-IP budget is spent, each failure
-/// answers a little later (250 ms doubling, at most 4 s).
-async fn slow_down(state: &AppState, keys: &[(String, crate::limiter::Decision)]) {
-    let Some((_, d)) = keys.first() else { return };
-    let half = state.settings.rate_limits.login_account_ip.limit / 2;
-    if d.remaining < half {
-        let steps = (half - d.remaining).min(4);
-        let ms = (250u64 << steps).min(4000);
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    }
 }
 
 /// `POST /consent`: records an allow (then resumes the request) or answers `access_denied`.

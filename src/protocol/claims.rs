@@ -6,10 +6,10 @@ use crate::protocol::scope::Scope;
 use crate::store::User;
 
 /// Scopes this provider understands.
-pub const SCOPES_SUPPORTED: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+pub const SCOPES_SUPPORTED: [&str; 5] = ["openid", "profile", "email", "offline_access", "roles"];
 
 /// Every claim that can appear in an ID token or a userinfo response.
-pub const CLAIMS_SUPPORTED: [&str; 15] = [
+pub const CLAIMS_SUPPORTED: [&str; 16] = [
     "sub",
     "iss",
     "aud",
@@ -25,6 +25,7 @@ pub const CLAIMS_SUPPORTED: [&str; 15] = [
     "updated_at",
     "email",
     "email_verified",
+    "roles",
 ];
 
 /// The user's claims that `scope` releases; `sub` always.
@@ -40,6 +41,9 @@ pub fn user_claims(user: &User, scope: &Scope) -> Map<String, Value> {
     if scope.contains("email") {
         claims.insert("email".into(), json!(user.email));
         claims.insert("email_verified".into(), json!(user.email_verified));
+    }
+    if scope.contains("roles") {
+        claims.insert("roles".into(), json!(user.roles));
     }
     claims
 }

@@ -45,8 +45,11 @@ pub fn access_token_claims(grant: &Grant, audience: &str, ttl: i64, jti: &str) -
     m.insert("iat".into(), json!(grant.now));
     m.insert("exp".into(), json!(grant.now + ttl));
     m.insert("jti".into(), json!(jti));
-    if grant.user.is_some() {
+    if let Some(user) = grant.user {
         m.insert("auth_time".into(), json!(grant.auth_time));
+        // The user's roles, for resource servers' authorization (RFC 9068 §2.2.3.1 lists
+        // `roles` among the claims an access token may carry).
+        m.insert("roles".into(), json!(user.roles));
     }
     payload(m)
 }

@@ -5,6 +5,7 @@
 mod model;
 pub mod postgres;
 mod sql;
+mod sql_accounts;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -96,8 +97,8 @@ pub trait KeyStore: Send + Sync {
     /// over for them); returns how many.
     async fn clear_sealed_successors(&self, used_before: Timestamp, batch: u32)
         -> StoreResult<u64>;
-    /// Deletes expired codes, sessions, refresh tokens of dead families, deny-list entries and
-    /// assertion ids, at most `batch` rows per table; returns how many rows went.
+    /// Deletes expired codes, sessions, refresh tokens of dead families, deny-list entries,
+    /// spent or expired mailed tokens and assertion ids, at most `batch` rows per table; returns how many rows went.
     async fn purge_expired(&self, now: Timestamp, batch: u32) -> StoreResult<u64>;
     /// Deletes one retired key at once (emergency: a compromised key leaves the JWKS now).
     /// Returns false if no retired key has that id.
@@ -204,9 +205,60 @@ pub trait RefreshStore: Send + Sync {
     ) -> StoreResult<bool>;
 }
 
+/// Account life cycle: profile updates, soft delete, single-use mailed tokens, audit queries.
+/// Each method that changes more than one row is one transaction.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Writes name, roles, flags and password hash of a live user; false if it is gone.
+    async fn update_user(&self, user: &User) -> StoreResult<bool>;
+    /// One page of live users and the number of live users matching the filter.
+    async fn search_users(&self, query: &UserQuery) -> StoreResult<(Vec<User>, u64)>;
+    /// Marks the user deleted (the row and its email stay, so the address cannot be taken
+    /// over), revokes its sessions and refresh tokens and spends its mailed tokens. Returns
+    /// the access-token ids to deny, or `None` if no live user has that id.
+    async fn soft_delete_user(&self, id: Uuid, now: Timestamp) -> StoreResult<Option<Vec<String>>>;
+    /// Stores a new password hash and revokes every session and refresh token of the user in
+    /// the same transaction; returns the access-token ids to deny (`None`: no live user).
+    async fn set_password(
+        &self,
+        id: Uuid,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<Vec<String>>>;
+    /// Revokes every session and refresh token of the user (a disabled account); returns the
+    /// access-token ids to deny.
+    async fn sign_out_everywhere(&self, id: Uuid, now: Timestamp) -> StoreResult<Vec<String>>;
+    /// Replaces the password hash only if it is still `old_hash` (a transparent upgrade of the
+    /// hashing cost must never undo a password change made meanwhile).
+    async fn rehash_password(&self, id: Uuid, old_hash: &str, new_hash: &str) -> StoreResult<bool>;
+    async fn create_account_token(&self, token: &AccountToken) -> StoreResult<()>;
+    /// The token, if it exists with that purpose, unused and unexpired.
+    async fn get_account_token(
+        &self,
+        token_hash: &str,
+        purpose: TokenPurpose,
+        now: Timestamp,
+    ) -> StoreResult<Option<AccountToken>>;
+    /// Spends a reset token and sets the new password, revoking sessions and refresh tokens,
+    /// all in one transaction; `None` (nothing written) if the token was spent or expired
+    /// meanwhile. Every other reset token of the user is spent too.
+    async fn reset_password(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<(Uuid, Vec<String>)>>;
+    /// Spends a verification token and marks the address verified if it is still the
+    /// user's; returns the user id, or `None` if the token was spent or expired.
+    async fn verify_email(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Uuid>>;
+    /// Audit events matching the query, newest first.
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+}
+
 #[async_trait]
 pub trait Store:
     ClientStore
+    + AccountStore
     + UserStore
     + KeyStore
     + AuditStore

@@ -154,6 +154,9 @@ pub struct AuditEvent {
     pub subject: Option<String>,
     pub client_id: Option<String>,
     pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// The request id (`x-request-id`) of the request that caused it.
+    pub trace_id: Option<String>,
     /// A JSON object; never a secret.
     pub detail: serde_json::Value,
 }
@@ -168,6 +171,8 @@ impl AuditEvent {
             subject: None,
             client_id: None,
             ip: None,
+            user_agent: None,
+            trace_id: None,
             detail: serde_json::json!({}),
         }
     }
@@ -243,4 +248,55 @@ pub struct RefreshToken {
     /// The successor's value sealed under the master key, during the grace window only.
     pub successor_sealed: Option<Vec<u8>>,
     pub reuse_count: i64,
+}
+
+/// What a single-use account token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    VerifyEmail,
+    PasswordReset,
+}
+
+impl TokenPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenPurpose::VerifyEmail => "verify_email",
+            TokenPurpose::PasswordReset => "password_reset",
+        }
+    }
+}
+
+/// A mailed link's token: only its SHA-256 hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountToken {
+    pub token_hash: String,
+    pub purpose: TokenPurpose,
+    pub user_id: Uuid,
+    /// The address the link was sent to.
+    pub email: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+}
+
+/// A page of the user list, newest last; deleted users are never listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserQuery {
+    /// Part of the email address, any case.
+    pub email_contains: Option<String>,
+    pub role: Option<String>,
+    pub offset: u64,
+    pub limit: u32,
+}
+
+/// A page of audit events, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// The user the events are about (or caused by).
+    pub user: Option<String>,
+    pub kind: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub offset: u64,
+    pub limit: u32,
 }

@@ -6,6 +6,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
 
 use super::sql::impl_sql_store;
+use super::sql_accounts::impl_sql_account_store;
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -25,3 +26,4 @@ impl PostgresStore {
 }
 
 impl_sql_store!(PostgresStore, Postgres, "postgres");
+impl_sql_account_store!(PostgresStore, Postgres);

@@ -213,6 +213,8 @@ macro_rules! impl_sql_store {
                 subject: row.try_get("subject")?,
                 client_id: row.try_get("client_id")?,
                 ip: row.try_get("ip")?,
+                user_agent: row.try_get("user_agent")?,
+                trace_id: row.try_get("trace_id")?,
                 detail: serde_json::from_str(&detail)
                     .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
             })
@@ -467,6 +469,9 @@ macro_rules! impl_sql_store {
                      (SELECT jti FROM revoked_access_tokens WHERE expires_at < $1 LIMIT $2)",
                     "DELETE FROM client_assertion_jtis WHERE (client_id, jti) IN \
                      (SELECT client_id, jti FROM client_assertion_jtis WHERE expires_at < $1 LIMIT $2)",
+                    "DELETE FROM account_tokens WHERE token_hash IN \
+                     (SELECT token_hash FROM account_tokens \
+                      WHERE expires_at < $1 OR used_at IS NOT NULL LIMIT $2)",
                 ];
                 let mut removed = 0;
                 for sql in statements {
@@ -499,8 +504,8 @@ macro_rules! impl_sql_store {
         impl AuditStore for $store {
             async fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO audit_events (id, at, kind, actor, subject, client_id, ip, detail) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO audit_events (id, at, kind, actor, subject, client_id, ip, detail, \
+                     user_agent, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(e.id)
                 .bind(e.at)
@@ -510,6 +515,8 @@ macro_rules! impl_sql_store {
                 .bind(&e.client_id)
                 .bind(&e.ip)
                 .bind(e.detail.to_string())
+                .bind(&e.user_agent)
+                .bind(&e.trace_id)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -517,8 +524,8 @@ macro_rules! impl_sql_store {
 
             async fn recent_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>> {
                 let rows = sqlx::query(
-                    "SELECT id, at, kind, actor, subject, client_id, ip, detail \
-                     FROM audit_events ORDER BY at DESC, id DESC LIMIT $1",
+                    "SELECT id, at, kind, actor, subject, client_id, ip, detail, user_agent, \
+                     trace_id FROM audit_events ORDER BY at DESC, id DESC LIMIT $1",
                 )
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)

@@ -7,6 +7,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool};
 
 use super::sql::impl_sql_store;
+use super::sql_accounts::impl_sql_account_store;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -38,3 +39,4 @@ impl SqliteStore {
 }
 
 impl_sql_store!(SqliteStore, Sqlite, "sqlite");
+impl_sql_account_store!(SqliteStore, Sqlite);

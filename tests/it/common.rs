@@ -79,6 +79,7 @@ pub fn test_settings(dir: &Path, database_url: String) -> Settings {
     // Tests share one Redis: each app gets its own keys.
     s.redis.namespace = format!("pc-test-{}", uuid::Uuid::new_v4().simple());
     s.management.listen = "127.0.0.1:0".into();
+    s.mail.outbox_dir = dir.join("outbox");
     // Cheap hashing keeps the suite fast; production parameters are tested in unit tests.
     s.password.memory_kib = 64;
     s.password.iterations = 1;

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use portcullis::store::{
-    self, AuditEvent, AuthorizationCode, BrowserSession, Client, KeyState, RefreshToken,
-    SigningKeyRecord, Store, StoreError, User,
+    self, AccountToken, AuditEvent, AuditQuery, AuthorizationCode, BrowserSession, Client,
+    KeyState, RefreshToken, SigningKeyRecord, Store, StoreError, TokenPurpose, User, UserQuery,
 };
 use uuid::Uuid;
 
@@ -536,6 +536,9 @@ macro_rules! contract_suite {
                 sessions_consents_and_the_deny_list,
                 the_janitor_deletes_only_what_has_expired_in_batches,
                 a_lease_has_one_holder_until_it_expires,
+                mailed_tokens_are_single_use_and_a_reset_is_one_transaction,
+                users_are_searched_updated_and_soft_deleted,
+                audit_queries_filter_and_page,
             );
         }
     };
@@ -549,6 +552,270 @@ macro_rules! contract_suite {
             }
         )*
     };
+}
+
+fn account_token(value: &str, purpose: TokenPurpose, user: &User, expires_at: i64) -> AccountToken {
+    AccountToken {
+        token_hash: format!("hash-{value}"),
+        purpose,
+        user_id: user.id,
+        email: user.email.clone(),
+        created_at: 100,
+        expires_at,
+        used_at: None,
+    }
+}
+
+async fn mailed_tokens_are_single_use_and_a_reset_is_one_transaction(store: Arc<dyn Store>) {
+    let ada = user("ada@example.com");
+    store.create_user(&ada).await.unwrap();
+    store.create_client(&client("app")).await.unwrap();
+    store
+        .create_refresh_token(&refresh(
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            "r1",
+            "app",
+            ada.id,
+            "openid",
+        ))
+        .await
+        .unwrap();
+    let reset = account_token("reset", TokenPurpose::PasswordReset, &ada, 1000);
+    let other_reset = account_token("reset2", TokenPurpose::PasswordReset, &ada, 1000);
+    let verify = account_token("verify", TokenPurpose::VerifyEmail, &ada, 1000);
+    for t in [&reset, &other_reset, &verify] {
+        store.create_account_token(t).await.unwrap();
+    }
+    // A token answers only for its purpose and while it is live.
+    assert!(store
+        .get_account_token("hash-reset", TokenPurpose::VerifyEmail, 200)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .get_account_token("hash-reset", TokenPurpose::PasswordReset, 200)
+            .await
+            .unwrap(),
+        Some(reset.clone())
+    );
+    assert!(store
+        .get_account_token("hash-reset", TokenPurpose::PasswordReset, 1000)
+        .await
+        .unwrap()
+        .is_none());
+    // Two resets race: one wins, the other writes nothing.
+    let (a, b) = tokio::join!(
+        store.reset_password("hash-reset", "new-hash-a", 300),
+        store.reset_password("hash-reset", "new-hash-b", 300)
+    );
+    let winners: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1);
+    assert_eq!(winners[0].0, ada.id);
+    assert_eq!(winners[0].1, vec!["jti-r1".to_string()]);
+    let after = store.get_user(ada.id).await.unwrap().unwrap();
+    assert!(after
+        .password_hash
+        .as_deref()
+        .unwrap()
+        .starts_with("new-hash-"));
+    assert!(store
+        .get_refresh_token("r1")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    // The user's other reset link died with it; the verification link did not.
+    assert!(store
+        .reset_password("hash-reset2", "x", 300)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get_account_token("hash-verify", TokenPurpose::VerifyEmail, 300)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store.verify_email("hash-verify", 300).await.unwrap(),
+        Some(ada.id)
+    );
+    assert_eq!(store.verify_email("hash-verify", 300).await.unwrap(), None);
+    assert!(
+        store
+            .get_user(ada.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .email_verified
+    );
+    // Expired tokens do nothing; the janitor removes spent and expired ones.
+    let late = account_token("late", TokenPurpose::VerifyEmail, &ada, 400);
+    store.create_account_token(&late).await.unwrap();
+    assert_eq!(store.verify_email("hash-late", 400).await.unwrap(), None);
+    assert!(store.purge_expired(500, 100).await.unwrap() >= 4);
+    assert!(store
+        .reset_password("hash-reset", "y", 300)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn users_are_searched_updated_and_soft_deleted(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for (i, email) in ["ada@example.com", "Bob@Example.org", "cy_d@example.com"]
+        .iter()
+        .enumerate()
+    {
+        let mut u = user(email);
+        u.created_at = 100 + i as i64;
+        if i == 1 {
+            u.roles = vec!["admin".into()];
+        }
+        store.create_user(&u).await.unwrap();
+        ids.push(u);
+    }
+    let page = |email: Option<&str>, role: Option<&str>, offset, limit| UserQuery {
+        email_contains: email.map(str::to_string),
+        role: role.map(str::to_string),
+        offset,
+        limit,
+    };
+    let (all, total) = store.search_users(&page(None, None, 0, 2)).await.unwrap();
+    assert_eq!((all.len(), total), (2, 3));
+    assert_eq!(all[0].email, "ada@example.com");
+    let (rest, _) = store.search_users(&page(None, None, 2, 2)).await.unwrap();
+    assert_eq!(rest[0].email, "cy_d@example.com");
+    let (found, total) = store
+        .search_users(&page(Some("EXAMPLE.ORG"), None, 0, 10))
+        .await
+        .unwrap();
+    assert_eq!((found[0].email.as_str(), total), ("Bob@Example.org", 1));
+    // `_` and `%` are matched literally.
+    let (found, total) = store
+        .search_users(&page(Some("y_"), None, 0, 10))
+        .await
+        .unwrap();
+    assert_eq!((found.len(), total), (1, 1));
+    let (_, total) = store
+        .search_users(&page(Some("%"), None, 0, 10))
+        .await
+        .unwrap();
+    assert_eq!(total, 0);
+    let (admins, _) = store
+        .search_users(&page(None, Some("admin"), 0, 10))
+        .await
+        .unwrap();
+    assert_eq!(admins.len(), 1);
+    let (experts, _) = store
+        .search_users(&page(None, Some("exper"), 0, 10))
+        .await
+        .unwrap();
+    assert!(experts.is_empty(), "roles match whole names only");
+
+    let mut ada = ids[0].clone();
+    ada.name = Some("Ada L.".into());
+    ada.roles = vec!["expert".into()];
+    ada.updated_at = 200;
+    assert!(store.update_user(&ada).await.unwrap());
+    assert_eq!(store.get_user(ada.id).await.unwrap().unwrap(), ada);
+    assert!(store
+        .rehash_password(ada.id, "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA", "h2")
+        .await
+        .unwrap());
+    assert!(!store.rehash_password(ada.id, "stale", "h3").await.unwrap());
+
+    store.create_client(&client("app")).await.unwrap();
+    store
+        .create_refresh_token(&refresh(
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            "r1",
+            "app",
+            ada.id,
+            "openid",
+        ))
+        .await
+        .unwrap();
+    let jtis = store.soft_delete_user(ada.id, 300).await.unwrap();
+    assert_eq!(jtis, Some(vec!["jti-r1".to_string()]));
+    assert_eq!(store.soft_delete_user(ada.id, 301).await.unwrap(), None);
+    let gone = store.get_user(ada.id).await.unwrap().unwrap();
+    assert_eq!(gone.deleted_at, Some(300));
+    assert!(
+        !store.update_user(&ada).await.unwrap(),
+        "a deleted user cannot be updated"
+    );
+    let (_, total) = store.search_users(&page(None, None, 0, 10)).await.unwrap();
+    assert_eq!(total, 2);
+    // The address stays taken.
+    assert!(matches!(
+        store.create_user(&user("ADA@example.com")).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn audit_queries_filter_and_page(store: Arc<dyn Store>) {
+    for (i, (kind, subject)) in [
+        ("login.failed", None),
+        ("login.succeeded", Some("u1")),
+        ("user.deleted", Some("u2")),
+        ("login.succeeded", Some("u2")),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut e = AuditEvent::new(kind, 100 + i as i64);
+        e.subject = subject.map(str::to_string);
+        e.user_agent = Some("curl/8".into());
+        e.trace_id = Some(format!("trace-{i}"));
+        store.record_audit(&e).await.unwrap();
+    }
+    let q = |user: Option<&str>, kind: Option<&str>, since, until| AuditQuery {
+        user: user.map(str::to_string),
+        kind: kind.map(str::to_string),
+        since,
+        until,
+        offset: 0,
+        limit: 10,
+    };
+    let all = store.query_audit(&q(None, None, None, None)).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].trace_id.as_deref(), Some("trace-3"));
+    assert_eq!(all[0].user_agent.as_deref(), Some("curl/8"));
+    assert_eq!(
+        store
+            .query_audit(&q(Some("u2"), None, None, None))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store
+            .query_audit(&q(None, Some("login.succeeded"), None, None))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store
+            .query_audit(&q(None, None, Some(101), Some(102)))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let second_page = AuditQuery {
+        offset: 3,
+        ..q(None, None, None, None)
+    };
+    let last = store.query_audit(&second_page).await.unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].kind, "login.failed");
 }
 
 async fn migrations_can_be_applied_again(store: Arc<dyn Store>) {

@@ -58,6 +58,7 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> 
     }
     let route = route_label(req.uri().path());
     let started = std::time::Instant::now();
+    let is_docs = req.uri().path() == "/docs";
     let timeout = Duration::from_secs(limits.request_timeout_secs);
     let mut resp = match tokio::time::timeout(timeout, next.call(req)).await {
         Ok(Ok(r)) => r.into_response(),
@@ -85,13 +86,16 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> 
     if status == StatusCode::TOO_MANY_REQUESTS {
         m.count("portcullis_rate_limit_rejections_total", &[]);
     }
-    secure_headers(&state, &mut resp);
+    secure_headers(&state, &mut resp, is_docs);
     Ok(resp)
 }
 
 /// The route a path belongs to, for metrics; anything unknown is "other".
 fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 16] = [
+    if path.starts_with("/users/") {
+        return "/users/{id}";
+    }
+    const ROUTES: [&str; 33] = [
         "/.well-known/openid-configuration",
         "/.well-known/oauth-authorization-server",
         "/jwks.json",
@@ -108,6 +112,23 @@ fn route_label(path: &str) -> &'static str {
         "/health/ready",
         "/metrics",
         "/",
+        "/register",
+        "/forgot-password",
+        "/reset-password",
+        "/verify-email",
+        "/auth/register",
+        "/auth/login",
+        "/auth/refresh",
+        "/auth/logout",
+        "/auth/me",
+        "/auth/change-password",
+        "/auth/password-reset/request",
+        "/auth/password-reset/confirm",
+        "/auth/verify-email",
+        "/auth/verify-email/resend",
+        "/users",
+        "/admin/audit",
+        "/openapi.json",
     ];
     ROUTES
         .iter()
@@ -116,7 +137,13 @@ fn route_label(path: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-fn secure_headers(state: &AppState, resp: &mut Response) {
+/// Swagger UI (`/docs`) is one page of inline script and style from the poem-openapi crate;
+/// it gets its own policy, still without any outside origin.
+const DOCS_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+    frame-ancestors 'none'; base-uri 'none'";
+
+fn secure_headers(state: &AppState, resp: &mut Response, is_docs: bool) {
     let h = resp.headers_mut();
     h.insert(
         "x-content-type-options",
@@ -133,7 +160,9 @@ fn secure_headers(state: &AppState, resp: &mut Response) {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/html"));
-    let policy = if is_html {
+    let policy = if is_html && is_docs {
+        DOCS_CSP
+    } else if is_html {
         state.page_csp.as_str()
     } else {
         "default-src 'none'; frame-ancestors 'none'"

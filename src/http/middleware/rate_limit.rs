@@ -77,8 +77,12 @@ pub fn client_ip(req: &Request) -> Option<IpAddr> {
     req.extensions().get::<ClientIp>().map(|c| c.0)
 }
 
-const PAGES: [&str; 4] = [
+const PAGES: [&str; 8] = [
     "/login",
+    "/register",
+    "/forgot-password",
+    "/reset-password",
+    "/verify-email",
     "/consent",
     "/end_session",
     "/static/portcullis.css",
@@ -106,6 +110,26 @@ pub async fn default_limit<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Re
     }
     if PAGES.contains(&path.as_str()) {
         return Ok(too_many_page(&state, &req, "default", policy, &d));
+    }
+    if ["/auth/", "/users", "/admin/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+    {
+        // The account API's error shape.
+        let trace = crate::http::api::Trace(
+            req.extensions()
+                .get::<crate::http::middleware::request_id::RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
+        );
+        let e = crate::accounts::service::AccountError::Throttled {
+            name: "default",
+            policy,
+            decision: d,
+        };
+        let mut resp = crate::http::api::ApiError::from_account(e, &trace).into_response();
+        add_headers(&mut resp, "default", policy, &d);
+        return Ok(resp);
     }
     Ok(too_many_json("default", policy, &d))
 }

@@ -1,0 +1,383 @@
+//! The account statements shared by both adapters (see `sql.rs` for why one SQL body serves
+//! both dialects). Instantiated next to `impl_sql_store!`, whose row readers it reuses.
+
+/// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.
+pub(super) fn like_escape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+macro_rules! impl_sql_account_store {
+    ($store:ty, $db:ty) => {
+        use $crate::store::sql_accounts::like_escape;
+        use $crate::store::{AccountStore, AccountToken, AuditQuery, TokenPurpose, UserQuery};
+
+        type DbConnection = <$db as sqlx::Database>::Connection;
+
+        fn account_token_from_row(row: &DbRow) -> StoreResult<AccountToken> {
+            let purpose: String = row.try_get("purpose")?;
+            Ok(AccountToken {
+                token_hash: row.try_get("token_hash")?,
+                purpose: match purpose.as_str() {
+                    "verify_email" => TokenPurpose::VerifyEmail,
+                    "password_reset" => TokenPurpose::PasswordReset,
+                    other => return Err(StoreError::Corrupt(format!("token purpose {other:?}"))),
+                },
+                user_id: row.try_get("user_id")?,
+                email: row.try_get("email")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+                used_at: row.try_get("used_at")?,
+            })
+        }
+
+        /// Revokes every session and refresh token of a user; returns the ids of the access
+        /// tokens issued with them or with the user's codes (to deny until they expire).
+        async fn revoke_user_grants(
+            conn: &mut DbConnection,
+            user_id: Uuid,
+            now: Timestamp,
+        ) -> StoreResult<Vec<String>> {
+            sqlx::query(
+                "UPDATE browser_sessions SET revoked_at = $1 \
+                 WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+            let mut jtis: Vec<String> = sqlx::query_scalar(
+                "UPDATE refresh_tokens SET revoked_at = $1, successor_sealed = NULL \
+                 WHERE user_id = $2 AND revoked_at IS NULL AND access_token_jti IS NOT NULL \
+                 RETURNING access_token_jti",
+            )
+            .bind(now)
+            .bind(user_id)
+            .fetch_all(&mut *conn)
+            .await?;
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1, successor_sealed = NULL \
+                 WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+            let from_codes: Vec<String> = sqlx::query_scalar(
+                "SELECT access_token_jti FROM authorization_codes \
+                 WHERE user_id = $1 AND access_token_jti IS NOT NULL",
+            )
+            .bind(user_id)
+            .fetch_all(&mut *conn)
+            .await?;
+            jtis.extend(from_codes);
+            Ok(jtis)
+        }
+
+        /// Spends every unused token of `purpose` of the user.
+        async fn spend_user_tokens(
+            conn: &mut DbConnection,
+            user_id: Uuid,
+            purpose: Option<TokenPurpose>,
+            now: Timestamp,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "UPDATE account_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL \
+                 AND ($3 IS NULL OR purpose = $3)",
+            )
+            .bind(now)
+            .bind(user_id)
+            .bind(purpose.map(|p| p.as_str()))
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        #[async_trait]
+        impl AccountStore for $store {
+            async fn update_user(&self, u: &User) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE users SET name = $1, roles = $2, disabled = $3, email_verified = $4, \
+                     password_hash = $5, updated_at = $6 WHERE id = $7 AND deleted_at IS NULL",
+                )
+                .bind(&u.name)
+                .bind(list_to_json(&u.roles))
+                .bind(u.disabled)
+                .bind(u.email_verified)
+                .bind(&u.password_hash)
+                .bind(u.updated_at)
+                .bind(u.id)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn search_users(&self, q: &UserQuery) -> StoreResult<(Vec<User>, u64)> {
+                let mut filter = String::from("deleted_at IS NULL");
+                let mut binds: Vec<String> = Vec::new();
+                if let Some(part) = &q.email_contains {
+                    binds.push(format!("%{}%", like_escape(&part.to_lowercase())));
+                    filter.push_str(&format!(" AND email_lower LIKE ${} ESCAPE '\\'", binds.len()));
+                }
+                if let Some(role) = &q.role {
+                    binds.push(format!("%{}%", like_escape(&serde_json::Value::from(role.as_str()).to_string())));
+                    filter.push_str(&format!(" AND roles LIKE ${} ESCAPE '\\'", binds.len()));
+                }
+                let count_sql = format!("SELECT COUNT(*) FROM users WHERE {filter}");
+                let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+                for b in &binds {
+                    count = count.bind(b);
+                }
+                let total = count.fetch_one(&self.pool).await?;
+                let page_sql = format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE {filter} \
+                     ORDER BY created_at, id LIMIT ${} OFFSET ${}",
+                    binds.len() + 1,
+                    binds.len() + 2
+                );
+                let mut page = sqlx::query(&page_sql);
+                for b in &binds {
+                    page = page.bind(b);
+                }
+                let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+                let rows = page
+                    .bind(i64::from(q.limit))
+                    .bind(offset)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let users = rows.iter().map(user_from_row).collect::<StoreResult<Vec<_>>>()?;
+                Ok((users, u64::try_from(total).unwrap_or(0)))
+            }
+
+            async fn soft_delete_user(&self, id: Uuid, now: Timestamp) -> StoreResult<Option<Vec<String>>> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE users SET deleted_at = $1, updated_at = $1 \
+                     WHERE id = $2 AND deleted_at IS NULL",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                let jtis = revoke_user_grants(&mut tx, id, now).await?;
+                spend_user_tokens(&mut tx, id, None, now).await?;
+                sqlx::query("DELETE FROM consents WHERE user_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some(jtis))
+            }
+
+            async fn set_password(
+                &self,
+                id: Uuid,
+                password_hash: &str,
+                now: Timestamp,
+            ) -> StoreResult<Option<Vec<String>>> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE users SET password_hash = $1, updated_at = $2 \
+                     WHERE id = $3 AND deleted_at IS NULL",
+                )
+                .bind(password_hash)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                let jtis = revoke_user_grants(&mut tx, id, now).await?;
+                spend_user_tokens(&mut tx, id, Some(TokenPurpose::PasswordReset), now).await?;
+                tx.commit().await?;
+                Ok(Some(jtis))
+            }
+
+            async fn sign_out_everywhere(&self, id: Uuid, now: Timestamp) -> StoreResult<Vec<String>> {
+                let mut tx = self.pool.begin().await?;
+                let jtis = revoke_user_grants(&mut tx, id, now).await?;
+                tx.commit().await?;
+                Ok(jtis)
+            }
+
+            async fn rehash_password(&self, id: Uuid, old_hash: &str, new_hash: &str) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
+                )
+                .bind(new_hash)
+                .bind(id)
+                .bind(old_hash)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn create_account_token(&self, t: &AccountToken) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO account_tokens (token_hash, purpose, user_id, email, created_at, \
+                     expires_at, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&t.token_hash)
+                .bind(t.purpose.as_str())
+                .bind(t.user_id)
+                .bind(&t.email)
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .bind(t.used_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_account_token(
+                &self,
+                token_hash: &str,
+                purpose: TokenPurpose,
+                now: Timestamp,
+            ) -> StoreResult<Option<AccountToken>> {
+                let row = sqlx::query(
+                    "SELECT token_hash, purpose, user_id, email, created_at, expires_at, used_at \
+                     FROM account_tokens WHERE token_hash = $1 AND purpose = $2 \
+                     AND used_at IS NULL AND expires_at > $3",
+                )
+                .bind(token_hash)
+                .bind(purpose.as_str())
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(account_token_from_row).transpose()
+            }
+
+            async fn reset_password(
+                &self,
+                token_hash: &str,
+                password_hash: &str,
+                now: Timestamp,
+            ) -> StoreResult<Option<(Uuid, Vec<String>)>> {
+                let mut tx = self.pool.begin().await?;
+                let user_id: Option<Uuid> = sqlx::query_scalar(
+                    "UPDATE account_tokens SET used_at = $1 WHERE token_hash = $2 \
+                     AND purpose = 'password_reset' AND used_at IS NULL AND expires_at > $1 \
+                     RETURNING user_id",
+                )
+                .bind(now)
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(user_id) = user_id else {
+                    return Ok(None);
+                };
+                let done = sqlx::query(
+                    "UPDATE users SET password_hash = $1, updated_at = $2 \
+                     WHERE id = $3 AND deleted_at IS NULL",
+                )
+                .bind(password_hash)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    // Dropping the transaction rolls the spent token back: nothing is written.
+                    return Ok(None);
+                }
+                let jtis = revoke_user_grants(&mut tx, user_id, now).await?;
+                spend_user_tokens(&mut tx, user_id, Some(TokenPurpose::PasswordReset), now).await?;
+                tx.commit().await?;
+                Ok(Some((user_id, jtis)))
+            }
+
+            async fn verify_email(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Uuid>> {
+                let mut tx = self.pool.begin().await?;
+                let row = sqlx::query(
+                    "UPDATE account_tokens SET used_at = $1 WHERE token_hash = $2 \
+                     AND purpose = 'verify_email' AND used_at IS NULL AND expires_at > $1 \
+                     RETURNING user_id, email",
+                )
+                .bind(now)
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let user_id: Uuid = row.try_get("user_id")?;
+                let email: String = row.try_get("email")?;
+                // The link proves the address it was sent to, and only while it is the user's.
+                let done = sqlx::query(
+                    "UPDATE users SET email_verified = TRUE, updated_at = $1 \
+                     WHERE id = $2 AND email = $3 AND deleted_at IS NULL",
+                )
+                .bind(now)
+                .bind(user_id)
+                .bind(&email)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                spend_user_tokens(&mut tx, user_id, Some(TokenPurpose::VerifyEmail), now).await?;
+                tx.commit().await?;
+                Ok(Some(user_id))
+            }
+
+            async fn query_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+                let mut filter = String::from("1 = 1");
+                let mut n = 0;
+                let mut next = || {
+                    n += 1;
+                    n
+                };
+                if q.user.is_some() {
+                    let (a, b) = (next(), next());
+                    filter.push_str(&format!(" AND (subject = ${a} OR actor = ${b})"));
+                }
+                if q.kind.is_some() {
+                    filter.push_str(&format!(" AND kind = ${}", next()));
+                }
+                if q.since.is_some() {
+                    filter.push_str(&format!(" AND at >= ${}", next()));
+                }
+                if q.until.is_some() {
+                    filter.push_str(&format!(" AND at <= ${}", next()));
+                }
+                let (limit, offset) = (next(), next());
+                let sql = format!(
+                    "SELECT id, at, kind, actor, subject, client_id, ip, detail, user_agent, \
+                     trace_id FROM audit_events WHERE {filter} \
+                     ORDER BY at DESC, id DESC LIMIT ${limit} OFFSET ${offset}"
+                );
+                let mut query = sqlx::query(&sql);
+                if let Some(user) = &q.user {
+                    query = query.bind(user).bind(user);
+                }
+                if let Some(kind) = &q.kind {
+                    query = query.bind(kind);
+                }
+                if let Some(since) = q.since {
+                    query = query.bind(since);
+                }
+                if let Some(until) = q.until {
+                    query = query.bind(until);
+                }
+                let rows = query
+                    .bind(i64::from(q.limit))
+                    .bind(i64::try_from(q.offset).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(audit_from_row).collect()
+            }
+        }
+    };
+}
+
+pub(super) use impl_sql_account_store;
