@@ -53,6 +53,7 @@ impl RedisHandle {
     }
 
     /// Tells every instance that `event` happened (e.g. "keys": re-read the signing keys).
+    #[tracing::instrument(name = "redis", skip_all, fields(db.system = "redis", db.operation = "PUBLISH", otel.kind = "client"))]
     pub async fn publish(&self, event: &str) -> Result<(), String> {
         let mut conn = self.connection().await?;
         redis::cmd("PUBLISH")
@@ -89,6 +90,16 @@ impl RedisHandle {
         .map(|_| ())
         .map_err(|e| format!("Redis PING failed: {}", e.kind_description()))
     }
+}
+
+/// The span of one Redis call, for traces: the command, never its keys or values.
+pub fn span(operation: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "redis",
+        db.system = "redis",
+        db.operation = operation,
+        otel.kind = "client"
+    )
 }
 
 trait KindDescription {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use redis::AsyncCommands;
+use tracing::Instrument;
 
 use crate::cache::RedisHandle;
 use crate::store::{Store, StoreError, Timestamp};
@@ -28,12 +29,16 @@ impl DenyList {
     ) -> Result<(), StoreError> {
         if let Some(redis) = &self.redis {
             let ttl = (expires_at - now).max(1) as u64;
-            if let Ok(mut conn) = redis.connection().await {
-                let written: redis::RedisResult<()> =
-                    conn.set_ex(redis.key("deny", jti), 1, ttl).await;
-                if written.is_ok() {
-                    return Ok(());
-                }
+            let written = async {
+                let mut conn = redis.connection().await.ok()?;
+                conn.set_ex::<_, _, ()>(redis.key("deny", jti), 1, ttl)
+                    .await
+                    .ok()
+            }
+            .instrument(crate::cache::span("SET"))
+            .await;
+            if written.is_some() {
+                return Ok(());
             }
             tracing::warn!("Redis unavailable: deny-list entry written to the database");
         }
@@ -42,17 +47,18 @@ impl DenyList {
 
     pub async fn is_denied(&self, jti: &str) -> Result<bool, StoreError> {
         if let Some(redis) = &self.redis {
-            if let Ok(mut conn) = redis.connection().await {
-                let hit: redis::RedisResult<bool> = conn.exists(redis.key("deny", jti)).await;
-                if let Ok(true) = hit {
-                    return Ok(true);
-                }
-                if hit.is_ok() {
-                    // Entries written while Redis was down live in the database.
-                    return self.store.is_access_token_denied(jti).await;
-                }
+            let hit = async {
+                let mut conn = redis.connection().await.ok()?;
+                conn.exists::<_, bool>(redis.key("deny", jti)).await.ok()
+            }
+            .instrument(crate::cache::span("EXISTS"))
+            .await;
+            if hit == Some(true) {
+                return Ok(true);
             }
         }
+        // Not in Redis (or Redis is down): entries written while Redis was down live in the
+        // database.
         self.store.is_access_token_denied(jti).await
     }
 }

@@ -100,9 +100,13 @@ impl HashPool {
     }
 
     /// Runs `f` on a hashing thread and waits for it without blocking the async worker.
+    /// The work runs in an `argon2` span, a child of the caller's, so traces show the time
+    /// spent queueing (the gap before it) and hashing.
     async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let parent = tracing::Span::current();
         let job: Job = Box::new(move || {
+            let _span = tracing::info_span!(parent: &parent, "argon2").entered();
             let _ = tx.send(f());
         });
         self.jobs.lock().ok()?.send(job).ok()?;
@@ -139,6 +143,7 @@ impl PasswordHasher {
     }
 
     /// The PHC string of `password`, computed on a hashing thread.
+    #[tracing::instrument(name = "password.hash", skip_all)]
     pub async fn hash(&self, password: &Password) -> Result<String, PasswordError> {
         let _queued = self.enter();
         let argon = self.argon.clone();
@@ -176,6 +181,7 @@ impl PasswordHasher {
     }
 
     /// Whether `candidate` matches the PHC string `stored` (constant time inside argon2).
+    #[tracing::instrument(name = "password.verify", skip_all)]
     pub async fn verify(&self, candidate: &str, stored: &str) -> bool {
         let _queued = self.enter();
         let argon = self.argon.clone();

@@ -48,13 +48,23 @@ pub async fn read_form(req: &Request, body: Body) -> Result<Params, String> {
     Params::parse(&bytes).map_err(|e| e.to_string())
 }
 
+/// The JSON body of an error: RFC 6749 §5.2's `error` and `error_description`, and the
+/// request's `trace_id` (§5.2 lets a server add members) so a report can be found in the logs.
+pub fn error_body(error: &str, description: &str) -> serde_json::Value {
+    let mut body = json!({"error": error, "error_description": description});
+    if let Some(trace_id) = middleware::request_id::current_trace_id() {
+        body["trace_id"] = json!(trace_id);
+    }
+    body
+}
+
 /// An RFC 6749 §5.2 error body. `invalid_client` is 401 with a `WWW-Authenticate: Basic`
 /// challenge (RFC 7235 §3.1 requires one on every 401).
 pub fn oauth_error_json(error: &OAuthError) -> Response {
     let status = StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut resp = json_response(
         status,
-        &json!({"error": error.code.as_str(), "error_description": error.description}),
+        &error_body(error.code.as_str(), &error.description),
         "no-store",
     );
     if status == StatusCode::UNAUTHORIZED {
@@ -85,7 +95,7 @@ pub fn json_response(
 pub fn not_found() -> Response {
     json_response(
         StatusCode::NOT_FOUND,
-        &json!({"error": "not_found", "error_description": "no such endpoint"}),
+        &error_body("not_found", "no such endpoint"),
         "no-store",
     )
 }
@@ -93,7 +103,10 @@ pub fn not_found() -> Response {
 pub fn method_not_allowed() -> Response {
     json_response(
         StatusCode::METHOD_NOT_ALLOWED,
-        &json!({"error": "method_not_allowed", "error_description": "this endpoint does not accept that HTTP method"}),
+        &error_body(
+            "method_not_allowed",
+            "this endpoint does not accept that HTTP method",
+        ),
         "no-store",
     )
 }

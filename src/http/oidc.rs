@@ -3,7 +3,6 @@
 use poem::http::{HeaderValue, Method, StatusCode};
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{json_response, read_form};
@@ -35,7 +34,7 @@ fn bearer_error(error: OAuthError) -> Response {
     let status = StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
     let mut resp = json_response(
         status,
-        &json!({"error": error.code.as_str(), "error_description": error.description}),
+        &crate::http::error_body(error.code.as_str(), &error.description),
         "no-store",
     );
     let challenge = format!(

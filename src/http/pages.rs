@@ -10,7 +10,7 @@ use crate::accounts::service::{self, AccountError};
 use crate::app::AppState;
 use crate::config::BrandingSettings;
 use crate::http::middleware::rate_limit::too_many_page;
-use crate::http::middleware::request_id::RequestId;
+use crate::http::middleware::request_id::{RequestId, TraceId};
 use crate::http::{oauth, read_form, session};
 use crate::protocol::claims::describe_scope;
 use crate::protocol::params::Params;
@@ -76,6 +76,7 @@ pub struct ErrorPage {
     pub title: String,
     pub message: String,
     pub request_id: Option<String>,
+    pub trace_id: Option<String>,
 }
 
 #[derive(Template)]
@@ -137,6 +138,7 @@ pub fn error_page(
         title: title.to_string(),
         message: message.to_string(),
         request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        trace_id: req.extensions().get::<TraceId>().map(|t| t.0.clone()),
     };
     html(status, &page, &[])
 }

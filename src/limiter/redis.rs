@@ -53,6 +53,7 @@ impl RateLimiter for RedisLimiter {
         self.run(key, policy, now_ms, false).await
     }
 
+    #[tracing::instrument(name = "redis", skip_all, fields(db.system = "redis", db.operation = "DEL", otel.kind = "client"))]
     async fn reset(&self, key: &str) -> Result<(), LimiterError> {
         let mut conn = self.redis.connection().await.map_err(LimiterError)?;
         redis::cmd("DEL")
@@ -64,6 +65,7 @@ impl RateLimiter for RedisLimiter {
 }
 
 impl RedisLimiter {
+    #[tracing::instrument(name = "redis", skip_all, fields(db.system = "redis", db.operation = "EVALSHA", otel.kind = "client"))]
     async fn run(
         &self,
         key: &str,

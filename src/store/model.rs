@@ -155,7 +155,7 @@ pub struct AuditEvent {
     pub client_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
-    /// The request id (`x-request-id`) of the request that caused it.
+    /// The trace id of the request that caused it.
     pub trace_id: Option<String>,
     /// A JSON object; never a secret.
     pub detail: serde_json::Value,

@@ -26,4 +26,4 @@ impl PostgresStore {
 }
 
 impl_sql_store!(PostgresStore, Postgres, "postgres");
-impl_sql_account_store!(PostgresStore, Postgres);
+impl_sql_account_store!(PostgresStore, Postgres, "postgres");

@@ -2,6 +2,8 @@
 //! partial unique indexes and the column types chosen in the migrations, so the statements
 //! are written once and instantiated per database by `impl_sql_store!`; an adapter writes its
 //! own SQL only where the dialects really differ (connection set-up).
+//! Each store method runs in a span named after it (`db.system` = the backend), so exported
+//! traces show every database call of a request; a new method takes the same attribute.
 
 use super::{StoreError, StoreResult};
 
@@ -243,6 +245,7 @@ macro_rules! impl_sql_store {
 
         #[async_trait]
         impl ClientStore for $store {
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn create_client(&self, c: &Client) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO clients (id, name, secret_hash, redirect_uris, \
@@ -276,18 +279,21 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
                 let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1");
                 let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
                 row.as_ref().map(client_from_row).transpose()
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn list_clients(&self) -> StoreResult<Vec<Client>> {
                 let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id");
                 let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
                 rows.iter().map(client_from_row).collect()
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn delete_client(&self, id: &str) -> StoreResult<bool> {
                 let done = sqlx::query("DELETE FROM clients WHERE id = $1")
                     .bind(id)
@@ -299,6 +305,7 @@ macro_rules! impl_sql_store {
 
         #[async_trait]
         impl UserStore for $store {
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn create_user(&self, u: &User) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO users (id, email, email_lower, email_verified, name, \
@@ -321,12 +328,14 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>> {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
                 let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
                 row.as_ref().map(user_from_row).transpose()
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn find_user_by_email(&self, email_lower: &str) -> StoreResult<Option<User>> {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email_lower = $1");
                 let row = sqlx::query(&sql)
@@ -336,6 +345,7 @@ macro_rules! impl_sql_store {
                 row.as_ref().map(user_from_row).transpose()
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn list_users(&self) -> StoreResult<Vec<User>> {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email_lower");
                 let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
@@ -345,12 +355,14 @@ macro_rules! impl_sql_store {
 
         #[async_trait]
         impl KeyStore for $store {
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
                 let sql = format!("SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at, kid");
                 let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
                 rows.iter().map(key_from_row).collect()
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn insert_initial_keys(&self, keys: &[SigningKeyRecord]) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await?;
                 for key in keys {
@@ -365,6 +377,7 @@ macro_rules! impl_sql_store {
                 Ok(true)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn rotate_signing_keys(
                 &self,
                 new_next: &SigningKeyRecord,
@@ -416,6 +429,7 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn try_lease(
                 &self,
                 name: &str,
@@ -438,6 +452,7 @@ macro_rules! impl_sql_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn clear_sealed_successors(&self, used_before: Timestamp, batch: u32) -> StoreResult<u64> {
                 let done = sqlx::query(
                     "UPDATE refresh_tokens SET successor_sealed = NULL WHERE id IN \
@@ -451,6 +466,7 @@ macro_rules! impl_sql_store {
                 Ok(done.rows_affected())
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn purge_expired(&self, now: Timestamp, batch: u32) -> StoreResult<u64> {
                 let batch = i64::from(batch);
                 let statements = [
@@ -481,6 +497,7 @@ macro_rules! impl_sql_store {
                 Ok(removed)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn delete_retired_key(&self, kid: &str) -> StoreResult<bool> {
                 let done = sqlx::query("DELETE FROM signing_keys WHERE kid = $1 AND state = 'retired'")
                     .bind(kid)
@@ -489,6 +506,7 @@ macro_rules! impl_sql_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn purge_retired_keys(&self, before: Timestamp) -> StoreResult<u64> {
                 let done = sqlx::query(
                     "DELETE FROM signing_keys WHERE state = 'retired' AND retired_at < $1",
@@ -502,6 +520,7 @@ macro_rules! impl_sql_store {
 
         #[async_trait]
         impl AuditStore for $store {
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO audit_events (id, at, kind, actor, subject, client_id, ip, detail, \
@@ -522,6 +541,7 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn recent_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>> {
                 let rows = sqlx::query(
                     "SELECT id, at, kind, actor, subject, client_id, ip, detail, user_agent, \
@@ -536,6 +556,7 @@ macro_rules! impl_sql_store {
 
         #[async_trait]
         impl SessionStore for $store {
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn create_session(&self, s: &BrowserSession) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO browser_sessions (id_hash, sid, user_id, auth_time, amr, acr, \
@@ -559,6 +580,7 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn get_session(&self, id_hash: &str) -> StoreResult<Option<BrowserSession>> {
                 let sql = format!(
                     "SELECT {SESSION_COLUMNS} FROM browser_sessions \
@@ -568,6 +590,7 @@ macro_rules! impl_sql_store {
                 row.as_ref().map(session_from_row).transpose()
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn touch_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<()> {
                 sqlx::query("UPDATE browser_sessions SET last_seen_at = $1 WHERE id_hash = $2")
                     .bind(now)
@@ -577,6 +600,7 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn revoke_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<()> {
                 sqlx::query(
                     "UPDATE browser_sessions SET revoked_at = $1 \
@@ -592,6 +616,7 @@ macro_rules! impl_sql_store {
 
         #[async_trait]
         impl CodeStore for $store {
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn create_code(&self, c: &AuthorizationCode) -> StoreResult<()> {
                 let sql = format!(
                     "INSERT INTO authorization_codes ({CODE_COLUMNS}) VALUES \
@@ -621,12 +646,14 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn get_code(&self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>> {
                 let sql = format!("SELECT {CODE_COLUMNS} FROM authorization_codes WHERE code_hash = $1");
                 let row = sqlx::query(&sql).bind(code_hash).fetch_optional(&self.pool).await?;
                 row.as_ref().map(code_from_row).transpose()
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn consume_code(
                 &self,
                 code_hash: &str,
@@ -645,6 +672,7 @@ macro_rules! impl_sql_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn revoke_tokens_from_code(
                 &self,
                 code_hash: &str,
@@ -670,6 +698,7 @@ macro_rules! impl_sql_store {
 
         #[async_trait]
         impl ConsentStore for $store {
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn get_consent(&self, user_id: Uuid, client_id: &str) -> StoreResult<Option<String>> {
                 Ok(sqlx::query_scalar(
                     "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2",
@@ -680,6 +709,7 @@ macro_rules! impl_sql_store {
                 .await?)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn save_consent(
                 &self,
                 user_id: Uuid,
@@ -704,6 +734,7 @@ macro_rules! impl_sql_store {
 
         #[async_trait]
         impl DenyListStore for $store {
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn deny_access_token(&self, jti: &str, expires_at: Timestamp) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) \
@@ -716,6 +747,7 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn is_access_token_denied(&self, jti: &str) -> StoreResult<bool> {
                 let hit: Option<i64> =
                     sqlx::query_scalar("SELECT expires_at FROM revoked_access_tokens WHERE jti = $1")
@@ -728,16 +760,19 @@ macro_rules! impl_sql_store {
 
         #[async_trait]
         impl RefreshStore for $store {
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn create_refresh_token(&self, t: &RefreshToken) -> StoreResult<()> {
                 insert_refresh(&self.pool, t).await
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn get_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>> {
                 let sql = format!("SELECT {REFRESH_COLUMNS} FROM refresh_tokens WHERE token_hash = $1");
                 let row = sqlx::query(&sql).bind(token_hash).fetch_optional(&self.pool).await?;
                 row.as_ref().map(refresh_from_row).transpose()
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn rotate_refresh_token(
                 &self,
                 old_id: Uuid,
@@ -763,6 +798,7 @@ macro_rules! impl_sql_store {
                 Ok(true)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn claim_grace_reuse(&self, id: Uuid, max: i64) -> StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE refresh_tokens SET reuse_count = reuse_count + 1 \
@@ -775,6 +811,7 @@ macro_rules! impl_sql_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn refresh_successor(&self, parent_id: Uuid) -> StoreResult<Option<RefreshToken>> {
                 let sql = format!(
                     "SELECT {REFRESH_COLUMNS} FROM refresh_tokens \
@@ -784,6 +821,7 @@ macro_rules! impl_sql_store {
                 row.as_ref().map(refresh_from_row).transpose()
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn revoke_refresh_family(&self, family_id: Uuid, now: Timestamp) -> StoreResult<Vec<String>> {
                 let rows = sqlx::query(
                     "UPDATE refresh_tokens SET revoked_at = $1, successor_sealed = NULL \
@@ -802,6 +840,7 @@ macro_rules! impl_sql_store {
                 Ok(jtis)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn revoke_session_refresh_tokens(
                 &self,
                 session_id_hash: &str,
@@ -827,6 +866,7 @@ macro_rules! impl_sql_store {
                 Ok(jtis)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn clients_of_session(&self, session_id_hash: &str) -> StoreResult<Vec<String>> {
                 Ok(sqlx::query_scalar(
                     "SELECT DISTINCT client_id FROM authorization_codes WHERE session_id_hash = $1",
@@ -836,6 +876,7 @@ macro_rules! impl_sql_store {
                 .await?)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn remember_assertion(
                 &self,
                 client_id: &str,

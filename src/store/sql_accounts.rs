@@ -14,7 +14,7 @@ pub(super) fn like_escape(raw: &str) -> String {
 }
 
 macro_rules! impl_sql_account_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $backend:literal) => {
         use $crate::store::sql_accounts::like_escape;
         use $crate::store::{AccountStore, AccountToken, AuditQuery, TokenPurpose, UserQuery};
 
@@ -101,6 +101,7 @@ macro_rules! impl_sql_account_store {
 
         #[async_trait]
         impl AccountStore for $store {
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn update_user(&self, u: &User) -> StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE users SET name = $1, roles = $2, disabled = $3, email_verified = $4, \
@@ -118,6 +119,7 @@ macro_rules! impl_sql_account_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn search_users(&self, q: &UserQuery) -> StoreResult<(Vec<User>, u64)> {
                 let mut filter = String::from("deleted_at IS NULL");
                 let mut binds: Vec<String> = Vec::new();
@@ -155,6 +157,7 @@ macro_rules! impl_sql_account_store {
                 Ok((users, u64::try_from(total).unwrap_or(0)))
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn soft_delete_user(&self, id: Uuid, now: Timestamp) -> StoreResult<Option<Vec<String>>> {
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
@@ -178,6 +181,7 @@ macro_rules! impl_sql_account_store {
                 Ok(Some(jtis))
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn set_password(
                 &self,
                 id: Uuid,
@@ -203,6 +207,7 @@ macro_rules! impl_sql_account_store {
                 Ok(Some(jtis))
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn sign_out_everywhere(&self, id: Uuid, now: Timestamp) -> StoreResult<Vec<String>> {
                 let mut tx = self.pool.begin().await?;
                 let jtis = revoke_user_grants(&mut tx, id, now).await?;
@@ -210,6 +215,7 @@ macro_rules! impl_sql_account_store {
                 Ok(jtis)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn rehash_password(&self, id: Uuid, old_hash: &str, new_hash: &str) -> StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
@@ -222,6 +228,7 @@ macro_rules! impl_sql_account_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn create_account_token(&self, t: &AccountToken) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO account_tokens (token_hash, purpose, user_id, email, created_at, \
@@ -239,6 +246,7 @@ macro_rules! impl_sql_account_store {
                 Ok(())
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn get_account_token(
                 &self,
                 token_hash: &str,
@@ -258,6 +266,7 @@ macro_rules! impl_sql_account_store {
                 row.as_ref().map(account_token_from_row).transpose()
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn reset_password(
                 &self,
                 token_hash: &str,
@@ -296,6 +305,7 @@ macro_rules! impl_sql_account_store {
                 Ok(Some((user_id, jtis)))
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn verify_email(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Uuid>> {
                 let mut tx = self.pool.begin().await?;
                 let row = sqlx::query(
@@ -330,6 +340,7 @@ macro_rules! impl_sql_account_store {
                 Ok(Some(user_id))
             }
 
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn query_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
                 let mut filter = String::from("1 = 1");
                 let mut n = 0;

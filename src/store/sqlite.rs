@@ -39,4 +39,4 @@ impl SqliteStore {
 }
 
 impl_sql_store!(SqliteStore, Sqlite, "sqlite");
-impl_sql_account_store!(SqliteStore, Sqlite);
+impl_sql_account_store!(SqliteStore, Sqlite, "sqlite");

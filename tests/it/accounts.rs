@@ -883,10 +883,8 @@ async fn the_audit_trail_records_who_did_what_and_filters() {
         .send()
         .await
         .unwrap();
-    let failed_trace = failed.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let failed_body: Value = failed.json().await.unwrap();
+    let failed_trace = failed_body["traceId"].as_str().unwrap().to_string();
     api(
         &app,
         Method::PATCH,
@@ -1214,4 +1212,130 @@ async fn hosted_pages_reset_a_forgotten_password() {
         app.sign_in(&b, &url, &user, "allow").await,
         crate::common::Landing::Client(_)
     ));
+}
+
+/// A minimal SMTP server (RFC 5321) that records what it is sent; `starttls` says whether it
+/// offers STARTTLS (it never completes one).
+async fn fake_smtp(starttls: bool) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"220 fake.test ESMTP\r\n").await;
+                let mut transcript = String::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    transcript.push_str(&line);
+                    transcript.push('\n');
+                    let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" if starttls => {
+                            b"250-fake.test\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n"
+                        }
+                        "EHLO" => b"250-fake.test\r\n250 AUTH PLAIN\r\n",
+                        "STARTTLS" => b"454 TLS not available\r\n",
+                        "AUTH" => b"235 2.7.0 accepted\r\n",
+                        "DATA" => {
+                            let _ = write.write_all(b"354 go ahead\r\n").await;
+                            while let Ok(Some(body)) = lines.next_line().await {
+                                if body == "." {
+                                    break;
+                                }
+                                transcript.push_str(&body);
+                                transcript.push('\n');
+                            }
+                            // A pooled client keeps the connection open: report each message.
+                            let _ = tx.send(transcript.clone());
+                            b"250 2.0.0 queued\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            break;
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    let _ = write.write_all(reply).await;
+                }
+                let _ = tx.send(transcript);
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn smtp_delivers_account_mail_through_the_relay() {
+    let (port, mut received) = fake_smtp(false).await;
+    let app = app_with(|s| {
+        s.mail.smtp.host = Some("127.0.0.1".into());
+        s.mail.smtp.port = port;
+        s.mail.smtp.tls = "none".into();
+    })
+    .await;
+    let (status, body) = post(
+        &app,
+        "/auth/register",
+        json!({"email": "ada@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let transcript = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let t = received.recv().await.expect("the relay saw a session");
+            if t.contains("DATA") {
+                return t;
+            }
+        }
+    })
+    .await
+    .expect("mail within 10 s");
+    let transcript = unquote(&transcript);
+    assert!(
+        transcript.contains("RCPT TO:<ada@example.com>"),
+        "{transcript}"
+    );
+    assert!(transcript.contains("/verify-email?token="), "{transcript}");
+    assert!(transcript.contains("text/html") && transcript.contains("text/plain"));
+    assert!(
+        !app.settings.mail.outbox_dir.exists(),
+        "no outbox when SMTP is configured"
+    );
+}
+
+#[tokio::test]
+async fn smtp_with_starttls_never_sends_credentials_in_the_clear() {
+    let (port, mut received) = fake_smtp(true).await;
+    let app = app_with(|s| {
+        s.mail.smtp.host = Some("127.0.0.1".into());
+        s.mail.smtp.port = port;
+        s.mail.smtp.username = Some("portcullis".into());
+        s.mail.smtp.password = Some(secrecy::SecretString::from("relay-secret".to_string()));
+    })
+    .await;
+    assert_eq!(app.settings.mail.smtp.tls, "starttls");
+    let (status, _) = post(
+        &app,
+        "/auth/register",
+        json!({"email": "ada@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "mail trouble never shows in the answer"
+    );
+    let transcript = tokio::time::timeout(Duration::from_secs(10), received.recv())
+        .await
+        .expect("the relay saw a session")
+        .unwrap();
+    assert!(transcript.contains("STARTTLS"), "{transcript}");
+    assert!(
+        !transcript.contains("AUTH") && !transcript.contains("DATA"),
+        "{transcript}"
+    );
 }

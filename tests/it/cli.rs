@@ -525,8 +525,11 @@ fn stop(mut child: std::process::Child) -> Output {
     }
 }
 
+/// What one OTLP export request carried: its path and its (protobuf) body.
+type Export = (String, Vec<u8>);
+
 #[derive(Clone, Default)]
-struct Collected(std::sync::Arc<std::sync::Mutex<Vec<(String, usize)>>>);
+struct Collected(std::sync::Arc<std::sync::Mutex<Vec<Export>>>);
 
 #[poem::handler]
 fn collect(req: &poem::Request, body: Vec<u8>, got: poem::web::Data<&Collected>) -> &'static str {
@@ -534,8 +537,81 @@ fn collect(req: &poem::Request, body: Vec<u8>, got: poem::web::Data<&Collected>)
          .0
         .lock()
         .unwrap()
-        .push((req.uri().path().to_string(), body.len()));
+        .push((req.uri().path().to_string(), body));
     ""
+}
+
+/// One span as the collector received it.
+#[derive(Debug)]
+struct ExportedSpan {
+    name: String,
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+    attributes: Vec<(String, String)>,
+}
+
+impl ExportedSpan {
+    fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Decodes OTLP/HTTP protobuf export requests into their spans.
+fn decode_spans(bodies: &[Vec<u8>]) -> Vec<ExportedSpan> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message;
+    let mut spans = Vec::new();
+    for body in bodies {
+        let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
+        for scope in request
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+        {
+            for span in scope.spans {
+                let attributes = span
+                    .attributes
+                    .into_iter()
+                    .map(|kv| {
+                        let value = match kv.value.and_then(|v| v.value) {
+                            Some(Any::StringValue(s)) => s,
+                            Some(other) => format!("{other:?}"),
+                            None => String::new(),
+                        };
+                        (kv.key, value)
+                    })
+                    .collect();
+                spans.push(ExportedSpan {
+                    name: span.name,
+                    trace_id: span.trace_id,
+                    span_id: span.span_id,
+                    parent_span_id: span.parent_span_id,
+                    attributes,
+                });
+            }
+        }
+    }
+    spans
+}
+
+/// Whether `span` descends from `ancestor` (through the parents the collector received).
+fn descends_from(spans: &[ExportedSpan], span: &ExportedSpan, ancestor: &ExportedSpan) -> bool {
+    let mut parent = span.parent_span_id.clone();
+    for _ in 0..spans.len() {
+        if parent == ancestor.span_id {
+            return true;
+        }
+        match spans.iter().find(|s| s.span_id == parent) {
+            Some(p) => parent = p.parent_span_id.clone(),
+            None => return false,
+        }
+    }
+    false
 }
 
 #[tokio::test]
@@ -556,12 +632,39 @@ async fn spans_are_exported_over_otlp_when_a_collector_is_configured() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, child) = start_serve(
         dir.path(),
-        &[("PORTCULLIS_TELEMETRY__OTLP_ENDPOINT", collector.as_str())],
+        &[
+            ("PORTCULLIS_TELEMETRY__OTLP_ENDPOINT", collector.as_str()),
+            ("PORTCULLIS_PASSWORD__MEMORY_KIB", "64"),
+            ("PORTCULLIS_PASSWORD__ITERATIONS", "1"),
+        ],
     );
     let resp = reqwest::get(format!("http://{addr}/jwks.json"))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // A sign-in attempt: a database lookup and a password hash, in the request's trace.
+    let browser = crate::common::browser();
+    let page = browser
+        .get(format!("http://{addr}/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = crate::common::form_value(&page, "csrf").expect("CSRF field");
+    let password = "not-the-password-7f3a";
+    let login = browser
+        .post(format!("http://{addr}/login"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", "nobody@example.org"),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(login.status().is_client_error(), "{}", login.status());
     let output = tokio::task::spawn_blocking(move || stop(child))
         .await
         .unwrap();
@@ -571,9 +674,46 @@ async fn spans_are_exported_over_otlp_when_a_collector_is_configured() {
     assert!(
         exported
             .iter()
-            .any(|(path, len)| path == "/v1/traces" && *len > 0),
-        "no spans reached the collector: {exported:?}\n{}",
+            .any(|(path, body)| path == "/v1/traces" && !body.is_empty()),
+        "no spans reached the collector: {:?}\n{}",
+        exported
+            .iter()
+            .map(|(p, b)| (p, b.len()))
+            .collect::<Vec<_>>(),
         stderr(&output)
+    );
+    let bodies: Vec<Vec<u8>> = exported.into_iter().map(|(_, body)| body).collect();
+    assert!(
+        !bodies
+            .iter()
+            .any(|b| b.windows(password.len()).any(|w| w == password.as_bytes())),
+        "the password never reaches a span"
+    );
+    let spans = decode_spans(&bodies);
+    let request = spans
+        .iter()
+        .find(|s| {
+            s.name == "request"
+                && s.attribute("path") == Some("/login")
+                && s.attribute("method") == Some("POST")
+        })
+        .unwrap_or_else(|| panic!("no span for POST /login: {spans:#?}"));
+    let in_request = |name: &str| {
+        spans.iter().find(|s| {
+            s.name == name && s.trace_id == request.trace_id && descends_from(&spans, s, request)
+        })
+    };
+    let db = in_request("find_user_by_email")
+        .unwrap_or_else(|| panic!("no database span under the request: {spans:#?}"));
+    assert_eq!(db.attribute("db.system"), Some("sqlite"));
+    assert!(
+        in_request("password.verify").is_some(),
+        "no hashing span under the request: {spans:#?}"
+    );
+    // The hash itself runs on a hashing thread, still in the request's trace.
+    assert!(
+        in_request("argon2").is_some(),
+        "no argon2 span under the request: {spans:#?}"
     );
 }
 

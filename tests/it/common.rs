@@ -86,6 +86,36 @@ pub fn test_settings(dir: &Path, database_url: String) -> Settings {
     s
 }
 
+/// A running server the flow helpers talk to: an in-process [`TestApp`], or a real
+/// `portcullis serve` process (tests/it/processes.rs).
+pub trait Served {
+    /// Its base URL, without a trailing slash.
+    fn base(&self) -> &str;
+    /// A client that does not follow redirects.
+    fn http(&self) -> &reqwest::Client;
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base(), path)
+    }
+}
+
+impl Served for TestApp {
+    fn base(&self) -> &str {
+        &self.base
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+impl<T: Served> Served for Arc<T> {
+    fn base(&self) -> &str {
+        (**self).base()
+    }
+    fn http(&self) -> &reqwest::Client {
+        (**self).http()
+    }
+}
+
 pub struct TestApp {
     pub base: String,
     /// The management listener (metrics, health).
@@ -382,49 +412,60 @@ impl TestApp {
         user: &TestUser,
         consent: &str,
     ) -> Landing {
-        let mut next = browser.get(auth_url).send().await.unwrap();
-        for _ in 0..8 {
-            let status = next.status().as_u16();
-            if status == 303 || status == 302 {
-                let to = location(&next).expect("redirect target");
-                if !to.as_str().starts_with(&self.base) {
-                    return Landing::Client(to);
-                }
-                next = browser.get(to).send().await.unwrap();
-                continue;
-            }
-            let html = next.text().await.unwrap();
-            if html.contains("action=\"/login\"") && !html.contains("role=\"alert\"") {
-                let form = [
-                    ("csrf", form_value(&html, "csrf").unwrap()),
-                    ("return_to", form_value(&html, "return_to").unwrap()),
-                    ("username", user.email.clone()),
-                    ("password", user.password.clone()),
-                ];
-                next = browser
-                    .post(self.url("/login"))
-                    .form(&form)
-                    .send()
-                    .await
-                    .unwrap();
-            } else if html.contains("action=\"/consent\"") {
-                let form = [
-                    ("csrf", form_value(&html, "csrf").unwrap()),
-                    ("return_to", form_value(&html, "return_to").unwrap()),
-                    ("decision", consent.to_string()),
-                ];
-                next = browser
-                    .post(self.url("/consent"))
-                    .form(&form)
-                    .send()
-                    .await
-                    .unwrap();
-            } else {
-                return Landing::Page(status, html);
-            }
-        }
-        panic!("too many hops");
+        sign_in_at(self, browser, auth_url, user, consent).await
     }
+}
+
+/// [`TestApp::sign_in`] on any server whose base is the issuer.
+pub async fn sign_in_at(
+    server: &impl Served,
+    browser: &reqwest::Client,
+    auth_url: &str,
+    user: &TestUser,
+    consent: &str,
+) -> Landing {
+    let mut next = browser.get(auth_url).send().await.unwrap();
+    for _ in 0..8 {
+        let status = next.status().as_u16();
+        if status == 303 || status == 302 {
+            let to = location(&next).expect("redirect target");
+            if !to.as_str().starts_with(server.base()) {
+                return Landing::Client(to);
+            }
+            next = browser.get(to).send().await.unwrap();
+            continue;
+        }
+        let html = next.text().await.unwrap();
+        if html.contains("action=\"/login\"") && !html.contains("role=\"alert\"") {
+            let form = [
+                ("csrf", form_value(&html, "csrf").unwrap()),
+                ("return_to", form_value(&html, "return_to").unwrap()),
+                ("username", user.email.clone()),
+                ("password", user.password.clone()),
+            ];
+            next = browser
+                .post(server.url("/login"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+        } else if html.contains("action=\"/consent\"") {
+            let form = [
+                ("csrf", form_value(&html, "csrf").unwrap()),
+                ("return_to", form_value(&html, "return_to").unwrap()),
+                ("decision", consent.to_string()),
+            ];
+            next = browser
+                .post(server.url("/consent"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+        } else {
+            return Landing::Page(status, html);
+        }
+    }
+    panic!("too many hops");
 }
 
 // Shared steps of the flows the tests walk through.
@@ -436,7 +477,7 @@ pub fn challenge(verifier: &str) -> String {
 }
 
 /// An authorization URL with sane defaults, overridden (or removed, with "") by `extra`.
-pub fn auth_url(app: &TestApp, client: &TestClient, extra: &[(&str, &str)]) -> String {
+pub fn auth_url(app: &impl Served, client: &TestClient, extra: &[(&str, &str)]) -> String {
     let c = challenge(VERIFIER);
     let mut params: Vec<(&str, String)> = vec![
         ("client_id", client.id.clone()),
@@ -476,13 +517,13 @@ pub async fn code_for(
 }
 
 pub async fn exchange(
-    app: &TestApp,
+    app: &impl Served,
     client: &TestClient,
     code: &str,
     verifier: &str,
 ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
     let resp = app
-        .http
+        .http()
         .post(app.url("/token"))
         .basic_auth(&client.id, client.secret.as_deref())
         .form(&[
@@ -539,13 +580,13 @@ pub async fn app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// POSTs a form with the client's Basic credentials: (status, JSON body or null).
 pub async fn post_form(
-    app: &TestApp,
+    app: &impl Served,
     path: &str,
     client: &TestClient,
     form: &[(&str, &str)],
 ) -> (u16, serde_json::Value) {
     let resp = app
-        .http
+        .http()
         .post(app.url(path))
         .basic_auth(&client.id, client.secret.as_deref())
         .form(form)

@@ -96,6 +96,52 @@ async fn every_response_carries_a_request_id() {
     assert_ne!(resp.headers()["x-request-id"], "evil\tid with spaces");
 }
 
+fn is_trace_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[tokio::test]
+async fn error_bodies_and_error_pages_carry_the_trace_id() {
+    let app = TestApp::spawn().await;
+    // RFC 6749 §5.2 JSON errors: the code, and the trace id as an extra member.
+    let send = || {
+        app.http
+            .post(app.url("/token"))
+            .form(&[("grant_type", "password")])
+            .send()
+    };
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    assert!(first["error"].is_string(), "{first}");
+    let trace = first["trace_id"].as_str().unwrap_or_default();
+    assert!(is_trace_id(trace), "{first}");
+    let second: Value = send().await.unwrap().json().await.unwrap();
+    assert_ne!(
+        second["trace_id"], first["trace_id"],
+        "one trace per request"
+    );
+
+    // RFC 6750 bearer errors and unknown routes too.
+    let (status, _, body) = app.get_json("/userinfo").await;
+    assert_eq!(status, 401);
+    assert!(is_trace_id(body["trace_id"].as_str().unwrap_or_default()));
+    let (_, _, body) = app.get_json("/no/such/thing").await;
+    assert!(is_trace_id(body["trace_id"].as_str().unwrap_or_default()));
+
+    // The hosted error page shows it next to the request id.
+    let page = app
+        .get_raw("/authorize?client_id=nobody&response_type=code")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let shown = page
+        .split("Trace: <code>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_default();
+    assert!(is_trace_id(shown), "{page}");
+}
+
 #[tokio::test]
 async fn unknown_routes_get_a_json_404() {
     let app = TestApp::spawn().await;

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::accounts::service::{AccountError, RequestMeta};
 use crate::app::AppState;
-use crate::http::middleware::request_id::RequestId;
+use crate::http::middleware::request_id::{RequestId, TraceId};
 use crate::store::{Timestamp, User};
 
 #[derive(Tags)]
@@ -39,7 +39,7 @@ pub struct ErrorResponse {
     pub message: String,
     /// A stable, machine-readable reason, e.g. `weak_password` or `invalid_credentials`.
     pub code: String,
-    /// The request id (`x-request-id`), to find the request in the server's logs.
+    /// The request's trace id, to find the request in the server's logs and traces.
     pub trace_id: String,
 }
 
@@ -145,14 +145,18 @@ impl ApiError {
 pub struct Trace(pub String);
 
 impl Trace {
-    fn of(req: &Request) -> Trace {
-        Trace(
-            req.extensions()
-                .get::<RequestId>()
-                .map(|r| r.0.clone())
-                .unwrap_or_default(),
-        )
+    /// The request's trace id (the OpenTelemetry one when traces are exported), else its
+    /// request id.
+    pub fn of(req: &Request) -> Trace {
+        Trace(trace_id_of(req).unwrap_or_default())
     }
+}
+
+fn trace_id_of(req: &Request) -> Option<String> {
+    req.extensions()
+        .get::<TraceId>()
+        .map(|t| t.0.clone())
+        .or_else(|| req.extensions().get::<RequestId>().map(|r| r.0.clone()))
 }
 
 /// The caller's IP, user agent and request id, for the account service.
@@ -164,7 +168,7 @@ pub fn meta_of(req: &Request) -> RequestMeta {
             .get("user-agent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
-        trace_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        trace_id: trace_id_of(req),
     }
 }
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use poem::http::{HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response, Result};
-use serde_json::json;
 
 use crate::app::AppState;
 use crate::http::json_response;
@@ -14,7 +13,7 @@ use crate::http::json_response;
 fn refuse(status: StatusCode, error: &str, description: &str) -> Response {
     json_response(
         status,
-        &json!({"error": error, "error_description": description}),
+        &crate::http::error_body(error, description),
         "no-store",
     )
 }

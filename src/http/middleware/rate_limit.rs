@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use poem::http::{HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response, Result};
-use serde_json::json;
 
 use super::client_ip::ClientIp;
 use crate::app::AppState;
@@ -41,10 +40,10 @@ pub fn add_headers(resp: &mut Response, name: &str, policy: Policy, d: &Decision
 pub fn too_many_json(name: &str, policy: Policy, d: &Decision) -> Response {
     let mut resp = json_response(
         StatusCode::TOO_MANY_REQUESTS,
-        &json!({
-            "error": "rate_limited",
-            "error_description": format!("too many requests; retry in {} seconds", d.retry_after_secs),
-        }),
+        &crate::http::error_body(
+            "rate_limited",
+            &format!("too many requests; retry in {} seconds", d.retry_after_secs),
+        ),
         "no-store",
     );
     add_headers(&mut resp, name, policy, d);
@@ -116,12 +115,7 @@ pub async fn default_limit<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Re
         .any(|p| path.starts_with(p))
     {
         // The account API's error shape.
-        let trace = crate::http::api::Trace(
-            req.extensions()
-                .get::<crate::http::middleware::request_id::RequestId>()
-                .map(|r| r.0.clone())
-                .unwrap_or_default(),
-        );
+        let trace = crate::http::api::Trace::of(&req);
         let e = crate::accounts::service::AccountError::Throttled {
             name: "default",
             policy,
