@@ -3,8 +3,8 @@
 // It is set up the way loadgen sets up Portcullis: one confidential first-party client
 // (authorization_code, refresh_token with rotation, client_credentials), one user whose
 // password is an argon2id hash at Portcullis's parameters, ES256 JWT access tokens for the
-// `api` scope, opaque tokens for userinfo, introspection on. Storage is the library's
-// in-memory adapter: nothing is written to disk.
+// `api` scope, opaque tokens for userinfo, introspection on. Storage is in memory
+// (store.mjs: the library's own memory adapter evicts under load): nothing touches a disk.
 //
 // Settings come as one JSON object on standard input (so the client secret and the password
 // never show in the process list or its environment); the peer prints `listening <port>`.
@@ -13,6 +13,8 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 
 import argon2 from 'argon2';
 import Provider, { errors } from 'oidc-provider';
+
+import MapStore from './store.mjs';
 
 const API = 'urn:portcullis-bench:api';
 
@@ -85,6 +87,7 @@ const passwordHash = await argon2.hash(settings.password, ARGON2ID);
 delete settings.password;
 
 const provider = new Provider(issuer, {
+  adapter: MapStore,
   clients: [{
     client_id: settings.client_id,
     client_secret: settings.client_secret,
