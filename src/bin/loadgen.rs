@@ -664,7 +664,7 @@ async fn measure_node_peer(args: &Args) -> Result<Value, String> {
     Ok(json!({
         "server": Flavor::NodeOidcProvider.name(),
         "versions": node_peer::versions(),
-        "storage": "in-memory (the library's default adapter)",
+        "storage": "in memory (bench/node-peer/store.mjs: a map that does not evict)",
         "startup_to_ready_ms": startup.as_secs_f64() * 1000.0,
         "idle_rss_mib": idle_rss as f64 / 1024.0,
         "scenarios": rows,
