@@ -1339,3 +1339,86 @@ async fn smtp_with_starttls_never_sends_credentials_in_the_clear() {
         "{transcript}"
     );
 }
+
+#[tokio::test]
+async fn a_new_verification_link_can_be_asked_for_without_telling_who_exists() {
+    let app = TestApp::spawn().await;
+    let (status, _) = post(
+        &app,
+        "/auth/register",
+        json!({"email": "ada@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    for email in ["ada@example.com", "nobody@example.com"] {
+        let (status, body) = post(&app, "/auth/verify-email/resend", json!({"email": email})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    assert_error(
+        &post(&app, "/auth/verify-email/resend", json!({"email": "nope"})).await,
+        422,
+        "invalid_email",
+    );
+    // Two links went out; the newest works.
+    let token = mailed_token(&app, "ada@example.com", "/verify-email", 2).await;
+    assert_eq!(
+        post(&app, "/auth/verify-email", json!({"token": token}))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    // Verified accounts get no more links.
+    post(
+        &app,
+        "/auth/verify-email/resend",
+        json!({"email": "ada@example.com"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mails_to(&app, "ada@example.com", 2).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_hash_made_at_other_parameters_is_redone_at_sign_in() {
+    let app = TestApp::spawn().await;
+    first_party(&app).await;
+    let user = app.create_user("ada@example.com", PASSWORD).await;
+    // Store a hash made at a different cost, as an older configuration would have.
+    let older = portcullis::config::PasswordSettings {
+        memory_kib: 128,
+        iterations: 2,
+        ..app.settings.password.clone()
+    };
+    let hasher = portcullis::accounts::PasswordHasher::new(&older).unwrap();
+    let pw = portcullis::accounts::Password::parse(PASSWORD.into(), &older).unwrap();
+    let mut stored = app.state.store.get_user(user.id).await.unwrap().unwrap();
+    stored.password_hash = Some(hasher.hash(&pw).await.unwrap());
+    app.state.store.update_user(&stored).await.unwrap();
+    assert!(stored
+        .password_hash
+        .as_deref()
+        .unwrap()
+        .contains("m=128,t=2"));
+
+    assert_eq!(
+        login(&app, "ada@example.com", PASSWORD).await.0,
+        StatusCode::OK
+    );
+    let wanted = format!(
+        "m={},t={}",
+        app.settings.password.memory_kib, app.settings.password.iterations
+    );
+    for _ in 0..100 {
+        let now = app.state.store.get_user(user.id).await.unwrap().unwrap();
+        if now.password_hash.as_deref().unwrap().contains(&wanted) {
+            // And the password still works.
+            assert_eq!(
+                login(&app, "ada@example.com", PASSWORD).await.0,
+                StatusCode::OK
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the hash was not upgraded to {wanted}");
+}

@@ -740,3 +740,48 @@ async fn a_taken_port_stops_start_up_with_the_setting_to_change() {
     );
     drop(busy);
 }
+
+#[tokio::test]
+async fn audit_tail_prints_the_newest_events_oldest_first() {
+    let cli = Cli::new().await;
+    for name in ["first", "second"] {
+        let out = cli.run(&[
+            "client",
+            "create",
+            "--name",
+            name,
+            "--grant",
+            "client_credentials",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = cli.run(&["audit", "tail", "-n", "5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines.iter().all(|l| l.contains("client.created")), "{text}");
+    let json = cli.run(&[
+        "audit",
+        "tail",
+        "-n",
+        "1",
+        "--json",
+        "--type",
+        "client.created",
+    ]);
+    let event: serde_json::Value = serde_json::from_str(stdout(&json).trim()).unwrap();
+    assert_eq!(event["kind"], "client.created");
+    assert!(!stdout(&json).contains("secret"), "no secret in the trail");
+    let none = cli.run(&["audit", "tail", "--type", "login.failed"]);
+    assert!(none.status.success() && stdout(&none).is_empty());
+}
