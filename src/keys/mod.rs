@@ -419,20 +419,35 @@ async fn ensure_keys(
     clock: &dyn Clock,
 ) -> Result<(), KeyError> {
     let existing = store.list_signing_keys().await?;
-    for alg in SigningAlg::ALL {
-        if existing
-            .iter()
-            .any(|k| k.alg == alg.as_str() && k.state == KeyState::Active)
-        {
-            continue;
-        }
-        let now = clock.now();
-        let keys = [
-            new_record(alg, KeyState::Active, master, now)?,
-            new_record(alg, KeyState::Next, master, now)?,
-        ];
-        if store.insert_initial_keys(&keys).await? {
-            tracing::info!(alg = alg.as_str(), kid = %keys[0].kid, "generated signing keys");
+    let missing: Vec<SigningAlg> = SigningAlg::ALL
+        .into_iter()
+        .filter(|alg| {
+            !existing
+                .iter()
+                .any(|k| k.alg == alg.as_str() && k.state == KeyState::Active)
+        })
+        .collect();
+    let now = clock.now();
+    // Every key is generated at once on the blocking pool (RSA generation dominates a first
+    // start; this spreads it over the cores instead of one key after another).
+    let jobs: Vec<_> = missing
+        .iter()
+        .flat_map(|&alg| [(alg, KeyState::Active), (alg, KeyState::Next)])
+        .map(|(alg, state)| {
+            let master = master.clone();
+            tokio::task::spawn_blocking(move || new_record(alg, state, &master, now))
+        })
+        .collect();
+    let mut records = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        records.push(
+            job.await
+                .map_err(|e| KeyError::Crypto(format!("key generation: {e}")))??,
+        );
+    }
+    for pair in records.chunks(2) {
+        if store.insert_initial_keys(pair).await? {
+            tracing::info!(alg = %pair[0].alg, kid = %pair[0].kid, "generated signing keys");
         }
     }
     Ok(())
