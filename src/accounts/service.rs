@@ -93,6 +93,13 @@ async fn record(state: &AppState, event: AuditEvent) {
     }
 }
 
+/// Records an event about one user.
+async fn record_about(state: &AppState, kind: &str, meta: &RequestMeta, subject: impl ToString) {
+    let mut event = audit_event(state, kind, meta);
+    event.subject = Some(subject.to_string());
+    record(state, event).await;
+}
+
 pub fn is_admin(user: &User) -> bool {
     user.roles.iter().any(|r| r == "admin")
 }
@@ -446,9 +453,7 @@ pub async fn verify_email(
         .await
         .map_err(store_failed)?
         .ok_or(AccountError::InvalidToken)?;
-    let mut event = audit_event(state, "user.email_verified", meta);
-    event.subject = Some(user_id.to_string());
-    record(state, event).await;
+    record_about(state, "user.email_verified", meta, user_id).await;
     Ok(user_id)
 }
 
@@ -693,9 +698,7 @@ pub async fn confirm_password_reset(
         .map_err(store_failed)?
         .ok_or(AccountError::InvalidToken)?;
     deny_all(state, jtis).await;
-    let mut event = audit_event(state, "password.reset", meta);
-    event.subject = Some(user_id.to_string());
-    record(state, event).await;
+    record_about(state, "password.reset", meta, user_id).await;
     Ok(user_id)
 }
 

@@ -99,6 +99,32 @@ macro_rules! impl_sql_account_store {
             Ok(())
         }
 
+        /// Inside a transaction: the new hash of a live user, every session and refresh token
+        /// revoked, every reset link spent. Returns the access-token ids to deny, or `None`
+        /// (nothing to commit) when no live user has that id.
+        async fn write_password(
+            conn: &mut DbConnection,
+            id: Uuid,
+            password_hash: &str,
+            now: Timestamp,
+        ) -> StoreResult<Option<Vec<String>>> {
+            let done = sqlx::query(
+                "UPDATE users SET password_hash = $1, updated_at = $2 \
+                 WHERE id = $3 AND deleted_at IS NULL",
+            )
+            .bind(password_hash)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Ok(None);
+            }
+            let jtis = revoke_user_grants(conn, id, now).await?;
+            spend_user_tokens(conn, id, Some(TokenPurpose::PasswordReset), now).await?;
+            Ok(Some(jtis))
+        }
+
         #[async_trait]
         impl AccountStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
@@ -189,20 +215,9 @@ macro_rules! impl_sql_account_store {
                 now: Timestamp,
             ) -> StoreResult<Option<Vec<String>>> {
                 let mut tx = self.pool.begin().await?;
-                let done = sqlx::query(
-                    "UPDATE users SET password_hash = $1, updated_at = $2 \
-                     WHERE id = $3 AND deleted_at IS NULL",
-                )
-                .bind(password_hash)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() != 1 {
+                let Some(jtis) = write_password(&mut tx, id, password_hash, now).await? else {
                     return Ok(None);
-                }
-                let jtis = revoke_user_grants(&mut tx, id, now).await?;
-                spend_user_tokens(&mut tx, id, Some(TokenPurpose::PasswordReset), now).await?;
+                };
                 tx.commit().await?;
                 Ok(Some(jtis))
             }
@@ -286,21 +301,10 @@ macro_rules! impl_sql_account_store {
                 let Some(user_id) = user_id else {
                     return Ok(None);
                 };
-                let done = sqlx::query(
-                    "UPDATE users SET password_hash = $1, updated_at = $2 \
-                     WHERE id = $3 AND deleted_at IS NULL",
-                )
-                .bind(password_hash)
-                .bind(now)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() != 1 {
+                let Some(jtis) = write_password(&mut tx, user_id, password_hash, now).await? else {
                     // Dropping the transaction rolls the spent token back: nothing is written.
                     return Ok(None);
-                }
-                let jtis = revoke_user_grants(&mut tx, user_id, now).await?;
-                spend_user_tokens(&mut tx, user_id, Some(TokenPurpose::PasswordReset), now).await?;
+                };
                 tx.commit().await?;
                 Ok(Some((user_id, jtis)))
             }
