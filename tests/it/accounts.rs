@@ -1422,3 +1422,43 @@ async fn a_hash_made_at_other_parameters_is_redone_at_sign_in() {
     }
     panic!("the hash was not upgraded to {wanted}");
 }
+
+#[tokio::test]
+async fn request_limits_on_api_paths_answer_in_the_api_error_format() {
+    let app = TestApp::spawn().await;
+    let big = app
+        .http
+        .post(app.url("/auth/register"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"email\":\"{}\"}}", "a".repeat(70_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = big.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_request");
+    assert!(body["traceId"].as_str().is_some_and(|t| !t.is_empty()));
+    let long = app
+        .http
+        .get(app.url(&format!("/users?email={}", "b".repeat(9000))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), StatusCode::URI_TOO_LONG);
+    let body: Value = long.json().await.unwrap();
+    assert!(
+        body["message"].as_str().is_some() && body.get("error").is_none(),
+        "{body}"
+    );
+    // The protocol endpoints keep RFC 6749's format.
+    let token = app
+        .http
+        .post(app.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("a".repeat(70_000))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = token.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+}

@@ -140,9 +140,28 @@ impl ApiError {
     }
 }
 
-/// The request id, for `traceId`.
+/// The request's trace id, for `traceId`.
 #[derive(Debug, Clone)]
 pub struct Trace(pub String);
+
+/// Whether `path` belongs to this API (its errors are `ErrorResponse`, whoever answers).
+pub fn is_api_path(path: &str) -> bool {
+    path.starts_with("/auth/")
+        || path == "/users"
+        || path.starts_with("/users/")
+        || path.starts_with("/admin/")
+}
+
+/// An `ErrorResponse` with any status, for answers given before the API runs (request limits,
+/// timeouts).
+pub fn error_response(status: StatusCode, code: &str, message: &str, trace: &Trace) -> Response {
+    let body = serde_json::json!({
+        "message": message,
+        "code": code,
+        "traceId": trace.0,
+    });
+    crate::http::json_response(status, &body, "no-store")
+}
 
 impl Trace {
     /// The request's trace id (the OpenTelemetry one when traces are exported), else its

@@ -10,12 +10,22 @@ use poem::{Endpoint, IntoResponse, Request, Response, Result};
 use crate::app::AppState;
 use crate::http::json_response;
 
-fn refuse(status: StatusCode, error: &str, description: &str) -> Response {
-    json_response(
-        status,
-        &crate::http::error_body(error, description),
-        "no-store",
-    )
+/// A refusal in the error format of the endpoint asked: RFC 6749 JSON, or the account API's
+/// `ErrorResponse`.
+fn refuse_for(req: &Request) -> impl Fn(StatusCode, &str, &str) -> Response {
+    let api = crate::http::api::is_api_path(req.uri().path());
+    let trace = crate::http::api::Trace::of(req);
+    move |status, error, description| {
+        if api {
+            crate::http::api::error_response(status, error, description, &trace)
+        } else {
+            json_response(
+                status,
+                &crate::http::error_body(error, description),
+                "no-store",
+            )
+        }
+    }
 }
 
 pub async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> {
@@ -23,6 +33,7 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> 
         return next.call(req).await.map(IntoResponse::into_response);
     };
     let limits = &state.settings.http;
+    let refuse = refuse_for(&req);
     let uri_len = req.uri().to_string().len();
     if uri_len > limits.max_uri_bytes {
         return Ok(refuse(

@@ -110,10 +110,7 @@ pub async fn default_limit<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Re
     if PAGES.contains(&path.as_str()) {
         return Ok(too_many_page(&state, &req, "default", policy, &d));
     }
-    if ["/auth/", "/users", "/admin/"]
-        .iter()
-        .any(|p| path.starts_with(p))
-    {
+    if crate::http::api::is_api_path(&path) {
         // The account API's error shape.
         let trace = crate::http::api::Trace::of(&req);
         let e = crate::accounts::service::AccountError::Throttled {
