@@ -55,6 +55,8 @@ pub trait ClientStore: Send + Sync {
     async fn create_client(&self, client: &Client) -> StoreResult<()>;
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>>;
     async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    /// The first-party client registered first, if any (the one the account API issues for).
+    async fn first_party_client(&self) -> StoreResult<Option<Client>>;
     /// Returns whether a client was deleted; its codes, tokens and consents go with it.
     async fn delete_client(&self, id: &str) -> StoreResult<bool>;
 }

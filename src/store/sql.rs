@@ -294,6 +294,16 @@ macro_rules! impl_sql_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
+            async fn first_party_client(&self) -> StoreResult<Option<Client>> {
+                let sql = format!(
+                    "SELECT {CLIENT_COLUMNS} FROM clients WHERE first_party \
+                     ORDER BY created_at, id LIMIT 1"
+                );
+                let row = sqlx::query(&sql).fetch_optional(&self.pool).await?;
+                row.as_ref().map(client_from_row).transpose()
+            }
+
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn delete_client(&self, id: &str) -> StoreResult<bool> {
                 let done = sqlx::query("DELETE FROM clients WHERE id = $1")
                     .bind(id)

@@ -74,6 +74,12 @@ async fn clients_round_trip_and_delete(store: Arc<dyn Store>) {
     assert_eq!(store.get_client("pub").await.unwrap(), Some(public));
     assert_eq!(store.get_client("nope").await.unwrap(), None);
     assert_eq!(store.list_clients().await.unwrap().len(), 2);
+    assert_eq!(store.first_party_client().await.unwrap(), None);
+    let mut own = client("own");
+    own.first_party = true;
+    store.create_client(&own).await.unwrap();
+    assert_eq!(store.first_party_client().await.unwrap(), Some(own));
+    assert!(store.delete_client("own").await.unwrap());
     assert!(matches!(
         store.create_client(&client("conf")).await,
         Err(StoreError::Conflict(_))

@@ -162,11 +162,11 @@ struct ChangePasswordRequest {
 
 /// The one client marked first-party, or a 404 that says how to register one.
 async fn first_party_client(state: &AppState, trace: &Trace) -> Result<Client, ApiError> {
-    let clients = state.store.list_clients().await.map_err(|e| {
+    let client = state.store.first_party_client().await.map_err(|e| {
         tracing::error!(error = %e, "storage failure while finding the first-party client");
         ApiError::internal(trace)
     })?;
-    clients.into_iter().find(|c| c.first_party).ok_or_else(|| {
+    client.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "first_party_client_missing",
