@@ -28,6 +28,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyManager>,
+    /// Client lookups, cached for `database.client_cache_secs`.
+    pub clients: Arc<crate::client_directory::ClientDirectory>,
     pub clock: Arc<dyn Clock>,
     pub passwords: PasswordHasher,
     pub redis: Option<Arc<RedisHandle>>,
@@ -113,7 +115,14 @@ impl Portcullis {
         let master = master_key(&settings)?;
         let store = open_store(&settings).await?;
         let retention = settings.longest_token_ttl_secs() + settings.keys.jwks_max_age_secs;
-        let keys = KeyManager::start(store.clone(), master, clock.clone(), retention).await?;
+        let keys = KeyManager::start(
+            store.clone(),
+            master,
+            clock.clone(),
+            retention,
+            settings.keys.verify_cache_entries,
+        )
+        .await?;
         let redis = match &settings.redis.url {
             Some(url) => Some(Arc::new(
                 RedisHandle::new(url, &settings.redis.namespace).map_err(StartError::Config)?,
@@ -128,6 +137,11 @@ impl Portcullis {
         ))
         .unwrap_or(serde_json::Value::Null);
         let deny = Arc::new(DenyList::new(store.clone(), redis.clone()));
+        let clients = Arc::new(crate::client_directory::ClientDirectory::new(
+            store.clone(),
+            clock.clone(),
+            settings.database.client_cache_secs,
+        ));
         let redis_for_limits = redis.clone();
         let trusted_proxies = Arc::new(http::middleware::client_ip::parse_trusted(
             &settings.http.trusted_proxies,
@@ -148,6 +162,7 @@ impl Portcullis {
                 settings: Arc::new(settings),
                 store,
                 keys: Arc::new(keys),
+                clients,
                 clock,
                 passwords,
                 redis,
@@ -459,10 +474,14 @@ async fn listen_for_events(state: AppState) {
         match redis.subscribe().await {
             Ok(mut events) => {
                 while let Some(msg) = events.next().await {
-                    if msg.get_payload::<String>().is_ok_and(|p| p == "keys") {
-                        if let Err(e) = state.keys.refresh().await {
-                            tracing::warn!(error = %e, "could not refresh signing keys after an announcement");
+                    match msg.get_payload::<String>().as_deref() {
+                        Ok("keys") => {
+                            if let Err(e) = state.keys.refresh().await {
+                                tracing::warn!(error = %e, "could not refresh signing keys after an announcement");
+                            }
                         }
+                        Ok("clients") => state.clients.invalidate(),
+                        _ => {}
                     }
                 }
             }

@@ -221,6 +221,9 @@ pub struct DatabaseSettings {
     /// `sqlite://path/to/file.db` (embedded) or `postgres://user@host/db`.
     pub url: String,
     pub max_connections: u32,
+    /// How long each instance keeps a client it read (0: read on every request). The CLI's
+    /// client changes reach running instances at once through Redis, otherwise within this.
+    pub client_cache_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,6 +284,9 @@ pub struct KeySettings {
     pub refresh_secs: u64,
     /// Scheduled rotation: each active key signs this long (0 turns the schedule off).
     pub rotate_every_secs: u64,
+    /// How many verified JWTs each instance remembers (until their `exp`) so a token shown
+    /// again skips the signature check; 0 turns it off. About 1 KiB each.
+    pub verify_cache_entries: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -408,6 +414,7 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             url: "sqlite://data/portcullis.db".into(),
             max_connections: 10,
+            client_cache_secs: 10,
         }
     }
 }
@@ -440,6 +447,7 @@ impl Default for KeySettings {
             jwks_max_age_secs: 300,
             refresh_secs: 30,
             rotate_every_secs: 30 * 86_400,
+            verify_cache_entries: 10_000,
         }
     }
 }

@@ -49,7 +49,7 @@ pub async fn end_session(state: &AppState, session: &BrowserSession, reason: &st
         .await
         .unwrap_or_default();
     for client_id in client_ids {
-        let Ok(Some(client)) = state.store.get_client(&client_id).await else {
+        let Ok(Some(client)) = state.clients.get(&client_id).await else {
             continue;
         };
         let Some(uri) = client.backchannel_logout_uri.clone() else {

@@ -190,6 +190,14 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> Result<(), CliError
                 .await
                 .map_err(|e: StoreError| CliError::Failed(e.to_string()))?;
             println!("deleted client {id}");
+            if super::announce(settings, "clients").await {
+                println!("announced to running servers through Redis: they refuse it now");
+            } else {
+                println!(
+                    "running servers refuse it within {}s (database.client_cache_secs)",
+                    settings.database.client_cache_secs
+                );
+            }
             Ok(())
         }
     }

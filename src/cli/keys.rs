@@ -62,11 +62,7 @@ pub async fn run(cmd: KeysCommand, settings: Settings) -> Result<(), CliError> {
                     "no signing key with kid {kid:?} (see `portcullis keys list`)"
                 )));
             }
-            if let Some(url) = &settings.redis.url {
-                if let Ok(redis) = crate::cache::RedisHandle::new(url, &settings.redis.namespace) {
-                    let _ = redis.publish("keys").await;
-                }
-            }
+            super::announce(&settings, "keys").await;
             println!("revoked {kid}: it is no longer published; tokens it signed no longer verify");
             println!(
                 "verifiers may hold it until their JWKS cache expires ({}s)",
@@ -79,12 +75,8 @@ pub async fn run(cmd: KeysCommand, settings: Settings) -> Result<(), CliError> {
                 .rotate()
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
-            if let Some(url) = &settings.redis.url {
-                if let Ok(redis) = crate::cache::RedisHandle::new(url, &settings.redis.namespace) {
-                    if redis.publish("keys").await.is_ok() {
-                        println!("announced to running servers through Redis");
-                    }
-                }
+            if super::announce(&settings, "keys").await {
+                println!("announced to running servers through Redis");
             }
             for (alg, kid) in promoted {
                 println!("{alg}: {kid} is now the active key");
@@ -103,7 +95,7 @@ async fn open(settings: &Settings) -> Result<KeyManager, CliError> {
     let master = crate::app::master_key(settings)?;
     let store = crate::app::open_store(settings).await?;
     let retention = settings.longest_token_ttl_secs() + settings.keys.jwks_max_age_secs;
-    KeyManager::start(store, master, Arc::new(SystemClock), retention)
+    KeyManager::start(store, master, Arc::new(SystemClock), retention, 0)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))
 }

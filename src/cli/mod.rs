@@ -197,6 +197,18 @@ pub(crate) fn show_time(ts: i64) -> String {
     )
 }
 
+/// Tells running servers, through Redis when one is configured, that `event` ("keys",
+/// "clients") changed, so they re-read it at once. Answers whether anyone could be told.
+async fn announce(settings: &Settings, event: &str) -> bool {
+    let Some(url) = &settings.redis.url else {
+        return false;
+    };
+    match crate::cache::RedisHandle::new(url, &settings.redis.namespace) {
+        Ok(redis) => redis.publish(event).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,8 +62,8 @@ async fn check(state: &AppState, params: &Params) -> Result<Checked, String> {
     let client = match &client_id {
         Some(id) => Some(
             state
-                .store
-                .get_client(id)
+                .clients
+                .get(id)
                 .await
                 .map_err(|_| "Please try again in a moment.".to_string())?
                 .ok_or_else(|| {

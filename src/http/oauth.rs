@@ -135,7 +135,7 @@ type PageFn = Box<dyn FnOnce(&AppState, &Request) -> Response + Send>;
 async fn load_client(state: &AppState, client_id: Option<&str>) -> Result<Option<Client>, PageFn> {
     match client_id {
         None => Ok(None),
-        Some(id) => state.store.get_client(id).await.map_err(|e| {
+        Some(id) => state.clients.get(id).await.map_err(|e| {
             tracing::error!(error = %e, "client lookup failed");
             Box::new(|state: &AppState, req: &Request| {
                 error_page(
@@ -304,11 +304,7 @@ pub fn resume_url(state: &AppState, return_to: &str, satisfied_prompt: &str) -> 
 /// The client's name for the login page, from the request being resumed.
 pub async fn client_name_for(state: &AppState, return_to: &str) -> Option<String> {
     let params = Params::parse(return_to.trim_start_matches("/authorize?").as_bytes()).ok()?;
-    let client = state
-        .store
-        .get_client(params.get("client_id")?)
-        .await
-        .ok()??;
+    let client = state.clients.get(params.get("client_id")?).await.ok()??;
     Some(client.name)
 }
 
@@ -398,6 +394,7 @@ pub async fn authenticate_client(
     let audiences = [token_endpoint.as_str(), state.settings.issuer.as_str()];
     let ctx = client_auth::AuthContext {
         store: &*state.store,
+        clients: &state.clients,
         http: &state.http,
         audiences: &audiences,
         now: state.clock.now(),
@@ -455,7 +452,7 @@ pub async fn rate_limited_authorize(
 ) -> Response {
     let params = Params::parse(req.uri().query().unwrap_or("").as_bytes()).unwrap_or_default();
     let client = match params.get("client_id") {
-        Some(id) => state.store.get_client(id).await.ok().flatten(),
+        Some(id) => state.clients.get(id).await.ok().flatten(),
         None => None,
     };
     let target = match rules::validate(&params, client.as_ref(), &state.settings.oauth) {

@@ -3,6 +3,7 @@
 //! database; the ring is refreshed from the store periodically and after a local rotation.
 
 pub mod master;
+mod verified;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,7 @@ use crate::clock::Clock;
 use crate::random;
 use crate::store::{AuditEvent, KeyState, SigningKeyRecord, Store, StoreError, Timestamp};
 pub use master::{MasterKey, MasterKeyError, MasterKeySource};
+use verified::{Verified, VerifiedCache};
 
 /// JWS algorithms Portcullis signs with (RFC 7518 §3.1, RFC 8037 §3.1). Each has its own keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -145,6 +147,8 @@ pub struct KeyRing {
     verifiers: BTreeMap<String, (SigningAlg, Box<dyn JwsVerifier>)>,
     jwks: Value,
     summary: Vec<KeySummary>,
+    /// Shared by every ring the manager loads, so refreshing the keys keeps what was checked.
+    verified: Arc<VerifiedCache>,
 }
 
 /// What an operator may see of a key.
@@ -176,6 +180,17 @@ impl KeyRing {
     /// that the header's `alg` is that key's. Claims are the caller's to check.
     pub fn verify(&self, token: &str) -> Result<(JwtPayload, JwsHeader, SigningAlg), KeyError> {
         let bad = |reason: &str| KeyError::Crypto(reason.to_string());
+        let cache_key = VerifiedCache::key(token);
+        if let Some(hit) = self.verified.get(&cache_key) {
+            // Checked before, by a key that is still published (a revoked key leaves the ring).
+            if self
+                .verifiers
+                .get(&hit.kid)
+                .is_some_and(|(alg, _)| *alg == hit.alg)
+            {
+                return Ok((hit.payload, hit.header, hit.alg));
+            }
+        }
         let header = josekit::jwt::decode_header(token).map_err(|_| bad("malformed token"))?;
         let kid = header
             .claim("kid")
@@ -187,7 +202,14 @@ impl KeyRing {
         }
         let (payload, header) = josekit::jwt::decode_with_verifier(token, &**verifier)
             .map_err(|_| bad("bad signature"))?;
-        Ok((payload, header, *alg))
+        let verified = Verified {
+            kid: kid.to_string(),
+            alg: *alg,
+            payload,
+            header,
+        };
+        self.verified.put(cache_key, &verified);
+        Ok((verified.payload, verified.header, *alg))
     }
 
     /// Signs `payload` as a compact JWS with the active key of `alg`; `typ` per RFC 9068 §2.1
@@ -218,6 +240,7 @@ pub struct KeyManager {
     /// JWKS cache lifetime, so every token they signed can still be verified.
     retention_secs: i64,
     ring: RwLock<Arc<KeyRing>>,
+    verified: Arc<VerifiedCache>,
 }
 
 impl KeyManager {
@@ -227,15 +250,25 @@ impl KeyManager {
         master: MasterKey,
         clock: Arc<dyn Clock>,
         retention_secs: u64,
+        verify_cache_entries: usize,
     ) -> Result<KeyManager, KeyError> {
         ensure_keys(&*store, &master, &*clock).await?;
-        let ring = load_ring(&*store, &master, clock.now(), retention_secs as i64).await?;
+        let verified = Arc::new(VerifiedCache::new(verify_cache_entries, clock.clone()));
+        let ring = load_ring(
+            &*store,
+            &master,
+            clock.now(),
+            retention_secs as i64,
+            verified.clone(),
+        )
+        .await?;
         Ok(KeyManager {
             store,
             master,
             clock,
             retention_secs: retention_secs as i64,
             ring: RwLock::new(Arc::new(ring)),
+            verified,
         })
     }
 
@@ -258,6 +291,7 @@ impl KeyManager {
             &self.master,
             self.clock.now(),
             self.retention_secs,
+            self.verified.clone(),
         )
         .await?;
         let mut guard = match self.ring.write() {
@@ -458,6 +492,7 @@ async fn load_ring(
     master: &MasterKey,
     now: Timestamp,
     retention_secs: i64,
+    verified: Arc<VerifiedCache>,
 ) -> Result<KeyRing, KeyError> {
     let records = store.list_signing_keys().await?;
     let mut active = BTreeMap::new();
@@ -525,5 +560,6 @@ async fn load_ring(
         verifiers,
         jwks: json!({ "keys": published }),
         summary,
+        verified,
     })
 }

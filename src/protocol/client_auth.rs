@@ -108,6 +108,7 @@ pub fn presented(authorization: Option<&str>, params: &Params) -> Result<Present
 /// What authentication needs besides the request.
 pub struct AuthContext<'a> {
     pub store: &'a dyn Store,
+    pub clients: &'a crate::client_directory::ClientDirectory,
     pub http: &'a reqwest::Client,
     /// Acceptable `aud` values of client assertions: the token endpoint URL and the issuer.
     pub audiences: &'a [&'a str],
@@ -122,14 +123,10 @@ pub async fn authenticate_request(
     params: &Params,
 ) -> Result<Client, OAuthError> {
     let presented = presented(authorization, params)?;
-    let client = ctx
-        .store
-        .get_client(&presented.client_id)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "client lookup failed");
-            OAuthError::server_error()
-        })?;
+    let client = ctx.clients.get(&presented.client_id).await.map_err(|e| {
+        tracing::error!(error = %e, "client lookup failed");
+        OAuthError::server_error()
+    })?;
     let fail = || OAuthError::invalid_client("client authentication failed");
     let client = client.ok_or_else(fail)?;
     match client.token_endpoint_auth_method.as_str() {

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use josekit::jwk::Jwk;
 use josekit::jws::{EdDSA, JwsVerifier, ES256, PS256, RS256};
 use josekit::jwt::JwtPayload;
@@ -291,4 +293,56 @@ async fn an_emergency_revocation_unpublishes_a_signing_key_at_once() {
         .unwrap();
     verify_with_jwks(&jwks, &fresh).unwrap();
     assert!(!app.state.keys.revoke("no-such-kid").await.unwrap());
+}
+
+/// The verification cache (keys.verify_cache_entries) remembers a checked token by the hash
+/// of all of it; a revoked key, a swapped payload and expiry still decide.
+#[tokio::test]
+async fn a_remembered_token_still_fails_when_its_key_is_revoked_or_its_payload_is_swapped() {
+    let app = TestApp::spawn().await;
+    let ring = app.state.keys.ring();
+    let now = std::time::SystemTime::now();
+    let mut claims = payload("alice");
+    claims.set_expires_at(&(now + std::time::Duration::from_secs(300)));
+    let token = ring.sign(SigningAlg::Es256, "at+jwt", &claims).unwrap();
+    for _ in 0..2 {
+        let (checked, _, alg) = ring.verify(&token).unwrap();
+        assert_eq!((checked.subject(), alg), (Some("alice"), SigningAlg::Es256));
+    }
+
+    // The genuine signature next to another payload is a different token: no hit, no pass.
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut forged_claims = payload("mallory");
+    forged_claims.set_expires_at(&(now + std::time::Duration::from_secs(300)));
+    let forged_payload = URL_SAFE_NO_PAD.encode(forged_claims.to_string());
+    let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+    assert!(ring.verify(&forged).is_err());
+
+    let kid = ring.active_kid(SigningAlg::Es256).unwrap().to_string();
+    assert!(app.state.keys.revoke(&kid).await.unwrap());
+    assert!(
+        app.state.keys.ring().verify(&token).is_err(),
+        "a remembered token of a revoked key no longer verifies"
+    );
+}
+
+#[tokio::test]
+async fn a_remembered_access_token_expires_on_time_at_userinfo() {
+    let clock = ManualClock::new(1_900_000_000);
+    let app = TestApp::spawn_with_clock(clock.clone()).await;
+    let client = app.confidential_client().await;
+    let user = app
+        .create_user("ada@example.org", "correct horse battery")
+        .await;
+    let (_, tokens) = crate::common::tokens_for(&app, &client, &user, "openid").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let ttl = tokens["expires_in"].as_i64().unwrap();
+    let status = |app: &TestApp| {
+        let req = app.http.get(app.url("/userinfo")).bearer_auth(access);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(&app).await, 200);
+    assert_eq!(status(&app).await, 200);
+    clock.advance(ttl + 1);
+    assert_eq!(status(&app).await, 401, "the cache never outlives exp");
 }

@@ -162,7 +162,7 @@ struct ChangePasswordRequest {
 
 /// The one client marked first-party, or a 404 that says how to register one.
 async fn first_party_client(state: &AppState, trace: &Trace) -> Result<Client, ApiError> {
-    let client = state.store.first_party_client().await.map_err(|e| {
+    let client = state.clients.first_party().await.map_err(|e| {
         tracing::error!(error = %e, "storage failure while finding the first-party client");
         ApiError::internal(trace)
     })?;
