@@ -9,10 +9,14 @@
 //!   cargo run --bin loadgen -- --smoke        # a few seconds each; fails only on errors
 
 // The crate root's modules resolve beside it, so name this binary's own folder.
+#[path = "loadgen/browser.rs"]
+mod browser;
 #[path = "loadgen/node_peer.rs"]
 mod node_peer;
 #[path = "loadgen/report.rs"]
 mod report;
+#[path = "loadgen/targets.rs"]
+mod targets;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,6 +30,8 @@ use base64::Engine;
 use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use browser::Browser;
 
 #[derive(Parser, Debug)]
 #[command(about = "Measure Portcullis on loopback: requests/s, latency, RSS and CPU per scenario")]
@@ -151,14 +157,7 @@ async fn start(args: &Args) -> Result<(Server, Duration), String> {
         env.push(("PORTCULLIS_REDIS__URL".into(), redis.clone()));
     }
     let started = Instant::now();
-    let child = Command::new(&bin)
-        .arg("serve")
-        .current_dir(dir.path())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
+    let child = serve(&bin, dir.path(), &env)?;
     let server = Server {
         child,
         base,
@@ -166,20 +165,23 @@ async fn start(args: &Args) -> Result<(Server, Duration), String> {
         env,
         bin,
     };
-    let http = reqwest::Client::new();
-    for _ in 0..400 {
-        if let Ok(r) = http
-            .get(format!("{}/health/ready", server.base))
-            .send()
-            .await
-        {
-            if r.status().is_success() {
-                return Ok((server, started.elapsed()));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Err("the server did not become ready within 2 s".into())
+    server.wait_ready().await?;
+    Ok((server, started.elapsed()))
+}
+
+fn serve(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    env: &[(String, String)],
+) -> Result<Child, String> {
+    Command::new(bin)
+        .arg("serve")
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())
 }
 
 async fn fresh_pg(base: &str) -> Result<String, String> {
@@ -198,6 +200,30 @@ async fn fresh_pg(base: &str) -> Result<String, String> {
 }
 
 impl Server {
+    async fn wait_ready(&self) -> Result<(), String> {
+        let http = reqwest::Client::new();
+        for _ in 0..1000 {
+            if let Ok(r) = http.get(format!("{}/health/ready", self.base)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Err("the server did not become ready within 2 s".into())
+    }
+
+    /// Stops the server and starts it again on the same database and keys: the time from
+    /// spawning the process to `/health/ready` answering, with nothing left to generate.
+    async fn restart(&mut self) -> Result<Duration, String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let started = Instant::now();
+        self.child = serve(&self.bin, self.dir.path(), &self.env)?;
+        self.wait_ready().await?;
+        Ok(started.elapsed())
+    }
+
     fn cli(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         let mut child = Command::new(&self.bin)
             .args(args)
@@ -278,18 +304,12 @@ struct Seed {
     client_id: String,
     secret: String,
     email: String,
+    /// A service client whose access tokens are RS256 (Portcullis only: the RS256 floor).
+    rs256_client: Option<(String, String)>,
 }
 
 fn challenge() -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()))
-}
-
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default()
 }
 
 fn form_value(html: &str, name: &str) -> Option<String> {
@@ -339,7 +359,7 @@ fn authorize_url(seed: &Seed) -> Result<url::Url, String> {
 
 /// Portcullis: the authorization response is the login form; posting it redirects back.
 async fn portcullis_sign_in(
-    b: &reqwest::Client,
+    b: &Browser,
     seed: &Seed,
     authorize: reqwest::Response,
 ) -> Result<String, String> {
@@ -347,27 +367,20 @@ async fn portcullis_sign_in(
     let csrf = form_value(&html, "csrf").ok_or("no login form")?;
     let return_to = form_value(&html, "return_to").ok_or("no return_to")?;
     let resp = b
-        .post(format!("{}/login", seed.base))
-        .form(&[
+        .send(b.post(&format!("{}/login", seed.base)).form(&[
             ("csrf", csrf.as_str()),
             ("return_to", return_to.as_str()),
             ("username", seed.email.as_str()),
             ("password", PASSWORD),
-        ])
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+        ]))
+        .await?;
     location(&resp).ok_or_else(|| "login did not redirect".into())
 }
 
 /// Authorization request and sign-in: answers where the server sends the browser next.
-async fn authorize_and_sign_in(b: &reqwest::Client, seed: &Seed) -> Result<String, String> {
+async fn authorize_and_sign_in(b: &Browser, seed: &Seed) -> Result<String, String> {
     let url = authorize_url(seed)?;
-    let resp = b
-        .get(url.as_str())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = b.send(b.get(url.as_str())).await?;
     match seed.flavor {
         Flavor::Portcullis => portcullis_sign_in(b, seed, resp).await,
         Flavor::NodeOidcProvider => node_peer::sign_in(b, seed, resp).await,
@@ -376,28 +389,28 @@ async fn authorize_and_sign_in(b: &reqwest::Client, seed: &Seed) -> Result<Strin
 
 /// One full sign-in: authorize → sign-in page → (first-party: no consent) → token.
 async fn code_flow(seed: &Seed) -> Result<Value, String> {
-    let b = browser();
+    let b = Browser::new();
     let mut next = authorize_and_sign_in(&b, seed).await?;
     for _ in 0..3 {
         if next.starts_with(REDIRECT_URI) {
             break;
         }
-        let r = b.get(&next).send().await.map_err(|e| e.to_string())?;
+        let r = b.send(b.get(&next)).await?;
         next = location(&r).ok_or("authorize did not redirect")?;
     }
     let code = query(&next, "code").ok_or("no code")?;
     let tokens: Value = b
-        .post(&seed.endpoints.token)
-        .basic_auth(&seed.client_id, Some(&seed.secret))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", REDIRECT_URI),
-            ("code_verifier", VERIFIER),
-        ])
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
+        .send(
+            b.post(&seed.endpoints.token)
+                .basic_auth(&seed.client_id, Some(&seed.secret))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", REDIRECT_URI),
+                    ("code_verifier", VERIFIER),
+                ]),
+        )
+        .await?
         .json()
         .await
         .map_err(|e| e.to_string())?;
@@ -410,28 +423,20 @@ async fn code_flow(seed: &Seed) -> Result<Value, String> {
 /// One password sign-in without the token exchange. Portcullis: `GET /login` + `POST /login`.
 /// node-oidc-provider has no sign-in outside an authorization request, so: authorize, the
 /// sign-in page, the password form (three requests).
-async fn password_login(seed: &Seed) -> bool {
-    let b = browser();
+pub(crate) async fn password_login(seed: &Seed) -> bool {
+    let b = Browser::new();
     match seed.flavor {
         Flavor::Portcullis => async {
-            let html = b
-                .get(format!("{}/login", seed.base))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let login = format!("{}/login", seed.base);
+            let html = b.send(b.get(&login)).await.ok()?.text().await.ok()?;
             let csrf = form_value(&html, "csrf")?;
             let r = b
-                .post(format!("{}/login", seed.base))
-                .form(&[
+                .send(b.post(&login).form(&[
                     ("csrf", csrf.as_str()),
                     ("return_to", ""),
                     ("username", seed.email.as_str()),
                     ("password", PASSWORD),
-                ])
-                .send()
+                ]))
                 .await
                 .ok()?;
             Some(r.status().is_success())
@@ -584,6 +589,29 @@ fn seed_portcullis(server: &Server) -> Result<(String, String, String), String> 
     Ok((field("client_id"), field("client_secret"), email))
 }
 
+/// A client_credentials-only client whose access tokens are signed RS256.
+fn seed_rs256_client(server: &Server) -> Result<(String, String), String> {
+    let created = server.cli(
+        &[
+            "client",
+            "create",
+            "--name",
+            "bench-rs256",
+            "--grant",
+            "client_credentials",
+            "--scope",
+            "api",
+            "--access-token-alg",
+            "RS256",
+            "--json",
+        ],
+        None,
+    )?;
+    let created: Value = serde_json::from_str(created.trim()).map_err(|e| e.to_string())?;
+    let field = |k: &str| created[k].as_str().unwrap_or_default().to_string();
+    Ok((field("client_id"), field("client_secret")))
+}
+
 async fn bench(args: &Args) -> Result<bool, String> {
     let (server, startup) = start(args).await?;
     let pid = server.child.id();
@@ -597,8 +625,15 @@ async fn bench(args: &Args) -> Result<bool, String> {
         client_id,
         secret,
         email,
+        rs256_client: Some(seed_rs256_client(&server)?),
     };
-    let rows = measure(args, &seed, pid).await?;
+    let (rows, storm) = measure(args, &seed, pid).await?;
+    // A restart finds its keys and schema in place: the start-up an operator sees every
+    // time but the first (which generates eight signing keys, four of them RSA).
+    let mut server = server;
+    let restart = server.restart().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let restart_idle_rss = rss_kib(server.child.id());
     drop(server);
     let mut report = json!({
         "backend": if args.postgres.is_some() { "postgres" } else { "sqlite" },
@@ -606,8 +641,30 @@ async fn bench(args: &Args) -> Result<bool, String> {
         "concurrency": args.concurrency,
         "startup_to_ready_ms": startup.as_secs_f64() * 1000.0,
         "idle_rss_mib": idle_rss as f64 / 1024.0,
+        "restart_to_ready_ms": restart.as_secs_f64() * 1000.0,
+        "restart_idle_rss_mib": restart_idle_rss as f64 / 1024.0,
         "scenarios": rows,
+        "login_storm": storm,
     });
+    let logins = report["scenarios"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["scenario"] == "password_login")
+        .cloned();
+    if let Some(logins) = logins {
+        // With Portcullis stopped, so the hashes have the machine to themselves.
+        let raw = targets::raw_argon2(args.seconds.min(5));
+        let ratio = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
+            (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+            _ => Value::Null,
+        };
+        report["password_login_vs_raw_argon2id"] = json!({
+            "raw": raw,
+            "ratio": ratio(&logins["rps"], &raw["hashes_per_sec"]),
+            "ratio_per_core": ratio(&logins["rps_per_core"], &raw["hashes_per_sec_per_thread"]),
+        });
+    }
     report::print_run(Flavor::Portcullis.name(), &report);
 
     match args.peer {
@@ -628,6 +685,7 @@ async fn bench(args: &Args) -> Result<bool, String> {
     let failed = [&report["scenarios"], &report["peer"]["scenarios"]]
         .iter()
         .flat_map(|rows| rows.as_array().into_iter().flatten())
+        .chain([&report["login_storm"], &report["peer"]["login_storm"]])
         .any(|r| r["errors"].as_u64().unwrap_or(0) > 0);
     if let Some(path) = &args.json {
         std::fs::write(
@@ -659,8 +717,9 @@ async fn measure_node_peer(args: &Args) -> Result<Value, String> {
         client_id,
         secret,
         email,
+        rs256_client: None,
     };
-    let rows = measure(args, &seed, pid).await?;
+    let (rows, storm) = measure(args, &seed, pid).await?;
     Ok(json!({
         "server": Flavor::NodeOidcProvider.name(),
         "versions": node_peer::versions(),
@@ -668,11 +727,13 @@ async fn measure_node_peer(args: &Args) -> Result<Value, String> {
         "startup_to_ready_ms": startup.as_secs_f64() * 1000.0,
         "idle_rss_mib": idle_rss as f64 / 1024.0,
         "scenarios": rows,
+        "login_storm": storm,
     }))
 }
 
-/// Runs every wanted scenario against one server (process `pid`) and answers one row each.
-async fn measure(args: &Args, seed: &Seed, pid: u32) -> Result<Vec<Value>, String> {
+/// Runs every wanted scenario against one server (process `pid`) and answers one row each,
+/// then the login storm (`Value::Null` when not wanted).
+async fn measure(args: &Args, seed: &Seed, pid: u32) -> Result<(Vec<Value>, Value), String> {
     eprintln!("loadgen: {}", seed.flavor.name());
     let Tokens { families, access } = sign_in_tokens(seed, args.concurrency).await?;
     let http = reqwest::Client::builder()
@@ -741,21 +802,34 @@ async fn measure(args: &Args, seed: &Seed, pid: u32) -> Result<Vec<Value>, Strin
         get(format!("{}/.well-known/openid-configuration", seed.base))
     );
     scenario!("jwks", vec![(); n], get(seed.endpoints.jwks.clone()));
-    {
-        let (http, s) = (http.clone(), seed.clone());
-        scenario!("client_credentials", vec![(); n], move |(): ()| {
-            let (http, s) = (http.clone(), s.clone());
+    let grant = |id: String, secret: String| {
+        let (http, token) = (http.clone(), seed.endpoints.token.clone());
+        move |(): ()| {
+            let (http, token, id, secret) =
+                (http.clone(), token.clone(), id.clone(), secret.clone());
             async move {
                 let ok = http
-                    .post(&s.endpoints.token)
-                    .basic_auth(&s.client_id, Some(&s.secret))
+                    .post(&token)
+                    .basic_auth(&id, Some(&secret))
                     .form(&[("grant_type", "client_credentials"), ("scope", "api")])
                     .send()
                     .await
                     .is_ok_and(|r| r.status().is_success());
                 ((), ok)
             }
-        });
+        }
+    };
+    scenario!(
+        "client_credentials",
+        vec![(); n],
+        grant(seed.client_id.clone(), seed.secret.clone())
+    );
+    if let Some((id, secret)) = &seed.rs256_client {
+        scenario!(
+            "client_credentials_rs256",
+            vec![(); n],
+            grant(id.clone(), secret.clone())
+        );
     }
     {
         let (http, s) = (http.clone(), seed.clone());
@@ -836,5 +910,11 @@ async fn measure(args: &Args, seed: &Seed, pid: u32) -> Result<Vec<Value>, Strin
             async move { ((), code_flow(&s).await.is_ok()) }
         });
     }
-    Ok(rows)
+    let storm = if wanted("login_storm") {
+        let grants = grant(seed.client_id.clone(), seed.secret.clone());
+        targets::login_storm(args.seconds, n, seed, grants, pid).await
+    } else {
+        Value::Null
+    };
+    Ok((rows, storm))
 }

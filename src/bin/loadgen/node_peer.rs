@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::browser::Browser;
 use crate::{free_port, location, Seed, PASSWORD};
 
 /// The peer's directory, found from the source tree loadgen was built from.
@@ -146,28 +147,26 @@ pub async fn start(
 /// redirect that resumes the authorization: the page, then the password form. Answers the
 /// `Location` of that last response.
 pub async fn sign_in(
-    b: &reqwest::Client,
+    b: &Browser,
     seed: &Seed,
     authorize: reqwest::Response,
 ) -> Result<String, String> {
     let page = location(&authorize).ok_or("authorize did not redirect to the sign-in page")?;
     let page = url::Url::parse(&page).map_err(|e| e.to_string())?;
     let html = b
-        .get(page.as_str())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
+        .send(b.get(page.as_str()))
+        .await?
         .text()
         .await
         .map_err(|e| e.to_string())?;
     let action = form_action(&html).ok_or("no sign-in form")?;
     let action = page.join(&action).map_err(|e| e.to_string())?;
     let resp = b
-        .post(action.as_str())
-        .form(&[("username", seed.email.as_str()), ("password", PASSWORD)])
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+        .send(
+            b.post(action.as_str())
+                .form(&[("username", seed.email.as_str()), ("password", PASSWORD)]),
+        )
+        .await?;
     if resp.status() != reqwest::StatusCode::SEE_OTHER {
         return Err(format!("sign-in answered {}", resp.status()));
     }

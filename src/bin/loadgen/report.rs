@@ -10,6 +10,7 @@ fn difference(scenario: &str) -> &'static str {
         "discovery" => "",
         "jwks" => "same key set (2 each of RS256, PS256, ES256, EdDSA)",
         "client_credentials" => "both sign an ES256 JWT; the peer stores nothing",
+        "client_credentials_rs256" => "Portcullis only: the same grant with RS256 access tokens",
         "refresh_token" => "peer rotates in memory, Portcullis in its database",
         "userinfo" => "peer: opaque token read from memory; Portcullis: ES256 JWT + database",
         "introspection" => "peer: opaque token read from memory; Portcullis: ES256 JWT + database",
@@ -52,6 +53,47 @@ pub fn print_run(server: &str, report: &Value) {
         num(report, "startup_to_ready_ms"),
         num(report, "idle_rss_mib"),
     );
+    if report.get("restart_to_ready_ms").is_some() {
+        println!(
+            "restart to ready (keys and schema in place): {:.0} ms; idle RSS after it: {:.1} MiB",
+            num(report, "restart_to_ready_ms"),
+            num(report, "restart_idle_rss_mib"),
+        );
+    }
+    let storm = &report["login_storm"];
+    if storm.is_object() {
+        println!(
+            "login storm ({} sign-in connections, {} client_credentials connections): {:.0} sign-ins/s; \
+             client_credentials {:.0}/s, p50 {:.2} ms, p99 {:.2} ms; errors {}",
+            storm["login_connections"],
+            storm["service_connections"],
+            num(storm, "logins_per_sec"),
+            num(storm, "client_credentials_per_sec"),
+            num(storm, "client_credentials_p50_ms"),
+            num(storm, "client_credentials_p99_ms"),
+            storm["errors"],
+        );
+    }
+    let vs = &report["password_login_vs_raw_argon2id"];
+    if vs.is_object() {
+        let raw = &vs["raw"];
+        println!(
+            "raw argon2id (m={} KiB, t={}, p={}) on {} threads, server stopped: {:.1} hashes/s \
+             ({:.1} per thread); password_login / raw: {} (per core: {})",
+            raw["memory_kib"],
+            raw["iterations"],
+            raw["parallelism"],
+            raw["threads"],
+            num(raw, "hashes_per_sec"),
+            num(raw, "hashes_per_sec_per_thread"),
+            vs["ratio"]
+                .as_f64()
+                .map_or("n/a".into(), |r| format!("{r:.2}")),
+            vs["ratio_per_core"]
+                .as_f64()
+                .map_or("n/a".into(), |r| format!("{r:.2}")),
+        );
+    }
 }
 
 /// One entry per Portcullis scenario: both rates, Portcullis/peer ratios (null when the peer
