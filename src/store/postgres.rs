@@ -10,6 +10,8 @@ use super::sql_accounts::impl_sql_account_store;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool: PostgreSQL locks rows, not the database, so writers need no queue.
+    writer: PgPool,
 }
 
 impl PostgresStore {
@@ -21,7 +23,10 @@ impl PostgresStore {
             .await?;
         // sqlx takes an advisory lock, so instances starting together migrate once.
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            writer: pool.clone(),
+            pool,
+        })
     }
 }
 

@@ -274,7 +274,7 @@ macro_rules! impl_sql_store {
                 .bind(&c.jwks_uri)
                 .bind(c.created_at)
                 .bind(c.updated_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -307,7 +307,7 @@ macro_rules! impl_sql_store {
             async fn delete_client(&self, id: &str) -> StoreResult<bool> {
                 let done = sqlx::query("DELETE FROM clients WHERE id = $1")
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -333,7 +333,7 @@ macro_rules! impl_sql_store {
                 .bind(u.created_at)
                 .bind(u.updated_at)
                 .bind(u.deleted_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -374,7 +374,7 @@ macro_rules! impl_sql_store {
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn insert_initial_keys(&self, keys: &[SigningKeyRecord]) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 for key in keys {
                     match insert_key(&mut *tx, key).await {
                         Ok(()) => {}
@@ -396,7 +396,7 @@ macro_rules! impl_sql_store {
             ) -> StoreResult<()> {
                 // Writes first: in SQLite a transaction that reads before it writes cannot wait
                 // for the write lock (SQLITE_BUSY at once); starting with the UPDATE lets it wait.
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let retired = sqlx::query(
                     "UPDATE signing_keys SET state = 'retired', retired_at = $1 \
                      WHERE alg = $2 AND state = 'active' AND ($3 IS NULL OR kid = $3)",
@@ -457,7 +457,7 @@ macro_rules! impl_sql_store {
                 .bind(holder)
                 .bind(now + ttl_secs)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -471,7 +471,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(used_before)
                 .bind(i64::from(batch))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected())
             }
@@ -501,7 +501,7 @@ macro_rules! impl_sql_store {
                 ];
                 let mut removed = 0;
                 for sql in statements {
-                    let done = sqlx::query(sql).bind(now).bind(batch).execute(&self.pool).await?;
+                    let done = sqlx::query(sql).bind(now).bind(batch).execute(&self.writer).await?;
                     removed += done.rows_affected();
                 }
                 Ok(removed)
@@ -511,7 +511,7 @@ macro_rules! impl_sql_store {
             async fn delete_retired_key(&self, kid: &str) -> StoreResult<bool> {
                 let done = sqlx::query("DELETE FROM signing_keys WHERE kid = $1 AND state = 'retired'")
                     .bind(kid)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -522,7 +522,7 @@ macro_rules! impl_sql_store {
                     "DELETE FROM signing_keys WHERE state = 'retired' AND retired_at < $1",
                 )
                 .bind(before)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected())
             }
@@ -546,7 +546,7 @@ macro_rules! impl_sql_store {
                 .bind(e.detail.to_string())
                 .bind(&e.user_agent)
                 .bind(&e.trace_id)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -585,7 +585,7 @@ macro_rules! impl_sql_store {
                 .bind(s.last_seen_at)
                 .bind(s.expires_at)
                 .bind(s.revoked_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -605,7 +605,7 @@ macro_rules! impl_sql_store {
                 sqlx::query("UPDATE browser_sessions SET last_seen_at = $1 WHERE id_hash = $2")
                     .bind(now)
                     .bind(id_hash)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
@@ -618,7 +618,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(now)
                 .bind(id_hash)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -651,7 +651,7 @@ macro_rules! impl_sql_store {
                     .bind(c.expires_at)
                     .bind(c.used_at)
                     .bind(&c.access_token_jti)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
@@ -677,7 +677,7 @@ macro_rules! impl_sql_store {
                 .bind(now)
                 .bind(access_token_jti)
                 .bind(code_hash)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -694,7 +694,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(now)
                 .bind(code_hash)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.writer)
                 .await?;
                 let mut jtis = Vec::new();
                 for row in &rows {
@@ -736,7 +736,7 @@ macro_rules! impl_sql_store {
                 .bind(client_id)
                 .bind(scope)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -752,7 +752,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(jti)
                 .bind(expires_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -772,7 +772,7 @@ macro_rules! impl_sql_store {
         impl RefreshStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn create_refresh_token(&self, t: &RefreshToken) -> StoreResult<()> {
-                insert_refresh(&self.pool, t).await
+                insert_refresh(&self.writer, t).await
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
@@ -790,7 +790,7 @@ macro_rules! impl_sql_store {
                 sealed_successor: Option<&[u8]>,
                 now: Timestamp,
             ) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let won = sqlx::query(
                     "UPDATE refresh_tokens SET used_at = $1, successor_sealed = $2 \
                      WHERE id = $3 AND used_at IS NULL AND revoked_at IS NULL",
@@ -816,7 +816,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(id)
                 .bind(max)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -839,7 +839,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(now)
                 .bind(family_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.writer)
                 .await?;
                 let mut jtis = Vec::new();
                 for row in &rows {
@@ -865,7 +865,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(now)
                 .bind(session_id_hash)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.writer)
                 .await?;
                 let mut jtis = Vec::new();
                 for row in &rows {
@@ -900,7 +900,7 @@ macro_rules! impl_sql_store {
                 .bind(client_id)
                 .bind(jti)
                 .bind(expires_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }

@@ -140,7 +140,7 @@ macro_rules! impl_sql_account_store {
                 .bind(&u.password_hash)
                 .bind(u.updated_at)
                 .bind(u.id)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -185,7 +185,7 @@ macro_rules! impl_sql_account_store {
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn soft_delete_user(&self, id: Uuid, now: Timestamp) -> StoreResult<Option<Vec<String>>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let done = sqlx::query(
                     "UPDATE users SET deleted_at = $1, updated_at = $1 \
                      WHERE id = $2 AND deleted_at IS NULL",
@@ -214,7 +214,7 @@ macro_rules! impl_sql_account_store {
                 password_hash: &str,
                 now: Timestamp,
             ) -> StoreResult<Option<Vec<String>>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let Some(jtis) = write_password(&mut tx, id, password_hash, now).await? else {
                     return Ok(None);
                 };
@@ -224,7 +224,7 @@ macro_rules! impl_sql_account_store {
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn sign_out_everywhere(&self, id: Uuid, now: Timestamp) -> StoreResult<Vec<String>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let jtis = revoke_user_grants(&mut tx, id, now).await?;
                 tx.commit().await?;
                 Ok(jtis)
@@ -238,7 +238,7 @@ macro_rules! impl_sql_account_store {
                 .bind(new_hash)
                 .bind(id)
                 .bind(old_hash)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -256,7 +256,7 @@ macro_rules! impl_sql_account_store {
                 .bind(t.created_at)
                 .bind(t.expires_at)
                 .bind(t.used_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -288,7 +288,7 @@ macro_rules! impl_sql_account_store {
                 password_hash: &str,
                 now: Timestamp,
             ) -> StoreResult<Option<(Uuid, Vec<String>)>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let user_id: Option<Uuid> = sqlx::query_scalar(
                     "UPDATE account_tokens SET used_at = $1 WHERE token_hash = $2 \
                      AND purpose = 'password_reset' AND used_at IS NULL AND expires_at > $1 \
@@ -311,7 +311,7 @@ macro_rules! impl_sql_account_store {
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn verify_email(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Uuid>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let row = sqlx::query(
                     "UPDATE account_tokens SET used_at = $1 WHERE token_hash = $2 \
                      AND purpose = 'verify_email' AND used_at IS NULL AND expires_at > $1 \

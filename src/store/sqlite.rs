@@ -10,7 +10,13 @@ use super::sql::impl_sql_store;
 use super::sql_accounts::impl_sql_account_store;
 
 pub struct SqliteStore {
+    /// Reads: up to `database.max_connections`, side by side (WAL: readers never wait).
     pool: SqlitePool,
+    /// Writes: one connection. SQLite admits one writer at a time, and writers that contend
+    /// for its lock wait in its busy handler, which sleeps with a growing back-off: with ten
+    /// writing connections refresh rotation had a p99 of 96 ms (bench/RESULTS.md). One
+    /// connection queues them in the pool instead, first come first served.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -29,12 +35,16 @@ impl SqliteStore {
                 })?;
             }
         }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer })
     }
 }
 
