@@ -73,10 +73,15 @@ where
     Fut: std::future::Future<Output = ((), bool)> + Send,
 {
     let s = seed.clone();
-    let logins = run(seconds, concurrency, vec![(); concurrency], move |(): ()| {
-        let s = s.clone();
-        async move { ((), password_login(&s).await) }
-    });
+    let logins = run(
+        seconds,
+        concurrency,
+        vec![(); concurrency],
+        move |(): ()| {
+            let s = s.clone();
+            async move { ((), password_login(&s).await) }
+        },
+    );
     let n = STORM_SERVICE_CONNECTIONS;
     let grants = run(seconds, n, vec![(); n], grant);
     let (_, cpu_before) = proc_stat(pid);
