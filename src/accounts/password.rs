@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::PasswordSettings;
@@ -68,7 +68,10 @@ pub struct PasswordHasher {
     pool: Arc<HashPool>,
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A job gets its thread's argon2 memory: each hashing thread allocates `memory_kib` once and
+/// reuses it, so the hashing memory is exactly `max_concurrent_hashes × memory_kib` and no
+/// hash pays for mapping and faulting in 19 MiB of fresh pages.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
 /// A fixed set of threads fed through a channel; they end when the hasher is dropped.
 struct HashPool {
@@ -83,14 +86,17 @@ impl HashPool {
             let rx = rx.clone();
             let _ = std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
-                .spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(guard) => guard.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
+                .spawn(move || {
+                    let mut memory: Vec<Block> = Vec::new();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(guard) => guard.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&mut memory),
+                            Err(_) => return,
+                        }
                     }
                 });
         }
@@ -102,12 +108,15 @@ impl HashPool {
     /// Runs `f` on a hashing thread and waits for it without blocking the async worker.
     /// The work runs in an `argon2` span, a child of the caller's, so traces show the time
     /// spent queueing (the gap before it) and hashing.
-    async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Vec<Block>) -> R + Send + 'static,
+    ) -> Option<R> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let parent = tracing::Span::current();
-        let job: Job = Box::new(move || {
+        let job: Job = Box::new(move |memory| {
             let _span = tracing::info_span!(parent: &parent, "argon2").entered();
-            let _ = tx.send(f());
+            let _ = tx.send(f(memory));
         });
         self.jobs.lock().ok()?.send(job).ok()?;
         rx.await.ok()
@@ -149,12 +158,18 @@ impl PasswordHasher {
         let argon = self.argon.clone();
         let secret = SecretString::from(password.expose().to_string());
         self.pool
-            .run(move || {
+            .run(move |memory| {
                 let salt = SaltString::generate(&mut OsRng);
-                argon
-                    .hash_password(secret.expose_secret().as_bytes(), &salt)
-                    .map(|h| h.to_string())
-                    .map_err(|_| PasswordError::Hashing)
+                let output = compute(&argon, memory, secret.expose_secret(), &salt, None)?;
+                let phc = PasswordHash {
+                    algorithm: Algorithm::Argon2id.ident(),
+                    version: Some(Version::V0x13.into()),
+                    params: ParamsString::try_from(argon.params())
+                        .map_err(|_| PasswordError::Hashing)?,
+                    salt: Some(salt.as_salt()),
+                    hash: Some(output),
+                };
+                Ok(phc.to_string())
             })
             .await
             .ok_or(PasswordError::Hashing)?
@@ -180,26 +195,72 @@ impl PasswordHasher {
         }
     }
 
-    /// Whether `candidate` matches the PHC string `stored` (constant time inside argon2).
+    /// Whether `candidate` matches the PHC string `stored` (compared in constant time).
     #[tracing::instrument(name = "password.verify", skip_all)]
     pub async fn verify(&self, candidate: &str, stored: &str) -> bool {
         let _queued = self.enter();
-        let argon = self.argon.clone();
         let candidate = SecretString::from(candidate.to_string());
         let stored = stored.to_string();
         self.pool
-            .run(move || {
-                PasswordHash::new(&stored)
-                    .map(|parsed| {
-                        argon
-                            .verify_password(candidate.expose_secret().as_bytes(), &parsed)
-                            .is_ok()
-                    })
-                    .unwrap_or(false)
-            })
+            .run(move |memory| matches(memory, candidate.expose_secret(), &stored))
             .await
             .unwrap_or(false)
     }
+}
+
+/// argon2 of `password` and `salt` with `argon`'s parameters, in `memory` (grown to fit).
+fn compute(
+    argon: &Argon2<'_>,
+    memory: &mut Vec<Block>,
+    password: &str,
+    salt: &SaltString,
+    output_len: Option<usize>,
+) -> Result<Output, PasswordError> {
+    let mut salt_buf = [0u8; 64];
+    let salt = salt
+        .as_salt()
+        .decode_b64(&mut salt_buf)
+        .map_err(|_| PasswordError::Hashing)?;
+    let blocks = argon.params().block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
+    }
+    let len = output_len.unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    Output::init_with(len, |out| {
+        argon
+            .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory[..blocks])
+            .map_err(|_| argon2::password_hash::Error::Crypto)
+    })
+    .map_err(|_| PasswordError::Hashing)
+}
+
+/// Whether `candidate` hashes to the PHC string `stored`, with the parameters `stored` names
+/// (they may predate the configured ones: see the rehash at sign-in). `Output` compares in
+/// constant time.
+fn matches(memory: &mut Vec<Block>, candidate: &str, stored: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let Ok(salt) = SaltString::from_b64(salt.as_str()) else {
+        return false;
+    };
+    let argon = Argon2::new(algorithm, version, params);
+    compute(&argon, memory, candidate, &salt, Some(expected.len()))
+        .is_ok_and(|computed| computed == expected)
 }
 
 /// Counts a hash as in flight until dropped.
@@ -249,5 +310,38 @@ mod tests {
         assert!(hasher.verify("correct horse", &hash).await);
         assert!(!hasher.verify("wrong horse", &hash).await);
         assert!(!hasher.verify("correct horse", "garbage").await);
+    }
+
+    /// The pool's reused memory gives the very hashes the argon2 crate's own API gives, both
+    /// ways, and hashes made with other parameters (before a rehash) still verify.
+    #[tokio::test]
+    async fn hashes_match_the_argon2_crates_own_in_both_directions() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = PasswordHasher::new(&cheap()).unwrap();
+        let pw = Password::parse("correct horse".into(), &cheap()).unwrap();
+        let ours = hasher.hash(&pw).await.unwrap();
+        let reference = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(64, 1, 1, None).unwrap(),
+        );
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(reference.verify_password(b"correct horse", &parsed).is_ok());
+        assert!(ours.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{ours}");
+
+        for (m, t, p) in [(64, 1, 1), (256, 2, 1), (128, 1, 2)] {
+            let other = Argon2::new(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(m, t, p, None).unwrap(),
+            );
+            let salt = SaltString::generate(&mut OsRng);
+            let theirs = other
+                .hash_password(b"correct horse", &salt)
+                .unwrap()
+                .to_string();
+            assert!(hasher.verify("correct horse", &theirs).await, "{theirs}");
+            assert!(!hasher.verify("correct horsf", &theirs).await);
+        }
     }
 }
