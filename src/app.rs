@@ -473,6 +473,12 @@ async fn listen_for_events(state: AppState) {
     loop {
         match redis.subscribe().await {
             Ok(mut events) => {
+                // Announcements made while we were not subscribed are lost (pub/sub keeps
+                // nothing): catch up on whatever they could have said.
+                state.clients.invalidate();
+                if let Err(e) = state.keys.refresh().await {
+                    tracing::warn!(error = %e, "could not refresh signing keys after subscribing");
+                }
                 while let Some(msg) = events.next().await {
                     match msg.get_payload::<String>().as_deref() {
                         Ok("keys") => {

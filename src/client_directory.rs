@@ -2,9 +2,10 @@
 //! does not wait on the database for a row that almost never changes. Decides nothing about
 //! clients; never remembers a miss (unknown ids are whatever a caller sends).
 //!
-//! Staleness is bounded twice: an entry lives `database.client_cache_secs`, and the CLI's
-//! `client create|delete` announces the change through Redis (when configured) so every
-//! instance forgets its entries at once.
+//! Staleness is bounded twice: an entry lives `database.client_cache_secs` (1 s by default),
+//! and the CLI's `client delete` announces the change through Redis (when configured) so every
+//! instance forgets its entries at once. A new client needs no announcement: misses are not
+//! remembered.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -19,6 +20,9 @@ const CAPACITY: usize = 10_000;
 struct Entries {
     by_id: HashMap<String, (Arc<Client>, Timestamp)>,
     first_party: Option<(Arc<Client>, Timestamp)>,
+    /// Bumped by every invalidation: a read that started before one must not store what it
+    /// read (it may be the client that was just deleted).
+    generation: u64,
 }
 
 pub struct ClientDirectory {
@@ -46,6 +50,10 @@ impl ClientDirectory {
             .map(|(c, _)| Client::clone(c))
     }
 
+    fn generation(&self) -> u64 {
+        self.entries.read().map(|e| e.generation).unwrap_or(0)
+    }
+
     /// The client registered as `id`, if any.
     pub async fn get(&self, id: &str) -> StoreResult<Option<Client>> {
         if self.ttl_secs > 0 {
@@ -55,19 +63,36 @@ impl ClientDirectory {
                 }
             }
         }
+        let generation = self.generation();
         let found = self.store.get_client(id).await?;
-        if let (Some(client), true) = (&found, self.ttl_secs > 0) {
-            if let Ok(mut entries) = self.entries.write() {
+        if let Some(client) = &found {
+            self.remember(Some(id), client, generation);
+        }
+        Ok(found)
+    }
+
+    /// Keeps `client` (under `id`, or as the first-party client) unless the cache was
+    /// invalidated since `generation` was read: that read may predate a deletion.
+    fn remember(&self, id: Option<&str>, client: &Client, generation: u64) {
+        if self.ttl_secs == 0 {
+            return;
+        }
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
+        if entries.generation != generation {
+            return;
+        }
+        let entry = (Arc::new(client.clone()), self.clock.now() + self.ttl_secs);
+        match id {
+            Some(id) => {
                 if entries.by_id.len() >= CAPACITY {
                     entries.by_id.clear();
                 }
-                let until = self.clock.now() + self.ttl_secs;
-                entries
-                    .by_id
-                    .insert(id.to_string(), (Arc::new(client.clone()), until));
+                entries.by_id.insert(id.to_string(), entry);
             }
+            None => entries.first_party = Some(entry),
         }
-        Ok(found)
     }
 
     /// The first-party client the account API issues tokens to.
@@ -79,12 +104,10 @@ impl ClientDirectory {
                 }
             }
         }
+        let generation = self.generation();
         let found = self.store.first_party_client().await?;
-        if let (Some(client), true) = (&found, self.ttl_secs > 0) {
-            if let Ok(mut entries) = self.entries.write() {
-                let until = self.clock.now() + self.ttl_secs;
-                entries.first_party = Some((Arc::new(client.clone()), until));
-            }
+        if let Some(client) = &found {
+            self.remember(None, client, generation);
         }
         Ok(found)
     }
@@ -92,7 +115,11 @@ impl ClientDirectory {
     /// Forgets everything: another process changed the clients.
     pub fn invalidate(&self) {
         if let Ok(mut entries) = self.entries.write() {
-            *entries = Entries::default();
+            let generation = entries.generation.wrapping_add(1);
+            *entries = Entries {
+                generation,
+                ..Entries::default()
+            };
         }
     }
 }
@@ -145,6 +172,21 @@ mod tests {
         store.delete_client("b").await.unwrap();
         d.invalidate();
         assert_eq!(d.get("b").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_straddles_an_invalidation_is_not_kept() {
+        let (d, store, _, _dir) = directory(10).await;
+        store.create_client(&client("a")).await.unwrap();
+        let read_before = d.generation();
+        let stale = store.get_client("a").await.unwrap().unwrap();
+        // Meanwhile: the CLI deletes the client and the announcement arrives.
+        store.delete_client("a").await.unwrap();
+        d.invalidate();
+        d.remember(Some("a"), &stale, read_before);
+        d.remember(None, &stale, read_before);
+        assert_eq!(d.get("a").await.unwrap(), None);
+        assert_eq!(d.first_party().await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -414,7 +414,7 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             url: "sqlite://data/portcullis.db".into(),
             max_connections: 10,
-            client_cache_secs: 10,
+            client_cache_secs: 1,
         }
     }
 }

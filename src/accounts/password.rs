@@ -160,7 +160,8 @@ impl PasswordHasher {
         self.pool
             .run(move |memory| {
                 let salt = SaltString::generate(&mut OsRng);
-                let output = compute(&argon, memory, secret.expose_secret(), &salt, None)?;
+                let budget = argon.params().block_count();
+                let output = compute(&argon, memory, budget, secret.expose_secret(), &salt, None)?;
                 let phc = PasswordHash {
                     algorithm: Algorithm::Argon2id.ident(),
                     version: Some(Version::V0x13.into()),
@@ -201,17 +202,25 @@ impl PasswordHasher {
         let _queued = self.enter();
         let candidate = SecretString::from(candidate.to_string());
         let stored = stored.to_string();
+        let budget = self.argon.params().block_count();
         self.pool
-            .run(move |memory| matches(memory, candidate.expose_secret(), &stored))
+            .run(move |memory| matches(memory, budget, candidate.expose_secret(), &stored))
             .await
             .unwrap_or(false)
     }
 }
 
-/// argon2 of `password` and `salt` with `argon`'s parameters, in `memory` (grown to fit).
+/// A stored hash asking for more memory than this is refused rather than computed (a
+/// corrupt or foreign hash must not make a hashing thread allocate gigabytes).
+const MAX_STORED_MEMORY_KIB: u32 = 1024 * 1024;
+
+/// argon2 of `password` and `salt` with `argon`'s parameters. Up to `budget` blocks (the
+/// configured `memory_kib`) run in the thread's own `memory`, grown to fit once; a larger
+/// stored hash (parameters since lowered) gets memory of its own for this one computation.
 fn compute(
     argon: &Argon2<'_>,
     memory: &mut Vec<Block>,
+    budget: usize,
     password: &str,
     salt: &SaltString,
     output_len: Option<usize>,
@@ -222,13 +231,16 @@ fn compute(
         .decode_b64(&mut salt_buf)
         .map_err(|_| PasswordError::Hashing)?;
     let blocks = argon.params().block_count();
+    let mut own = Vec::new();
+    let memory = if blocks <= budget { memory } else { &mut own };
     if memory.len() < blocks {
         memory.resize(blocks, Block::new());
     }
     let len = output_len.unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let blocks = memory.get_mut(..blocks).ok_or(PasswordError::Hashing)?;
     Output::init_with(len, |out| {
         argon
-            .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory[..blocks])
+            .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut *blocks)
             .map_err(|_| argon2::password_hash::Error::Crypto)
     })
     .map_err(|_| PasswordError::Hashing)
@@ -237,7 +249,7 @@ fn compute(
 /// Whether `candidate` hashes to the PHC string `stored`, with the parameters `stored` names
 /// (they may predate the configured ones: see the rehash at sign-in). `Output` compares in
 /// constant time.
-fn matches(memory: &mut Vec<Block>, candidate: &str, stored: &str) -> bool {
+fn matches(memory: &mut Vec<Block>, budget: usize, candidate: &str, stored: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(stored) else {
         return false;
     };
@@ -255,12 +267,22 @@ fn matches(memory: &mut Vec<Block>, candidate: &str, stored: &str) -> bool {
     let Ok(params) = Params::try_from(&parsed) else {
         return false;
     };
+    if params.m_cost() > MAX_STORED_MEMORY_KIB {
+        return false;
+    }
     let Ok(salt) = SaltString::from_b64(salt.as_str()) else {
         return false;
     };
     let argon = Argon2::new(algorithm, version, params);
-    compute(&argon, memory, candidate, &salt, Some(expected.len()))
-        .is_ok_and(|computed| computed == expected)
+    compute(
+        &argon,
+        memory,
+        budget,
+        candidate,
+        &salt,
+        Some(expected.len()),
+    )
+    .is_ok_and(|computed| computed == expected)
 }
 
 /// Counts a hash as in flight until dropped.

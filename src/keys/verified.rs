@@ -87,15 +87,11 @@ impl VerifiedCache {
         };
         if entries.len() >= self.capacity {
             entries.retain(|_, e| now < e.expires_at);
-        }
-        if entries.len() >= self.capacity {
-            // Still full of live tokens: make room by dropping an arbitrary eighth, so a
-            // flood of distinct tokens costs one sweep per capacity/8 inserts, not one each.
-            let drop: Vec<[u8; 32]> = entries
-                .keys()
-                .take(self.capacity.div_ceil(8))
-                .copied()
-                .collect();
+            // Leave at least an eighth free (dropping arbitrary live entries if expiry did
+            // not), so a full cache costs one sweep per capacity/8 inserts, not one each.
+            let room = self.capacity.div_ceil(8);
+            let excess = (entries.len() + room).saturating_sub(self.capacity);
+            let drop: Vec<[u8; 32]> = entries.keys().take(excess).copied().collect();
             for k in drop {
                 entries.remove(&k);
             }
@@ -150,6 +146,8 @@ mod tests {
             cache.put(VerifiedCache::key(&format!("t{i}")), &verified(Some(5000)));
             assert!(cache.len() <= 16);
         }
+        cache.put(VerifiedCache::key("one more"), &verified(Some(5000)));
+        assert!(cache.get(&VerifiedCache::key("one more")).is_some());
     }
 
     #[test]

@@ -28,6 +28,11 @@ impl PostgresStore {
             pool,
         })
     }
+
+    /// (open, idle) connections (`writer` is the same pool).
+    fn connection_counts(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
 }
 
 impl_sql_store!(PostgresStore, Postgres, "postgres");

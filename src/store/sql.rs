@@ -918,7 +918,7 @@ macro_rules! impl_sql_store {
             }
 
             fn pool_stats(&self) -> (u32, usize) {
-                (self.pool.size(), self.pool.num_idle())
+                self.connection_counts()
             }
         }
     };

@@ -37,6 +37,7 @@ impl SqliteStore {
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
@@ -45,6 +46,14 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         Ok(SqliteStore { pool, writer })
+    }
+
+    /// (open, idle) connections of both pools.
+    fn connection_counts(&self) -> (u32, usize) {
+        (
+            self.pool.size() + self.writer.size(),
+            self.pool.num_idle() + self.writer.num_idle(),
+        )
     }
 }
 

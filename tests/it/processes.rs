@@ -195,6 +195,8 @@ async fn three_server_processes_behave_as_one_provider() {
             ),
             ("PORTCULLIS_MASTER_KEY", MasterKey::generate_base64()),
             // Cheap hashing keeps the test fast.
+            // Long enough that only the CLI's announcement can explain a prompt refusal.
+            ("PORTCULLIS_DATABASE__CLIENT_CACHE_SECS", "60".into()),
             ("PORTCULLIS_PASSWORD__MEMORY_KIB", "64".into()),
             ("PORTCULLIS_PASSWORD__ITERATIONS", "1".into()),
             ("PORTCULLIS_RATE_LIMITS__TOKEN__LIMIT", "6".into()),
@@ -324,8 +326,9 @@ async fn three_server_processes_behave_as_one_provider() {
     );
 
     // A client deleted from the deployment (the CLI, next to A) is refused on B within issue
-    // 8's one second: B keeps clients in memory for database.client_cache_secs (10 s), but the
-    // CLI announces the deletion through Redis and B forgets its entries when it hears it.
+    // 8's one second: B keeps clients in memory for database.client_cache_secs (60 s here),
+    // but the CLI announces the deletion through Redis and B forgets its entries when it
+    // hears it.
     let out = deployment.cli(&["client", "delete", &client.id], "");
     assert!(out.contains("announced to running servers"), "{out}");
     let deleted_at = Instant::now();
