@@ -184,6 +184,33 @@ fn serve(
         .map_err(|e| e.to_string())
 }
 
+/// Drops the database `fresh_pg` made for this run (its server is stopped by now); a failure
+/// only warns.
+async fn drop_bench_database(base: &str, database: &str) {
+    use sqlx::Connection;
+    let name = url::Url::parse(database)
+        .map(|u| u.path().trim_start_matches('/').to_string())
+        .unwrap_or_default();
+    // Only a name fresh_pg made: pc_bench_ and a hex uuid, so quoting it is safe.
+    let ours = name
+        .strip_prefix("pc_bench_")
+        .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()));
+    if !ours {
+        return;
+    }
+    let dropped = match sqlx::PgConnection::connect(base).await {
+        Ok(mut conn) => sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = dropped {
+        eprintln!("loadgen: could not drop the benchmark database {name}: {e}");
+    }
+}
+
 async fn fresh_pg(base: &str) -> Result<String, String> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(base)
@@ -634,7 +661,15 @@ async fn bench(args: &Args) -> Result<bool, String> {
     let restart = server.restart().await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let restart_idle_rss = rss_kib(server.child.id());
+    let database = server
+        .env
+        .iter()
+        .find(|(k, _)| k == "PORTCULLIS_DATABASE__URL")
+        .map(|(_, v)| v.clone());
     drop(server);
+    if let (Some(base), Some(database)) = (&args.postgres, database) {
+        drop_bench_database(base, &database).await;
+    }
     let mut report = json!({
         "backend": if args.postgres.is_some() { "postgres" } else { "sqlite" },
         "seconds_per_scenario": args.seconds,
