@@ -11,27 +11,27 @@
 // The crate root's modules resolve beside it, so name this binary's own folder.
 #[path = "loadgen/browser.rs"]
 mod browser;
+#[path = "loadgen/flows.rs"]
+mod flows;
 #[path = "loadgen/node_peer.rs"]
 mod node_peer;
 #[path = "loadgen/report.rs"]
 mod report;
+#[path = "loadgen/server.rs"]
+mod server;
 #[path = "loadgen/targets.rs"]
 mod targets;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use browser::Browser;
+use flows::{code_flow, password_login, sign_in_tokens, Tokens};
+use server::{drop_bench_database, proc_stat, rss_kib, seed_portcullis, seed_rs256_client, start};
 
 #[derive(Parser, Debug)]
 #[command(about = "Measure Portcullis on loopback: requests/s, latency, RSS and CPU per scenario")]
@@ -74,203 +74,6 @@ enum Peer {
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const PASSWORD: &str = "correct horse battery staple";
 const REDIRECT_URI: &str = "http://localhost:3000/cb";
-
-struct Server {
-    child: Child,
-    base: String,
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-    bin: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(18080)
-}
-
-fn proc_stat(pid: u32) -> (u64, u64) {
-    // (peak RSS in KiB, CPU ticks user+system)
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (hwm, ticks)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn start(args: &Args) -> Result<(Server, Duration), String> {
-    let bin = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .with_file_name("portcullis");
-    if !bin.exists() {
-        return Err(format!(
-            "{} not found: build it first (cargo build --release)",
-            bin.display()
-        ));
-    }
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let db = match &args.postgres {
-        Some(url) => fresh_pg(url).await?,
-        None => format!("sqlite://{}/bench.db", dir.path().display()),
-    };
-    let mut env = vec![
-        ("PORTCULLIS_LISTEN".to_string(), format!("127.0.0.1:{port}")),
-        ("PORTCULLIS_ISSUER".into(), base.clone()),
-        ("PORTCULLIS_MANAGEMENT__LISTEN".into(), "127.0.0.1:0".into()),
-        ("PORTCULLIS_DATABASE__URL".into(), db),
-        ("PORTCULLIS_RATE_LIMITS__ENABLED".into(), "false".into()),
-        ("PORTCULLIS_LOG__LEVEL".into(), "warn".into()),
-        (
-            "PORTCULLIS_MASTER_KEY_FILE".into(),
-            format!("{}/master.key", dir.path().display()),
-        ),
-    ];
-    if let Some(redis) = &args.redis {
-        env.push(("PORTCULLIS_REDIS__URL".into(), redis.clone()));
-    }
-    let started = Instant::now();
-    let child = serve(&bin, dir.path(), &env)?;
-    let server = Server {
-        child,
-        base,
-        dir,
-        env,
-        bin,
-    };
-    server.wait_ready().await?;
-    Ok((server, started.elapsed()))
-}
-
-fn serve(
-    bin: &std::path::Path,
-    dir: &std::path::Path,
-    env: &[(String, String)],
-) -> Result<Child, String> {
-    Command::new(bin)
-        .arg("serve")
-        .current_dir(dir)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())
-}
-
-/// Drops the database `fresh_pg` made for this run (its server is stopped by now); a failure
-/// only warns.
-async fn drop_bench_database(base: &str, database: &str) {
-    use sqlx::Connection;
-    let name = url::Url::parse(database)
-        .map(|u| u.path().trim_start_matches('/').to_string())
-        .unwrap_or_default();
-    // Only a name fresh_pg made: pc_bench_ and a hex uuid, so quoting it is safe.
-    let ours = name
-        .strip_prefix("pc_bench_")
-        .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()));
-    if !ours {
-        return;
-    }
-    let dropped = match sqlx::PgConnection::connect(base).await {
-        Ok(mut conn) => sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = dropped {
-        eprintln!("loadgen: could not drop the benchmark database {name}: {e}");
-    }
-}
-
-async fn fresh_pg(base: &str) -> Result<String, String> {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(base)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = format!("pc_bench_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut url = url::Url::parse(base).map_err(|e| e.to_string())?;
-    url.set_path(&format!("/{name}"));
-    Ok(url.to_string())
-}
-
-impl Server {
-    async fn wait_ready(&self) -> Result<(), String> {
-        let http = reqwest::Client::new();
-        for _ in 0..1000 {
-            if let Ok(r) = http.get(format!("{}/health/ready", self.base)).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        Err("the server did not become ready within 2 s".into())
-    }
-
-    /// Stops the server and starts it again on the same database and keys: the time from
-    /// spawning the process to `/health/ready` answering, with nothing left to generate.
-    async fn restart(&mut self) -> Result<Duration, String> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let started = Instant::now();
-        self.child = serve(&self.bin, self.dir.path(), &self.env)?;
-        self.wait_ready().await?;
-        Ok(started.elapsed())
-    }
-
-    fn cli(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-        let mut child = Command::new(&self.bin)
-            .args(args)
-            .current_dir(self.dir.path())
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            let _ = pipe.write_all(input.as_bytes());
-        }
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
 
 /// Which server a scenario talks to: the protocol requests are the same, the sign-in pages
 /// are each server's own.
@@ -333,145 +136,6 @@ struct Seed {
     email: String,
     /// A service client whose access tokens are RS256 (Portcullis only: the RS256 floor).
     rs256_client: Option<(String, String)>,
-}
-
-fn challenge() -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()))
-}
-
-fn form_value(html: &str, name: &str) -> Option<String> {
-    let at = html.find(&format!("name=\"{name}\""))?;
-    let tag = &html[at..at + html[at..].find('>')?];
-    let v = tag.find("value=\"")? + 7;
-    let raw = &tag[v..v + tag[v..].find('"')?];
-    Some(
-        raw.replace("&#38;", "&")
-            .replace("&amp;", "&")
-            .replace("&#x2f;", "/"),
-    )
-}
-
-fn query(url: &str, name: &str) -> Option<String> {
-    url::Url::parse(url)
-        .ok()?
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn location(resp: &reqwest::Response) -> Option<String> {
-    let raw = resp.headers().get("location")?.to_str().ok()?;
-    let absolute = resp.url().join(raw).ok()?;
-    Some(absolute.into())
-}
-
-/// The authorization request both servers get. node-oidc-provider also gets `prompt=consent`:
-/// it follows OIDC Core §11 and drops `offline_access` (so issues no refresh token) without
-/// it; its sign-in page grants the consent in the same step, so no page is added.
-fn authorize_url(seed: &Seed) -> Result<url::Url, String> {
-    let mut url = url::Url::parse(&seed.endpoints.authorize).map_err(|e| e.to_string())?;
-    url.query_pairs_mut()
-        .append_pair("client_id", &seed.client_id)
-        .append_pair("redirect_uri", REDIRECT_URI)
-        .append_pair("response_type", "code")
-        .append_pair("scope", "openid email offline_access")
-        .append_pair("state", "s")
-        .append_pair("code_challenge", &challenge())
-        .append_pair("code_challenge_method", "S256");
-    if seed.flavor == Flavor::NodeOidcProvider {
-        url.query_pairs_mut().append_pair("prompt", "consent");
-    }
-    Ok(url)
-}
-
-/// Portcullis: the authorization response is the login form; posting it redirects back.
-async fn portcullis_sign_in(
-    b: &Browser,
-    seed: &Seed,
-    authorize: reqwest::Response,
-) -> Result<String, String> {
-    let html = authorize.text().await.map_err(|e| e.to_string())?;
-    let csrf = form_value(&html, "csrf").ok_or("no login form")?;
-    let return_to = form_value(&html, "return_to").ok_or("no return_to")?;
-    let resp = b
-        .send(b.post(&format!("{}/login", seed.base)).form(&[
-            ("csrf", csrf.as_str()),
-            ("return_to", return_to.as_str()),
-            ("username", seed.email.as_str()),
-            ("password", PASSWORD),
-        ]))
-        .await?;
-    location(&resp).ok_or_else(|| "login did not redirect".into())
-}
-
-/// Authorization request and sign-in: answers where the server sends the browser next.
-async fn authorize_and_sign_in(b: &Browser, seed: &Seed) -> Result<String, String> {
-    let url = authorize_url(seed)?;
-    let resp = b.send(b.get(url.as_str())).await?;
-    match seed.flavor {
-        Flavor::Portcullis => portcullis_sign_in(b, seed, resp).await,
-        Flavor::NodeOidcProvider => node_peer::sign_in(b, seed, resp).await,
-    }
-}
-
-/// One full sign-in: authorize → sign-in page → (first-party: no consent) → token.
-async fn code_flow(seed: &Seed) -> Result<Value, String> {
-    let b = Browser::new();
-    let mut next = authorize_and_sign_in(&b, seed).await?;
-    for _ in 0..3 {
-        if next.starts_with(REDIRECT_URI) {
-            break;
-        }
-        let r = b.send(b.get(&next)).await?;
-        next = location(&r).ok_or("authorize did not redirect")?;
-    }
-    let code = query(&next, "code").ok_or("no code")?;
-    let tokens: Value = b
-        .send(
-            b.post(&seed.endpoints.token)
-                .basic_auth(&seed.client_id, Some(&seed.secret))
-                .form(&[
-                    ("grant_type", "authorization_code"),
-                    ("code", code.as_str()),
-                    ("redirect_uri", REDIRECT_URI),
-                    ("code_verifier", VERIFIER),
-                ]),
-        )
-        .await?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
-    if tokens.get("access_token").is_none() {
-        return Err(format!("token exchange failed: {tokens}"));
-    }
-    Ok(tokens)
-}
-
-/// One password sign-in without the token exchange. Portcullis: `GET /login` + `POST /login`.
-/// node-oidc-provider has no sign-in outside an authorization request, so: authorize, the
-/// sign-in page, the password form (three requests).
-pub(crate) async fn password_login(seed: &Seed) -> bool {
-    let b = Browser::new();
-    match seed.flavor {
-        Flavor::Portcullis => async {
-            let login = format!("{}/login", seed.base);
-            let html = b.send(b.get(&login)).await.ok()?.text().await.ok()?;
-            let csrf = form_value(&html, "csrf")?;
-            let r = b
-                .send(b.post(&login).form(&[
-                    ("csrf", csrf.as_str()),
-                    ("return_to", ""),
-                    ("username", seed.email.as_str()),
-                    ("password", PASSWORD),
-                ]))
-                .await
-                .ok()?;
-            Some(r.status().is_success())
-        }
-        .await
-        .unwrap_or(false),
-        Flavor::NodeOidcProvider => authorize_and_sign_in(&b, seed).await.is_ok(),
-    }
 }
 
 struct Outcome {
@@ -551,92 +215,6 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
-}
-
-/// Tokens the read and refresh scenarios start from, obtained through the real code flow:
-/// a refresh-token family per worker (each token is used once) and one access token.
-struct Tokens {
-    families: Vec<String>,
-    access: String,
-}
-
-async fn sign_in_tokens(seed: &Seed, workers: usize) -> Result<Tokens, String> {
-    let mut families = Vec::new();
-    for _ in 0..workers {
-        let tokens = code_flow(seed).await?;
-        let refresh = tokens["refresh_token"]
-            .as_str()
-            .ok_or("the code flow issued no refresh token")?;
-        families.push(refresh.to_string());
-    }
-    let access = code_flow(seed).await?["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    Ok(Tokens { families, access })
-}
-
-/// Seeds Portcullis through its CLI: the first-party client and the user.
-fn seed_portcullis(server: &Server) -> Result<(String, String, String), String> {
-    let created = server.cli(
-        &[
-            "client",
-            "create",
-            "--name",
-            "bench",
-            "--redirect-uri",
-            REDIRECT_URI,
-            "--grant",
-            "authorization_code",
-            "--grant",
-            "refresh_token",
-            "--grant",
-            "client_credentials",
-            "--scope",
-            "openid profile email offline_access api",
-            "--first-party",
-            "--json",
-        ],
-        None,
-    )?;
-    let created: Value = serde_json::from_str(created.trim()).map_err(|e| e.to_string())?;
-    let email = "bench@example.org".to_string();
-    server.cli(
-        &[
-            "user",
-            "create",
-            "--email",
-            &email,
-            "--verified",
-            "--password-stdin",
-        ],
-        Some(PASSWORD),
-    )?;
-    let field = |k: &str| created[k].as_str().unwrap_or_default().to_string();
-    Ok((field("client_id"), field("client_secret"), email))
-}
-
-/// A client_credentials-only client whose access tokens are signed RS256.
-fn seed_rs256_client(server: &Server) -> Result<(String, String), String> {
-    let created = server.cli(
-        &[
-            "client",
-            "create",
-            "--name",
-            "bench-rs256",
-            "--grant",
-            "client_credentials",
-            "--scope",
-            "api",
-            "--access-token-alg",
-            "RS256",
-            "--json",
-        ],
-        None,
-    )?;
-    let created: Value = serde_json::from_str(created.trim()).map_err(|e| e.to_string())?;
-    let field = |k: &str| created[k].as_str().unwrap_or_default().to_string();
-    Ok((field("client_id"), field("client_secret")))
 }
 
 async fn bench(args: &Args) -> Result<bool, String> {

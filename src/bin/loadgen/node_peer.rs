@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::browser::Browser;
-use crate::{free_port, location, Seed, PASSWORD};
+use crate::flows::location;
+use crate::server::free_port;
+use crate::{Seed, PASSWORD};
 
 /// The peer's directory, found from the source tree loadgen was built from.
 pub fn dir() -> PathBuf {

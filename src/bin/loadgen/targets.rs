@@ -10,7 +10,9 @@ use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde_json::{json, Value};
 
-use crate::{password_login, percentile, proc_stat, run, Seed, PASSWORD};
+use crate::flows::password_login;
+use crate::server::proc_stat;
+use crate::{percentile, run, Seed, PASSWORD};
 
 /// client_credentials connections kept busy during the storm: a service's handful.
 pub const STORM_SERVICE_CONNECTIONS: usize = 4;
