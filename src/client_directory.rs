@@ -1,4 +1,4 @@
-//! Registered clients as the endpoints read them: from memory for a few seconds, so a grant
+//! Registered clients as the endpoints read them: from memory for a moment, so a grant
 //! does not wait on the database for a row that almost never changes. Decides nothing about
 //! clients; never remembers a miss (unknown ids are whatever a caller sends).
 //!
@@ -18,8 +18,8 @@ const CAPACITY: usize = 10_000;
 
 #[derive(Default)]
 struct Entries {
-    by_id: HashMap<String, (Arc<Client>, Timestamp)>,
-    first_party: Option<(Arc<Client>, Timestamp)>,
+    by_id: HashMap<String, (Client, Timestamp)>,
+    first_party: Option<(Client, Timestamp)>,
     /// Bumped by every invalidation: a read that started before one must not store what it
     /// read (it may be the client that was just deleted).
     generation: u64,
@@ -43,11 +43,11 @@ impl ClientDirectory {
         }
     }
 
-    fn fresh(&self, entry: Option<&(Arc<Client>, Timestamp)>) -> Option<Client> {
+    fn fresh(&self, entry: Option<&(Client, Timestamp)>) -> Option<Client> {
         let now = self.clock.now();
         entry
             .filter(|(_, until)| now < *until)
-            .map(|(c, _)| Client::clone(c))
+            .map(|(c, _)| c.clone())
     }
 
     fn generation(&self) -> u64 {
@@ -83,7 +83,7 @@ impl ClientDirectory {
         if entries.generation != generation {
             return;
         }
-        let entry = (Arc::new(client.clone()), self.clock.now() + self.ttl_secs);
+        let entry = (client.clone(), self.clock.now() + self.ttl_secs);
         match id {
             Some(id) => {
                 if entries.by_id.len() >= CAPACITY {
