@@ -16,15 +16,28 @@ use crate::cache::RedisHandle;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::denylist::DenyList;
+use crate::document::JsonDocument;
 use crate::http;
 use crate::keys::{KeyManager, MasterKey, MasterKeySource};
 use crate::limiter::Limiter;
 use crate::protocol::discovery::ProviderMetadata;
 use crate::store::{self, Store};
 
-/// Everything a request handler may use. Cheap to clone.
+/// Everything a request handler may use: one shared pointer, so the per-request copy that
+/// poem's `data` middleware makes is a single reference-count increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppServices>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppServices;
+
+    fn deref(&self) -> &AppServices {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`], built once by [`Portcullis::build`].
+pub struct AppServices {
     pub settings: Arc<Settings>,
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyManager>,
@@ -37,11 +50,14 @@ pub struct AppState {
     pub limiter: Arc<Limiter>,
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// The hosted pages' Content-Security-Policy (hashes depend on the branding colour).
-    pub page_csp: Arc<String>,
+    pub page_csp: poem::http::HeaderValue,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// For outgoing calls: client JWKS URIs, back-channel logout.
     pub http: reqwest::Client,
-    pub metadata: Arc<serde_json::Value>,
+    /// Discovery metadata, serialized once: it depends on settings alone.
+    pub discovery: JsonDocument,
+    /// `Cache-Control` of the JWKS, from `keys.jwks_max_age_secs`.
+    pub jwks_cache_control: poem::http::HeaderValue,
     /// Account email: SMTP or the dev outbox.
     pub mailer: Arc<dyn crate::mail::Mailer>,
 }
@@ -131,11 +147,16 @@ impl Portcullis {
         };
         let passwords = PasswordHasher::new(&settings.password)
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let metadata = serde_json::to_value(ProviderMetadata::new(
+        let discovery = JsonDocument::new(&ProviderMetadata::new(
             &settings.issuer,
             settings.oauth.allow_plain_pkce,
         ))
-        .unwrap_or(serde_json::Value::Null);
+        .map_err(|e| StartError::Config(format!("cannot serialize the discovery metadata: {e}")))?;
+        let jwks_cache_control = poem::http::HeaderValue::from_str(&format!(
+            "public, max-age={}",
+            settings.keys.jwks_max_age_secs
+        ))
+        .map_err(|e| StartError::Config(format!("keys.jwks_max_age_secs: {e}")))?;
         let deny = Arc::new(DenyList::new(store.clone(), redis.clone()));
         let clients = Arc::new(crate::client_directory::ClientDirectory::new(
             store.clone(),
@@ -146,9 +167,10 @@ impl Portcullis {
         let trusted_proxies = Arc::new(http::middleware::client_ip::parse_trusted(
             &settings.http.trusted_proxies,
         ));
-        let page_csp = Arc::new(http::middleware::guard::page_csp(
+        let page_csp = poem::http::HeaderValue::from_str(&http::middleware::guard::page_csp(
             &settings.branding.primary_color,
-        ));
+        ))
+        .map_err(|e| StartError::Config(format!("branding.primary_color: {e}")))?;
         let http_client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
@@ -158,7 +180,7 @@ impl Portcullis {
         let mailer = crate::mail::from_settings(&settings.mail)
             .map_err(|e| StartError::Config(e.to_string()))?;
         Ok(Portcullis {
-            state: AppState {
+            state: AppState(Arc::new(AppServices {
                 settings: Arc::new(settings),
                 store,
                 keys: Arc::new(keys),
@@ -172,9 +194,10 @@ impl Portcullis {
                 page_csp,
                 metrics: Arc::default(),
                 http: http_client,
-                metadata: Arc::new(metadata),
+                discovery,
+                jwks_cache_control,
                 mailer,
-            },
+            })),
         })
     }
 
@@ -189,6 +212,7 @@ impl Portcullis {
         let api = http::api::service(&self.state.settings.issuer);
         let (spec, docs) = (api.spec_endpoint(), api.swagger_ui());
         let api = http::api::endpoint(api);
+        let access = self.state.settings.log.access;
         Route::new()
             .nest_no_strip("/auth", api.clone())
             .nest_no_strip("/users", api.clone())
@@ -269,7 +293,7 @@ impl Portcullis {
             .around(http::middleware::guard::guard)
             .data(self.state.clone())
             .with(CatchPanic::new())
-            .around(http::middleware::request_id::request_id)
+            .around(move |next, req| http::middleware::request_id::request_id(next, req, access))
             .map_to_response()
             .boxed()
     }

@@ -257,6 +257,8 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// A tracing filter such as `info` or `portcullis=debug,info`.
     pub level: String,
+    /// One `request served` line per request at `info`. Errors (5xx) are logged regardless.
+    pub access: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -424,6 +426,7 @@ impl Default for LogSettings {
         LogSettings {
             format: LogFormat::Human,
             level: "info".into(),
+            access: true,
         }
     }
 }

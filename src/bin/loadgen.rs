@@ -6,7 +6,11 @@
 //!
 //!   cargo run --release --bin loadgen -- --seconds 10 --concurrency 32
 //!   cargo run --release --bin loadgen -- --seconds 8 --concurrency 32 --peer node
+//!   cargo run --release --bin loadgen -- --seconds 8 --concurrency 32 --peer node --pin
 //!   cargo run --bin loadgen -- --smoke        # a few seconds each; fails only on errors
+//!
+//! `--pin` runs everything twice: first with each server on CPU 0 and loadgen on CPU 1, then
+//! unpinned, and reports the Portcullis/peer ratios of both runs side by side.
 
 // The crate root's modules resolve beside it, so name this binary's own folder.
 #[path = "loadgen/browser.rs"]
@@ -15,6 +19,8 @@ mod browser;
 mod flows;
 #[path = "loadgen/node_peer.rs"]
 mod node_peer;
+#[path = "loadgen/pin.rs"]
+mod pin;
 #[path = "loadgen/report.rs"]
 mod report;
 #[path = "loadgen/server.rs"]
@@ -63,6 +69,10 @@ struct Args {
     /// After Portcullis, run the same scenarios against this peer (never with --smoke)
     #[arg(long, value_enum)]
     peer: Option<Peer>,
+    /// Measure twice: pinned (each server on CPU 0, loadgen on CPU 1), then unpinned; report
+    /// both sets of ratios
+    #[arg(long)]
+    pin: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -218,6 +228,54 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn bench(args: &Args) -> Result<bool, String> {
+    if !args.pin {
+        let report = one_pass(args).await?;
+        return finish(args, &report);
+    }
+    if pin::cores() < 2 {
+        return Err("--pin needs two cores: one for the server, one for loadgen".into());
+    }
+    eprintln!(
+        "loadgen: pinned run (servers on CPU {}, loadgen on CPU {})",
+        pin::SERVER_CPU,
+        pin::LOADGEN_CPU
+    );
+    pin::set(true)?;
+    let pinned = one_pass(args).await;
+    pin::set(false)?;
+    let mut pinned = pinned?;
+    pinned["pinning"] = json!({"server_cpu": pin::SERVER_CPU, "loadgen_cpu": pin::LOADGEN_CPU});
+    eprintln!("loadgen: unpinned run");
+    let unpinned = one_pass(args).await?;
+    report::print_pinned_vs_unpinned(&pinned["comparison"], &unpinned["comparison"]);
+    finish(args, &json!({ "pinned": pinned, "unpinned": unpinned }))
+}
+
+/// Whether any request failed, after writing the JSON report when asked.
+fn finish(args: &Args, report: &Value) -> Result<bool, String> {
+    let runs: Vec<&Value> = match report.get("pinned") {
+        Some(pinned) => vec![pinned, &report["unpinned"]],
+        None => vec![report],
+    };
+    let failed = runs.iter().any(|report| {
+        [&report["scenarios"], &report["peer"]["scenarios"]]
+            .iter()
+            .flat_map(|rows| rows.as_array().into_iter().flatten())
+            .chain([&report["login_storm"], &report["peer"]["login_storm"]])
+            .any(|r| r["errors"].as_u64().unwrap_or(0) > 0)
+    });
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(report).unwrap_or_default(),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(failed)
+}
+
+/// One measurement of Portcullis (and the peer, when asked): the report with its comparison.
+async fn one_pass(args: &Args) -> Result<Value, String> {
     let (server, startup) = start(args).await?;
     let pid = server.child.id();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -295,19 +353,7 @@ async fn bench(args: &Args) -> Result<bool, String> {
         None => {}
     }
 
-    let failed = [&report["scenarios"], &report["peer"]["scenarios"]]
-        .iter()
-        .flat_map(|rows| rows.as_array().into_iter().flatten())
-        .chain([&report["login_storm"], &report["peer"]["login_storm"]])
-        .any(|r| r["errors"].as_u64().unwrap_or(0) > 0);
-    if let Some(path) = &args.json {
-        std::fs::write(
-            path,
-            serde_json::to_string_pretty(&report).unwrap_or_default(),
-        )
-        .map_err(|e| e.to_string())?;
-    }
-    Ok(failed)
+    Ok(report)
 }
 
 /// The same scenarios against node-oidc-provider, with a client and user like Portcullis's.

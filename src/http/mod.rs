@@ -13,7 +13,6 @@ pub mod session;
 pub mod tokens;
 
 use poem::http::StatusCode;
-use poem::web::Json;
 use poem::{Body, IntoResponse, Request, Response};
 use serde_json::json;
 
@@ -78,16 +77,24 @@ pub fn oauth_error_json(error: &OAuthError) -> Response {
     resp
 }
 
-/// A JSON body with caching headers set by the caller.
+/// A JSON body with caching headers set by the caller, serialized straight into the body.
 pub fn json_response(
     status: StatusCode,
-    body: &serde_json::Value,
-    cache_control: &str,
+    body: &impl serde::Serialize,
+    cache_control: &'static str,
 ) -> Response {
-    let mut resp = Json(body.clone()).with_status(status).into_response();
-    if let Ok(v) = cache_control.parse() {
-        resp.headers_mut().insert("cache-control", v);
-    }
+    let Ok(bytes) = serde_json::to_vec(body) else {
+        tracing::error!("a response body could not be serialized");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut resp = Response::builder()
+        .status(status)
+        .content_type("application/json; charset=utf-8")
+        .body(bytes);
+    resp.headers_mut().insert(
+        poem::http::header::CACHE_CONTROL,
+        poem::http::HeaderValue::from_static(cache_control),
+    );
     resp
 }
 

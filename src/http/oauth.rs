@@ -540,11 +540,7 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
                 "portcullis_tokens_issued_total",
                 &[("grant", grant_type), ("client_id", client.id.as_str())],
             );
-            let mut resp = crate::http::json_response(
-                StatusCode::OK,
-                &serde_json::to_value(&tokens).unwrap_or_default(),
-                "no-store",
-            );
+            let mut resp = crate::http::json_response(StatusCode::OK, &tokens, "no-store");
             // RFC 6749 §5.1: `Pragma: no-cache` alongside `Cache-Control: no-store`.
             resp.headers_mut()
                 .insert("pragma", poem::http::HeaderValue::from_static("no-cache"));

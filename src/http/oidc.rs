@@ -7,26 +7,50 @@ use uuid::Uuid;
 
 use super::{json_response, read_form};
 use crate::app::AppState;
+use crate::document::JsonDocument;
 use crate::protocol::claims::user_claims;
 use crate::protocol::error::{ErrorCode, OAuthError};
 use crate::protocol::tokens::{check_access_token, AccessClaims};
 
 /// OpenID Connect Discovery 1.0 §4 and RFC 8414 §3 serve the same metadata.
 #[handler]
-pub fn discovery(state: Data<&AppState>) -> Response {
-    json_response(StatusCode::OK, &state.metadata, "public, max-age=300")
+pub fn discovery(req: &Request, state: Data<&AppState>) -> Response {
+    const CACHE: HeaderValue = HeaderValue::from_static("public, max-age=300");
+    serve_document(req, &state.discovery, CACHE)
 }
 
 /// RFC 7517 §5: public members only, one `kid` per key. The cache lifetime is shorter than
 /// the time a rotated key stays published, so verifiers always find the key they need.
 #[handler]
-pub fn jwks(state: Data<&AppState>) -> Response {
+pub fn jwks(req: &Request, state: Data<&AppState>) -> Response {
     let ring = state.keys.ring();
-    json_response(
-        StatusCode::OK,
-        ring.jwks(),
-        &format!("public, max-age={}", state.settings.keys.jwks_max_age_secs),
-    )
+    serve_document(req, ring.jwks(), state.jwks_cache_control.clone())
+}
+
+/// A pre-serialized document, or RFC 9110 §15.4.5's 304 when the caller's copy is current
+/// (a 304 carries the `ETag` and `Cache-Control` the 200 would have had).
+fn serve_document(req: &Request, doc: &JsonDocument, cache_control: HeaderValue) -> Response {
+    let etag = HeaderValue::from_str(doc.etag()).ok();
+    let fresh = req
+        .headers()
+        .get(poem::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| doc.matches_if_none_match(v));
+    let mut resp = if fresh {
+        Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .finish()
+    } else {
+        Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(doc.body())
+    };
+    let h = resp.headers_mut();
+    h.insert(poem::http::header::CACHE_CONTROL, cache_control);
+    if let Some(etag) = etag {
+        h.insert(poem::http::header::ETAG, etag);
+    }
+    resp
 }
 
 /// RFC 6750 §3: the error in a `WWW-Authenticate: Bearer` challenge (and a JSON body).

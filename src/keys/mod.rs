@@ -16,6 +16,7 @@ use josekit::jwt::JwtPayload;
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
+use crate::document::JsonDocument;
 use crate::random;
 use crate::store::{AuditEvent, KeyState, SigningKeyRecord, Store, StoreError, Timestamp};
 pub use master::{MasterKey, MasterKeyError, MasterKeySource};
@@ -145,7 +146,8 @@ pub struct KeyRing {
     active: BTreeMap<SigningAlg, ActiveKey>,
     /// Every published key, by `kid`: what our own endpoints accept.
     verifiers: BTreeMap<String, (SigningAlg, Box<dyn JwsVerifier>)>,
-    jwks: Value,
+    /// RFC 7517 §5, serialized once per ring: the JWKS endpoint serves these bytes as they are.
+    jwks: JsonDocument,
     summary: Vec<KeySummary>,
     /// Shared by every ring the manager loads, so refreshing the keys keeps what was checked.
     verified: Arc<VerifiedCache>,
@@ -164,7 +166,7 @@ pub struct KeySummary {
 }
 
 impl KeyRing {
-    pub fn jwks(&self) -> &Value {
+    pub fn jwks(&self) -> &JsonDocument {
         &self.jwks
     }
 
@@ -558,7 +560,8 @@ async fn load_ring(
     Ok(KeyRing {
         active,
         verifiers,
-        jwks: json!({ "keys": published }),
+        jwks: JsonDocument::new(&json!({ "keys": published }))
+            .map_err(|e| KeyError::Crypto(format!("cannot serialize the JWKS: {e}")))?,
         summary,
         verified,
     })

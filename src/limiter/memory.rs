@@ -23,7 +23,15 @@ impl RateLimiter for MemoryLimiter {
             // A tat in the past means a full budget: the entry carries no information.
             state.retain(|_, tat| *tat > now_ms);
         }
-        let (decision, new_tat) = gcra(state.get(key).copied(), policy, now_ms);
+        // A known key is updated in place: only a new one costs an allocation.
+        if let Some(tat) = state.get_mut(key) {
+            let (decision, new_tat) = gcra(Some(*tat), policy, now_ms);
+            if let Some(t) = new_tat {
+                *tat = t;
+            }
+            return Ok(decision);
+        }
+        let (decision, new_tat) = gcra(None, policy, now_ms);
         if let Some(t) = new_tat {
             state.insert(key.to_string(), t);
         }

@@ -8,6 +8,7 @@ mod cluster;
 mod code_flow;
 mod common;
 mod config;
+mod documents;
 mod flow_errors;
 mod keys;
 mod logout;

@@ -95,7 +95,7 @@ pub async fn start(
         "password": PASSWORD,
     });
     let started = Instant::now();
-    let mut child = Command::new("node")
+    let mut child = crate::pin::server_command("node")
         .arg("server.mjs")
         .current_dir(dir())
         .env("NODE_ENV", "production")

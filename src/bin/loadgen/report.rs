@@ -162,3 +162,27 @@ pub fn print_comparison(rows: &Value) {
         );
     }
 }
+
+/// `--pin`: each scenario's Portcullis/peer ratio with both servers on one core (per core and
+/// overall are then the same measure), beside the ratios of the unpinned run.
+pub fn print_pinned_vs_unpinned(pinned: &Value, unpinned: &Value) {
+    println!("\n### Portcullis / node-oidc-provider, pinned and unpinned\n");
+    println!("| scenario | pinned: Portcullis req/s | pinned: peer req/s | pinned ratio | unpinned ratio | unpinned ratio per core |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let unpinned: Vec<&Value> = unpinned.as_array().into_iter().flatten().collect();
+    for p in pinned.as_array().into_iter().flatten() {
+        let name = p["scenario"].as_str().unwrap_or("");
+        let u = unpinned
+            .iter()
+            .find(|u| u["scenario"].as_str() == Some(name));
+        println!(
+            "| {} | {:.0} | {:.0} | {} | {} | {} |",
+            name,
+            num(p, "portcullis_rps"),
+            num(p, "peer_rps"),
+            times(&p["ratio_rps"]),
+            u.map_or("n/a".into(), |u| times(&u["ratio_rps"])),
+            u.map_or("n/a".into(), |u| times(&u["ratio_rps_per_core"])),
+        );
+    }
+}

@@ -109,7 +109,7 @@ pub(crate) fn serve(
     dir: &std::path::Path,
     env: &[(String, String)],
 ) -> Result<Child, String> {
-    Command::new(bin)
+    crate::pin::server_command(bin)
         .arg("serve")
         .current_dir(dir)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

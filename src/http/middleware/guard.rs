@@ -9,6 +9,7 @@ use poem::{Endpoint, IntoResponse, Request, Response, Result};
 
 use crate::app::AppState;
 use crate::http::json_response;
+use crate::metrics::Route;
 
 /// A refusal in the error format of the endpoint asked: RFC 6749 JSON, or the account API's
 /// `ErrorResponse`.
@@ -34,7 +35,11 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> 
     };
     let limits = &state.settings.http;
     let refuse = refuse_for(&req);
-    let uri_len = req.uri().to_string().len();
+    // The URI as received (origin form, or absolute form through a proxy), without copying it.
+    let uri = req.uri();
+    let uri_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len() + 2)
+        + uri.scheme_str().map_or(0, |s| s.len() + 1);
     if uri_len > limits.max_uri_bytes {
         return Ok(refuse(
             StatusCode::URI_TOO_LONG,
@@ -66,7 +71,7 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> 
             "the request body is too large",
         ));
     }
-    let route = route_label(req.uri().path());
+    let route = Route::of(req.uri().path());
     let started = std::time::Instant::now();
     let is_docs = req.uri().path() == "/docs";
     let timeout = Duration::from_secs(limits.request_timeout_secs);
@@ -84,67 +89,12 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> 
     };
     let status = resp.status();
     let m = &state.metrics;
-    m.count(
-        "portcullis_http_requests_total",
-        &[("route", route), ("status", status.as_str())],
-    );
-    m.observe(
-        "portcullis_http_request_duration_seconds",
-        &[("route", route)],
-        started.elapsed(),
-    );
+    m.http_request(route, status.as_u16(), started.elapsed());
     if status == StatusCode::TOO_MANY_REQUESTS {
         m.count("portcullis_rate_limit_rejections_total", &[]);
     }
     secure_headers(&state, &mut resp, is_docs);
     Ok(resp)
-}
-
-/// The route a path belongs to, for metrics; anything unknown is "other".
-fn route_label(path: &str) -> &'static str {
-    if path.starts_with("/users/") {
-        return "/users/{id}";
-    }
-    const ROUTES: [&str; 33] = [
-        "/.well-known/openid-configuration",
-        "/.well-known/oauth-authorization-server",
-        "/jwks.json",
-        "/authorize",
-        "/token",
-        "/revoke",
-        "/introspect",
-        "/userinfo",
-        "/login",
-        "/consent",
-        "/end_session",
-        "/static/portcullis.css",
-        "/health/live",
-        "/health/ready",
-        "/metrics",
-        "/",
-        "/register",
-        "/forgot-password",
-        "/reset-password",
-        "/verify-email",
-        "/auth/register",
-        "/auth/login",
-        "/auth/refresh",
-        "/auth/logout",
-        "/auth/me",
-        "/auth/change-password",
-        "/auth/password-reset/request",
-        "/auth/password-reset/confirm",
-        "/auth/verify-email",
-        "/auth/verify-email/resend",
-        "/users",
-        "/admin/audit",
-        "/openapi.json",
-    ];
-    ROUTES
-        .iter()
-        .find(|r| **r == path)
-        .copied()
-        .unwrap_or("other")
 }
 
 /// Swagger UI (`/docs`) is one page of inline script and style from the poem-openapi crate;
@@ -171,15 +121,13 @@ fn secure_headers(state: &AppState, resp: &mut Response, is_docs: bool) {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/html"));
     let policy = if is_html && is_docs {
-        DOCS_CSP
+        HeaderValue::from_static(DOCS_CSP)
     } else if is_html {
-        state.page_csp.as_str()
+        state.page_csp.clone()
     } else {
-        "default-src 'none'; frame-ancestors 'none'"
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")
     };
-    if let Ok(v) = HeaderValue::from_str(policy) {
-        h.insert("content-security-policy", v);
-    }
+    h.insert("content-security-policy", policy);
     h.remove("server");
 }
 

@@ -41,7 +41,12 @@ fn acceptable(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-pub async fn request_id<E: Endpoint>(next: Arc<E>, mut req: Request) -> Result<Response> {
+/// `access`: whether to log a line for every request served (`log.access`).
+pub async fn request_id<E: Endpoint>(
+    next: Arc<E>,
+    mut req: Request,
+    access: bool,
+) -> Result<Response> {
     let id = req
         .headers()
         .get(HEADER)
@@ -81,7 +86,7 @@ pub async fn request_id<E: Endpoint>(next: Arc<E>, mut req: Request) -> Result<R
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         if status >= 500 {
             tracing::error!(status, elapsed_ms, "request failed");
-        } else {
+        } else if access {
             tracing::info!(status, elapsed_ms, "request served");
         }
         if let Ok(value) = HeaderValue::from_str(&id) {
