@@ -21,6 +21,8 @@ mod flows;
 mod node_peer;
 #[path = "loadgen/pin.rs"]
 mod pin;
+#[path = "loadgen/raw.rs"]
+mod raw;
 #[path = "loadgen/report.rs"]
 mod report;
 #[path = "loadgen/server.rs"]
@@ -395,10 +397,6 @@ async fn measure_node_peer(args: &Args) -> Result<Value, String> {
 async fn measure(args: &Args, seed: &Seed, pid: u32) -> Result<(Vec<Value>, Value), String> {
     eprintln!("loadgen: {}", seed.flavor.name());
     let Tokens { families, access } = sign_in_tokens(seed, args.concurrency).await?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .build()
-        .map_err(|e| e.to_string())?;
     let only: Option<Vec<String>> = args
         .only
         .as_ref()
@@ -441,119 +439,112 @@ async fn measure(args: &Args, seed: &Seed, pid: u32) -> Result<(Vec<Value>, Valu
         };
     }
 
-    let get = |url: String| {
-        let http = http.clone();
-        move |(): ()| {
-            let (http, url) = (http.clone(), url.clone());
+    // The protocol scenarios speak raw HTTP/1.1 over one keep-alive connection per worker
+    // (loadgen/raw.rs): reqwest would cost more than the server's own work here.
+    let conns = |n: usize, addr: &str| (0..n).map(|_| raw::Conn::new(addr)).collect::<Vec<_>>();
+    let (addr, _) = raw::request("GET", &seed.endpoints.token, None, None)?;
+    let send = |req: Vec<u8>| {
+        let req = Arc::new(req);
+        move |mut conn: raw::Conn| {
+            let req = req.clone();
             async move {
-                let ok = http
-                    .get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                ((), ok)
+                let ok = matches!(conn.send(&req).await, Ok((200, _)));
+                (conn, ok)
             }
         }
     };
+    let get = |url: &str| raw::request("GET", url, None, None).map(|(_, r)| send(r));
     scenario!(
         "discovery",
-        vec![(); n],
-        get(format!("{}/.well-known/openid-configuration", seed.base))
+        conns(n, &addr),
+        get(&format!("{}/.well-known/openid-configuration", seed.base))?
     );
-    scenario!("jwks", vec![(); n], get(seed.endpoints.jwks.clone()));
-    let grant = |id: String, secret: String| {
-        let (http, token) = (http.clone(), seed.endpoints.token.clone());
-        move |(): ()| {
-            let (http, token, id, secret) =
-                (http.clone(), token.clone(), id.clone(), secret.clone());
-            async move {
-                let ok = http
-                    .post(&token)
-                    .basic_auth(&id, Some(&secret))
-                    .form(&[("grant_type", "client_credentials"), ("scope", "api")])
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                ((), ok)
-            }
-        }
+    scenario!("jwks", conns(n, &addr), get(&seed.endpoints.jwks)?);
+    let grant = |id: &str, secret: &str| {
+        raw::request(
+            "POST",
+            &seed.endpoints.token,
+            Some(&raw::basic(id, secret)),
+            Some("grant_type=client_credentials&scope=api"),
+        )
+        .map(|(_, r)| send(r))
     };
     scenario!(
         "client_credentials",
-        vec![(); n],
-        grant(seed.client_id.clone(), seed.secret.clone())
+        conns(n, &addr),
+        grant(&seed.client_id, &seed.secret)?
     );
     if let Some((id, secret)) = &seed.rs256_client {
         scenario!(
             "client_credentials_rs256",
-            vec![(); n],
-            grant(id.clone(), secret.clone())
+            conns(n, &addr),
+            grant(id, secret)?
         );
     }
     {
-        let (http, s) = (http.clone(), seed.clone());
-        scenario!("refresh_token", families, move |token: String| {
-            let (http, s) = (http.clone(), s.clone());
+        let token_url = seed.endpoints.token.clone();
+        let auth = raw::basic(&seed.client_id, &seed.secret);
+        let init = families
+            .into_iter()
+            .map(|t| (raw::Conn::new(&addr), t))
+            .collect::<Vec<_>>();
+        scenario!("refresh_token", init, move |(mut conn, token): (
+            raw::Conn,
+            String
+        )| {
+            let (token_url, auth) = (token_url.clone(), auth.clone());
             async move {
-                let resp = http
-                    .post(&s.endpoints.token)
-                    .basic_auth(&s.client_id, Some(&s.secret))
-                    .form(&[
-                        ("grant_type", "refresh_token"),
-                        ("refresh_token", token.as_str()),
-                    ])
-                    .send()
-                    .await;
-                match resp {
-                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                        Ok(v) => (
-                            v["refresh_token"].as_str().unwrap_or_default().to_string(),
-                            true,
-                        ),
-                        Err(_) => (token, false),
+                let form = format!("grant_type=refresh_token&refresh_token={token}");
+                let Ok((_, req)) = raw::request("POST", &token_url, Some(&auth), Some(&form))
+                else {
+                    return ((conn, token), false);
+                };
+                match conn.send(&req).await {
+                    Ok((200, body)) => match serde_json::from_slice::<Value>(&body) {
+                        Ok(v) => {
+                            let next = v["refresh_token"].as_str().unwrap_or_default().to_string();
+                            ((conn, next), true)
+                        }
+                        Err(_) => ((conn, token), false),
                     },
-                    _ => (token, false),
+                    _ => ((conn, token), false),
                 }
             }
         });
     }
     {
-        let (http, s, a) = (http.clone(), seed.clone(), access.clone());
-        scenario!("userinfo", vec![(); n], move |(): ()| {
-            let (http, s, a) = (http.clone(), s.clone(), a.clone());
-            async move {
-                let ok = http
-                    .get(&s.endpoints.userinfo)
-                    .bearer_auth(&a)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                ((), ok)
-            }
-        });
+        let (_, req) = raw::request(
+            "GET",
+            &seed.endpoints.userinfo,
+            Some(&format!("Bearer {access}")),
+            None,
+        )?;
+        scenario!("userinfo", conns(n, &addr), send(req));
     }
     {
-        let (http, s, a) = (http.clone(), seed.clone(), access.clone());
-        scenario!("introspection", vec![(); n], move |(): ()| {
-            let (http, s, a) = (http.clone(), s.clone(), a.clone());
-            async move {
-                let resp = http
-                    .post(&s.endpoints.introspect)
-                    .basic_auth(&s.client_id, Some(&s.secret))
-                    .form(&[("token", a.as_str())])
-                    .send()
-                    .await;
-                // An inactive answer is a 200 too: count only `"active": true` as success.
-                let ok = match resp {
-                    Ok(r) if r.status().is_success() => r
-                        .json::<Value>()
-                        .await
-                        .is_ok_and(|v| v["active"].as_bool() == Some(true)),
-                    _ => false,
-                };
-                ((), ok)
+        let (_, req) = raw::request(
+            "POST",
+            &seed.endpoints.introspect,
+            Some(&raw::basic(&seed.client_id, &seed.secret)),
+            Some(&format!("token={access}")),
+        )?;
+        let req = Arc::new(req);
+        scenario!(
+            "introspection",
+            conns(n, &addr),
+            move |mut conn: raw::Conn| {
+                let req = req.clone();
+                async move {
+                    // An inactive answer is a 200 too: count only `"active": true` as success.
+                    let ok = match conn.send(&req).await {
+                        Ok((200, body)) => serde_json::from_slice::<Value>(&body)
+                            .is_ok_and(|v| v["active"].as_bool() == Some(true)),
+                        _ => false,
+                    };
+                    (conn, ok)
+                }
             }
-        });
+        );
     }
     {
         let s = seed.clone();
@@ -570,8 +561,9 @@ async fn measure(args: &Args, seed: &Seed, pid: u32) -> Result<(Vec<Value>, Valu
         });
     }
     let storm = if wanted("login_storm") {
-        let grants = grant(seed.client_id.clone(), seed.secret.clone());
-        targets::login_storm(args.seconds, n, seed, grants, pid).await
+        let workers = conns(targets::STORM_SERVICE_CONNECTIONS, &addr);
+        let grants = grant(&seed.client_id, &seed.secret)?;
+        targets::login_storm(args.seconds, n, seed, (workers, grants), pid).await
     } else {
         Value::Null
     };

@@ -170,6 +170,9 @@ pub trait DenyListStore: Send + Sync {
 pub trait RefreshStore: Send + Sync {
     async fn create_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
     async fn get_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
+    /// The token of `token_hash` with its user and live session's `sid`, in one query: the
+    /// three reads a rotation starts with.
+    async fn get_refresh_grant(&self, token_hash: &str) -> StoreResult<Option<RefreshGrant>>;
     /// In one transaction: mark `old_id` used (only if it is neither used nor revoked),
     /// keep `sealed_successor` on it for the grace window, and store `successor`. Returns
     /// false, writing nothing, when another request rotated or revoked it first.

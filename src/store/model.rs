@@ -222,6 +222,15 @@ pub struct AuthorizationCode {
     pub access_token_jti: Option<String>,
 }
 
+/// What a refresh needs, read at once: the token, its user (if the row still exists) and the
+/// public `sid` of the browser session it is bound to (if that session is still live).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshGrant {
+    pub token: RefreshToken,
+    pub user: Option<User>,
+    pub sid: Option<String>,
+}
+
 /// One refresh token of a family (every token descended from one grant).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshToken {

@@ -25,7 +25,7 @@ macro_rules! impl_sql_store {
         use $crate::store::{
             AuditEvent, AuditStore, AuthorizationCode, BrowserSession, Client, ClientStore,
             CodeStore, ConsentStore, DenyListStore, KeyState, KeyStore, RefreshStore,
-            RefreshToken, SessionStore,
+            RefreshGrant, RefreshToken, SessionStore,
             SigningKeyRecord, Store, StoreError, StoreResult, Timestamp, User, UserStore,
         };
 
@@ -77,18 +77,34 @@ macro_rules! impl_sql_store {
             })
         }
 
+        /// The names `user_from_columns` reads, in USER_COLUMNS order.
+        const USER_NAMES: [&str; 10] = [
+            "id", "email", "email_verified", "name", "password_hash", "roles", "disabled",
+            "created_at", "updated_at", "deleted_at",
+        ];
+        /// The same columns as `get_refresh_grant` aliases them beside a refresh token's.
+        const JOINED_USER_NAMES: [&str; 10] = [
+            "u_id", "u_email", "u_email_verified", "u_name", "u_password_hash", "u_roles",
+            "u_disabled", "u_created_at", "u_updated_at", "u_deleted_at",
+        ];
+
         fn user_from_row(row: &DbRow) -> StoreResult<User> {
+            user_from_columns(row, &USER_NAMES)
+        }
+
+        fn user_from_columns(row: &DbRow, c: &[&str; 10]) -> StoreResult<User> {
+            let [id, email, email_verified, name, password_hash, roles, disabled, created_at, updated_at, deleted_at] = *c;
             Ok(User {
-                id: row.try_get("id")?,
-                email: row.try_get("email")?,
-                email_verified: row.try_get("email_verified")?,
-                name: row.try_get("name")?,
-                password_hash: row.try_get("password_hash")?,
-                roles: list_from_json("roles", row.try_get("roles")?)?,
-                disabled: row.try_get("disabled")?,
-                created_at: row.try_get("created_at")?,
-                updated_at: row.try_get("updated_at")?,
-                deleted_at: row.try_get("deleted_at")?,
+                id: row.try_get(id)?,
+                email: row.try_get(email)?,
+                email_verified: row.try_get(email_verified)?,
+                name: row.try_get(name)?,
+                password_hash: row.try_get(password_hash)?,
+                roles: list_from_json("roles", row.try_get(roles)?)?,
+                disabled: row.try_get(disabled)?,
+                created_at: row.try_get(created_at)?,
+                updated_at: row.try_get(updated_at)?,
+                deleted_at: row.try_get(deleted_at)?,
             })
         }
 
@@ -780,6 +796,40 @@ macro_rules! impl_sql_store {
                 let sql = format!("SELECT {REFRESH_COLUMNS} FROM refresh_tokens WHERE token_hash = $1");
                 let row = sqlx::query(&sql).bind(token_hash).fetch_optional(&self.pool).await?;
                 row.as_ref().map(refresh_from_row).transpose()
+            }
+
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
+            async fn get_refresh_grant(&self, token_hash: &str) -> StoreResult<Option<RefreshGrant>> {
+                // Built once: the statement text is what sqlx caches its prepared statement by.
+                static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                let sql = SQL.get_or_init(|| {
+                    let refresh: Vec<String> =
+                        REFRESH_COLUMNS.split(',').map(|c| format!("t.{}", c.trim())).collect();
+                    let user: Vec<String> = USER_NAMES
+                        .iter()
+                        .zip(JOINED_USER_NAMES)
+                        .map(|(c, alias)| format!("u.{c} AS {alias}"))
+                        .collect();
+                    format!(
+                        "SELECT {}, {}, s.sid AS session_sid FROM refresh_tokens t \
+                         LEFT JOIN users u ON u.id = t.user_id \
+                         LEFT JOIN browser_sessions s \
+                           ON s.id_hash = t.session_id_hash AND s.revoked_at IS NULL \
+                         WHERE t.token_hash = $1",
+                        refresh.join(", "),
+                        user.join(", ")
+                    )
+                });
+                let Some(row) = sqlx::query(sql).bind(token_hash).fetch_optional(&self.pool).await? else {
+                    return Ok(None);
+                };
+                let token = refresh_from_row(&row)?;
+                let user = match row.try_get::<Option<Uuid>, _>("u_id")? {
+                    Some(_) => Some(user_from_columns(&row, &JOINED_USER_NAMES)?),
+                    None => None,
+                };
+                let sid = row.try_get("session_sid")?;
+                Ok(Some(RefreshGrant { token, user, sid }))
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]

@@ -399,6 +399,54 @@ async fn refresh_rotation_is_atomic_and_families_revoke_together(store: Arc<dyn 
         .is_some());
 }
 
+async fn a_refresh_grant_reads_token_user_and_live_session_at_once(store: Arc<dyn Store>) {
+    let u = user("ada@example.org");
+    store.create_user(&u).await.unwrap();
+    store.create_client(&client("c")).await.unwrap();
+    assert_eq!(store.get_refresh_grant("nothing").await.unwrap(), None);
+    let session = BrowserSession {
+        id_hash: "sh".into(),
+        sid: "the-sid".into(),
+        user_id: u.id,
+        auth_time: 100,
+        amr: vec!["pwd".into()],
+        acr: None,
+        user_agent: None,
+        ip: None,
+        created_at: 100,
+        last_seen_at: 100,
+        expires_at: 1000,
+        revoked_at: None,
+    };
+    store.create_session(&session).await.unwrap();
+    let mut bound = refresh(Uuid::new_v4(), Uuid::new_v4(), "bound", "c", u.id, "openid");
+    bound.session_id_hash = Some("sh".into());
+    store.create_refresh_token(&bound).await.unwrap();
+    let unbound = refresh(
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        "unbound",
+        "c",
+        u.id,
+        "openid",
+    );
+    store.create_refresh_token(&unbound).await.unwrap();
+
+    let grant = store.get_refresh_grant("bound").await.unwrap().unwrap();
+    assert_eq!(
+        grant.token,
+        store.get_refresh_token("bound").await.unwrap().unwrap()
+    );
+    assert_eq!(grant.user, store.get_user(u.id).await.unwrap());
+    assert_eq!(grant.sid.as_deref(), Some("the-sid"));
+    let grant = store.get_refresh_grant("unbound").await.unwrap().unwrap();
+    assert_eq!((grant.user.map(|u| u.id), grant.sid), (Some(u.id), None));
+    // A revoked session names no sid.
+    store.revoke_session("sh", 150).await.unwrap();
+    let grant = store.get_refresh_grant("bound").await.unwrap().unwrap();
+    assert_eq!(grant.sid, None);
+}
+
 async fn sessions_consents_and_the_deny_list(store: Arc<dyn Store>) {
     let u = user("ada@example.org");
     store.create_user(&u).await.unwrap();
@@ -539,6 +587,7 @@ macro_rules! contract_suite {
                 migrations_can_be_applied_again,
                 a_code_is_consumed_exactly_once,
                 refresh_rotation_is_atomic_and_families_revoke_together,
+                a_refresh_grant_reads_token_user_and_live_session_at_once,
                 sessions_consents_and_the_deny_list,
                 the_janitor_deletes_only_what_has_expired_in_batches,
                 a_lease_has_one_holder_until_it_expires,

@@ -63,16 +63,17 @@ pub fn raw_argon2(seconds: u64) -> Value {
 /// Password sign-ins from `concurrency` connections and, at the same time, client_credentials
 /// grants from [`STORM_SERVICE_CONNECTIONS`]: does the token endpoint keep its latency while
 /// every hashing thread is busy?
-pub async fn login_storm<F, Fut>(
+pub async fn login_storm<S, F, Fut>(
     seconds: u64,
     concurrency: usize,
     seed: &Seed,
-    grant: F,
+    (grant_workers, grant): (Vec<S>, F),
     pid: u32,
 ) -> Value
 where
-    F: Fn(()) -> Fut + Send + Sync + 'static + Clone,
-    Fut: std::future::Future<Output = ((), bool)> + Send,
+    S: Send + 'static,
+    F: Fn(S) -> Fut + Send + Sync + 'static + Clone,
+    Fut: std::future::Future<Output = (S, bool)> + Send,
 {
     let s = seed.clone();
     let logins = run(
@@ -84,8 +85,7 @@ where
             async move { ((), password_login(&s).await) }
         },
     );
-    let n = STORM_SERVICE_CONNECTIONS;
-    let grants = run(seconds, n, vec![(); n], grant);
+    let grants = run(seconds, STORM_SERVICE_CONNECTIONS, grant_workers, grant);
     let (_, cpu_before) = proc_stat(pid);
     let ((logins, _), (grants, _)) = tokio::join!(logins, grants);
     let (hwm, cpu_after) = proc_stat(pid);
@@ -105,7 +105,7 @@ where
     );
     json!({
         "login_connections": concurrency,
-        "service_connections": n,
+        "service_connections": STORM_SERVICE_CONNECTIONS,
         "logins_per_sec": l.len() as f64 / secs,
         "login_p99_ms": percentile(&l, 0.99),
         "login_errors": logins.errors,

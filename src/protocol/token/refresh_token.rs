@@ -10,7 +10,7 @@ use crate::protocol::scope::Scope;
 use crate::protocol::token::{new_jti, storage_failed, TokenContext, TokenResponse};
 use crate::protocol::tokens::Grant;
 use crate::random;
-use crate::store::{AuditEvent, Client, RefreshToken};
+use crate::store::{AuditEvent, Client, RefreshGrant, RefreshToken};
 
 const BAD_TOKEN: &str = "the refresh token is invalid, expired or revoked";
 
@@ -77,9 +77,14 @@ pub async fn exchange(
     let presented = params
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
-    let stored = ctx
+    // One read for the token, its user and its session's `sid`.
+    let RefreshGrant {
+        token: stored,
+        user,
+        sid,
+    } = ctx
         .store
-        .get_refresh_token(&random::hash_secret(presented))
+        .get_refresh_grant(&random::hash_secret(presented))
         .await
         .map_err(storage_failed)?
         .ok_or_else(|| OAuthError::invalid_grant(BAD_TOKEN))?;
@@ -115,7 +120,9 @@ pub async fn exchange(
     if ctx.now >= stored.expires_at || ctx.now >= stored.family_expires_at {
         return Err(OAuthError::invalid_grant(BAD_TOKEN));
     }
-    let user = active_user(ctx, &stored).await?;
+    let user = user
+        .filter(is_active)
+        .ok_or_else(|| OAuthError::invalid_grant(BAD_TOKEN))?;
 
     let value = random::token(32);
     let jti = new_jti();
@@ -152,7 +159,6 @@ pub async fn exchange(
             .ok_or_else(|| OAuthError::invalid_grant(BAD_TOKEN))?;
         return redeem_used(ctx, client, &again, &scope).await;
     }
-    let sid = session_sid(ctx, &stored).await;
     let mut grant = grant_for(ctx, client, &user, &stored, &scope);
     grant.sid = sid.as_deref();
     ctx.mint(client, &grant, &jti, Some(value))
@@ -224,17 +230,6 @@ pub async fn revoke_family(ctx: &TokenContext<'_>, token: &RefreshToken, event: 
     }
 }
 
-/// The browser session's public id, for `sid` in ID tokens from a refresh.
-async fn session_sid(ctx: &TokenContext<'_>, token: &RefreshToken) -> Option<String> {
-    let hash = token.session_id_hash.as_deref()?;
-    ctx.store
-        .get_session(hash)
-        .await
-        .ok()
-        .flatten()
-        .map(|s| s.sid)
-}
-
 async fn active_user(
     ctx: &TokenContext<'_>,
     token: &RefreshToken,
@@ -243,8 +238,13 @@ async fn active_user(
         .get_user(token.user_id)
         .await
         .map_err(storage_failed)?
-        .filter(|u| !u.disabled && u.deleted_at.is_none())
+        .filter(is_active)
         .ok_or_else(|| OAuthError::invalid_grant(BAD_TOKEN))
+}
+
+/// A disabled or deleted user's refresh tokens mint nothing.
+fn is_active(user: &crate::store::User) -> bool {
+    !user.disabled && user.deleted_at.is_none()
 }
 
 fn grant_for<'a>(
