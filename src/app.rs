@@ -29,7 +29,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyManager>,
     /// Client lookups, cached for `database.client_cache_secs`.
-    pub clients: Arc<crate::client_directory::ClientDirectory>,
+    pub clients: Arc<crate::clients::ClientDirectory>,
     pub clock: Arc<dyn Clock>,
     pub passwords: PasswordHasher,
     pub redis: Option<Arc<RedisHandle>>,
@@ -137,7 +137,7 @@ impl Portcullis {
         ))
         .unwrap_or(serde_json::Value::Null);
         let deny = Arc::new(DenyList::new(store.clone(), redis.clone()));
-        let clients = Arc::new(crate::client_directory::ClientDirectory::new(
+        let clients = Arc::new(crate::clients::ClientDirectory::new(
             store.clone(),
             clock.clone(),
             settings.database.client_cache_secs,

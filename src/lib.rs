@@ -10,7 +10,6 @@ pub mod accounts;
 pub mod app;
 pub mod cache;
 pub mod cli;
-pub mod client_directory;
 pub mod clients;
 pub mod clock;
 pub mod config;
