@@ -19,7 +19,9 @@ use crate::denylist::DenyList;
 use crate::http;
 use crate::keys::{KeyManager, MasterKey, MasterKeySource};
 use crate::limiter::Limiter;
+use crate::metrics::Metrics;
 use crate::protocol::discovery::ProviderMetadata;
+use crate::sessions::SessionService;
 use crate::store::{self, Store};
 
 /// Everything a request handler may use. Cheap to clone.
@@ -38,12 +40,14 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// The hosted pages' Content-Security-Policy (hashes depend on the branding colour).
     pub page_csp: Arc<String>,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<Metrics>,
     /// For outgoing calls: client JWKS URIs, back-channel logout.
     pub http: reqwest::Client,
     pub metadata: Arc<serde_json::Value>,
     /// Account email: SMTP or the dev outbox.
     pub mailer: Arc<dyn crate::mail::Mailer>,
+    /// Ends browser sessions (one, or all of a user's) and what they take down with them.
+    pub sessions: Arc<SessionService>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,23 +161,37 @@ impl Portcullis {
             .map_err(|e| StartError::Config(format!("cannot build the HTTP client: {e}")))?;
         let mailer = crate::mail::from_settings(&settings.mail)
             .map_err(|e| StartError::Config(e.to_string()))?;
+        let settings = Arc::new(settings);
+        let keys = Arc::new(keys);
+        let sessions = Arc::new(SessionService::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            deny.clone(),
+            clients.clone(),
+            keys.clone(),
+            http_client.clone(),
+        ));
+        let limiter = Arc::new(Limiter::new(redis_for_limits));
+        let metrics = Arc::<Metrics>::default();
         Ok(Portcullis {
             state: AppState {
-                settings: Arc::new(settings),
+                settings,
                 store,
-                keys: Arc::new(keys),
+                keys,
                 clients,
                 clock,
                 passwords,
                 redis,
                 deny,
-                limiter: Arc::new(Limiter::new(redis_for_limits)),
+                limiter,
                 trusted_proxies,
                 page_csp,
-                metrics: Arc::default(),
+                metrics,
                 http: http_client,
                 metadata: Arc::new(metadata),
                 mailer,
+                sessions,
             },
         })
     }

@@ -17,11 +17,11 @@ pub mod denylist;
 pub mod http;
 pub mod keys;
 pub mod limiter;
-pub mod logout;
 pub mod mail;
 pub mod metrics;
 pub mod protocol;
 pub mod random;
+pub mod sessions;
 pub mod store;
 pub mod telemetry;
 
