@@ -11,7 +11,7 @@ use poem::middleware::CatchPanic;
 use poem::{get, post, EndpointExt, Route, Server};
 use secrecy::ExposeSecret;
 
-use crate::accounts::PasswordHasher;
+use crate::accounts::{AccountService, PasswordHasher};
 use crate::cache::RedisHandle;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -48,6 +48,8 @@ pub struct AppState {
     pub mailer: Arc<dyn crate::mail::Mailer>,
     /// Ends browser sessions (one, or all of a user's) and what they take down with them.
     pub sessions: Arc<SessionService>,
+    /// The account use cases, for the pages and the JSON API alike.
+    pub accounts: Arc<AccountService>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +176,16 @@ impl Portcullis {
         ));
         let limiter = Arc::new(Limiter::new(redis_for_limits));
         let metrics = Arc::<Metrics>::default();
+        let accounts = Arc::new(AccountService::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            passwords.clone(),
+            mailer.clone(),
+            limiter.clone(),
+            metrics.clone(),
+            sessions.clone(),
+        ));
         Ok(Portcullis {
             state: AppState {
                 settings,
@@ -192,6 +204,7 @@ impl Portcullis {
                 metadata: Arc::new(metadata),
                 mailer,
                 sessions,
+                accounts,
             },
         })
     }
