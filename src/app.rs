@@ -11,7 +11,7 @@ use poem::middleware::CatchPanic;
 use poem::{get, post, EndpointExt, Route, Server};
 use secrecy::ExposeSecret;
 
-use crate::accounts::PasswordHasher;
+use crate::accounts::{AccountService, PasswordHasher};
 use crate::cache::RedisHandle;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -20,7 +20,9 @@ use crate::document::JsonDocument;
 use crate::http;
 use crate::keys::{KeyManager, MasterKey, MasterKeySource};
 use crate::limiter::Limiter;
+use crate::metrics::Metrics;
 use crate::protocol::discovery::ProviderMetadata;
+use crate::sessions::SessionService;
 use crate::store::{self, Store};
 
 /// Everything a request handler may use: one shared pointer, so the per-request copy that
@@ -42,7 +44,7 @@ pub struct AppServices {
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyManager>,
     /// Client lookups, cached for `database.client_cache_secs`.
-    pub clients: Arc<crate::client_directory::ClientDirectory>,
+    pub clients: Arc<crate::clients::ClientDirectory>,
     pub clock: Arc<dyn Clock>,
     pub passwords: PasswordHasher,
     pub redis: Option<Arc<RedisHandle>>,
@@ -51,7 +53,7 @@ pub struct AppServices {
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// The hosted pages' Content-Security-Policy (hashes depend on the branding colour).
     pub page_csp: poem::http::HeaderValue,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<Metrics>,
     /// For outgoing calls: client JWKS URIs, back-channel logout.
     pub http: reqwest::Client,
     /// Discovery metadata, serialized once: it depends on settings alone.
@@ -60,6 +62,10 @@ pub struct AppServices {
     pub jwks_cache_control: poem::http::HeaderValue,
     /// Account email: SMTP or the dev outbox.
     pub mailer: Arc<dyn crate::mail::Mailer>,
+    /// Ends browser sessions (one, or all of a user's) and what they take down with them.
+    pub sessions: Arc<SessionService>,
+    /// The account use cases, for the pages and the JSON API alike.
+    pub accounts: Arc<AccountService>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +164,7 @@ impl Portcullis {
         ))
         .map_err(|e| StartError::Config(format!("keys.jwks_max_age_secs: {e}")))?;
         let deny = Arc::new(DenyList::new(store.clone(), redis.clone()));
-        let clients = Arc::new(crate::client_directory::ClientDirectory::new(
+        let clients = Arc::new(crate::clients::ClientDirectory::new(
             store.clone(),
             clock.clone(),
             settings.database.client_cache_secs,
@@ -179,24 +185,49 @@ impl Portcullis {
             .map_err(|e| StartError::Config(format!("cannot build the HTTP client: {e}")))?;
         let mailer = crate::mail::from_settings(&settings.mail)
             .map_err(|e| StartError::Config(e.to_string()))?;
+        let settings = Arc::new(settings);
+        let keys = Arc::new(keys);
+        let sessions = Arc::new(SessionService::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            deny.clone(),
+            clients.clone(),
+            keys.clone(),
+            http_client.clone(),
+        ));
+        let limiter = Arc::new(Limiter::new(redis_for_limits));
+        let metrics = Arc::<Metrics>::default();
+        let accounts = Arc::new(AccountService::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            passwords.clone(),
+            mailer.clone(),
+            limiter.clone(),
+            metrics.clone(),
+            sessions.clone(),
+        ));
         Ok(Portcullis {
             state: AppState(Arc::new(AppServices {
-                settings: Arc::new(settings),
+                settings,
                 store,
-                keys: Arc::new(keys),
+                keys,
                 clients,
                 clock,
                 passwords,
                 redis,
                 deny,
-                limiter: Arc::new(Limiter::new(redis_for_limits)),
+                limiter,
                 trusted_proxies,
                 page_csp,
-                metrics: Arc::default(),
+                metrics,
                 http: http_client,
                 discovery,
                 jwks_cache_control,
                 mailer,
+                sessions,
+                accounts,
             })),
         })
     }

@@ -1,13 +1,22 @@
-//! Accounts: the parsed forms of user input (emails, roles, passwords) and password hashing.
-//! Decides what a valid account value is; never touches HTTP or SQL.
+//! Accounts: the parsed forms of user input (emails, roles, passwords), password hashing, and
+//! the account service (`service.rs`, one file per use case next to it).
+//! Decides what a valid account value is and what an account may do; never touches HTTP or SQL.
 
+mod admin;
+mod emails;
 mod password;
 pub mod policy;
+mod registration;
+mod reset;
 pub mod service;
+mod sign_in;
 
 use std::fmt;
 
+pub use admin::UserPatch;
 pub use password::{Password, PasswordError, PasswordHasher};
+pub use registration::Registration;
+pub use service::AccountService;
 
 /// An email address, trimmed, with one `@`, a non-empty local part and a dotted domain.
 /// Deliverability is proven by verification mail, not by parsing.

@@ -6,7 +6,8 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
-use crate::accounts::service::{self, AccountError, Registration};
+use crate::accounts::service::AccountError;
+use crate::accounts::Registration;
 use crate::app::AppState;
 use crate::http::api::meta_of;
 use crate::http::middleware::rate_limit::too_many_page;
@@ -241,7 +242,7 @@ pub async fn register_submit(req: &Request, body: Body, state: Data<&AppState>) 
         password: form.get("password").unwrap_or("").to_string(),
         name: Some(&name),
     };
-    match service::register(state, &meta_of(req), input).await {
+    match state.accounts.register(&meta_of(req), input).await {
         Ok(_) => message(
             state,
             "Check your email",
@@ -289,7 +290,11 @@ pub async fn forgot_submit(req: &Request, body: Body, state: Data<&AppState>) ->
         Err(resp) => return resp,
     };
     let email = form.get("email").unwrap_or("").trim().to_string();
-    if let Err(e) = service::request_password_reset(state, &meta_of(req), &email).await {
+    if let Err(e) = state
+        .accounts
+        .request_password_reset(&meta_of(req), &email)
+        .await
+    {
         if let Err(resp) = form_error(state, req, e) {
             return resp;
         }
@@ -334,7 +339,7 @@ pub async fn reset_form(req: &Request, state: Data<&AppState>) -> Response {
     let state = *state;
     let query = Params::parse(req.uri().query().unwrap_or("").as_bytes()).unwrap_or_default();
     let token = query.get("token").unwrap_or("");
-    match service::reset_link_user(state, token).await {
+    match state.accounts.reset_link_user(token).await {
         Ok(user) => form_page(
             state,
             req,
@@ -367,7 +372,7 @@ pub async fn reset_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
     };
     let token = form.get("token").unwrap_or("").to_string();
     let password = form.get("password").unwrap_or("").to_string();
-    match service::confirm_password_reset(state, &meta_of(req), &token, password).await {
+    match state.accounts.confirm_password_reset(&meta_of(req), &token, password).await {
         Ok(_) => message(
             state,
             "Password changed",
@@ -378,7 +383,7 @@ pub async fn reset_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
         }
         Err(e) => match form_error(state, req, e) {
             Ok((status, text)) => {
-                let email = service::reset_link_user(state, &token).await.map(|u| u.email).unwrap_or_default();
+                let email = state.accounts.reset_link_user(&token).await.map(|u| u.email).unwrap_or_default();
                 form_page(state, req, status, reset_spec(state, &token, &email), Some(text))
             }
             Err(resp) => resp,
@@ -429,7 +434,7 @@ pub async fn verify_submit(req: &Request, body: Body, state: Data<&AppState>) ->
     };
     let meta = meta_of(req);
     if let Some(token) = form.get("token") {
-        return match service::verify_email(state, &meta, token).await {
+        return match state.accounts.verify_email(&meta, token).await {
             Ok(_) => message(
                 state,
                 "Email address confirmed",
@@ -452,7 +457,7 @@ pub async fn verify_submit(req: &Request, body: Body, state: Data<&AppState>) ->
         };
     }
     let email = form.get("email").unwrap_or("").trim().to_string();
-    match service::resend_verification(state, &meta, &email).await {
+    match state.accounts.resend_verification(&meta, &email).await {
         Ok(()) => message(
             state,
             "Check your email",

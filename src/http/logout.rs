@@ -191,6 +191,9 @@ pub async fn end_session(req: &Request, body: Body, state: Data<&AppState>) -> R
             &cookie.into_iter().collect::<Vec<_>>(),
         );
     }
-    crate::logout::end_session(state, &current, "rp_initiated_logout").await;
+    state
+        .sessions
+        .end_session(&current, "rp_initiated_logout")
+        .await;
     finish(state, &checked, vec![session::clear_session_cookie(state)])
 }

@@ -6,7 +6,7 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, IntoResponse, Request, Response};
 
-use crate::accounts::service::{self, AccountError};
+use crate::accounts::service::AccountError;
 use crate::app::AppState;
 use crate::config::BrandingSettings;
 use crate::http::middleware::rate_limit::too_many_page;
@@ -245,7 +245,7 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
     // Counted before the hash is checked, atomically, so parallel guesses cannot slip past
     // (cf. GHSA-7h8m-vrxx-vr4m); the same rules as `POST /auth/login`.
     let meta = crate::http::api::meta_of(req);
-    let user = match service::sign_in(state, &meta, &username, password).await {
+    let user = match state.accounts.sign_in(&meta, &username, password).await {
         Ok(user) => user,
         Err(AccountError::Throttled {
             name,
@@ -278,7 +278,7 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
             );
         }
     };
-    let mut event = service::audit_event(state, "login.succeeded", &meta);
+    let mut event = state.accounts.audit_event("login.succeeded", &meta);
     event.subject = Some(user.id.to_string());
     event.detail = serde_json::json!({"sid": session.sid});
     let _ = state.store.record_audit(&event).await;

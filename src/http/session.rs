@@ -97,8 +97,8 @@ pub async fn start(
     let now = state.clock.now();
     if let Some(old) = read_cookie(req, &cookie_name(state, SESSION)) {
         state
-            .store
-            .revoke_session(&random::hash_secret(&old), now)
+            .sessions
+            .replace_session(&random::hash_secret(&old), now)
             .await?;
     }
     let id = random::token(32);

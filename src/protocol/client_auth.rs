@@ -108,7 +108,7 @@ pub fn presented(authorization: Option<&str>, params: &Params) -> Result<Present
 /// What authentication needs besides the request.
 pub struct AuthContext<'a> {
     pub store: &'a dyn Store,
-    pub clients: &'a crate::client_directory::ClientDirectory,
+    pub clients: &'a crate::clients::ClientDirectory,
     pub http: &'a reqwest::Client,
     /// Acceptable `aud` values of client assertions: the token endpoint URL and the issuer.
     pub audiences: &'a [&'a str],

@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::{caller, meta_of, time, ApiError, ApiTags, BearerAuth, Trace, UserView};
-use crate::accounts::service::{self, Registration};
+use crate::accounts::Registration;
 use crate::app::AppState;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::params::Params;
@@ -210,17 +210,18 @@ impl AuthApi {
     ) -> Result<RegisterResponse, ApiError> {
         let trace = Trace::of(req);
         let Json(body) = body;
-        let user = service::register(
-            &state,
-            &meta_of(req),
-            Registration {
-                email: &body.email,
-                password: body.password,
-                name: body.name.as_deref(),
-            },
-        )
-        .await
-        .map_err(|e| ApiError::from_account(e, &trace))?;
+        let user = state
+            .accounts
+            .register(
+                &meta_of(req),
+                Registration {
+                    email: &body.email,
+                    password: body.password,
+                    name: body.name.as_deref(),
+                },
+            )
+            .await
+            .map_err(|e| ApiError::from_account(e, &trace))?;
         Ok(RegisterResponse::Created(Json(UserPublic {
             id: user.id,
             email: user.email,
@@ -243,7 +244,9 @@ impl AuthApi {
         let trace = Trace::of(req);
         let client = first_party_client(&state, &trace).await?;
         let meta = meta_of(req);
-        let user = service::sign_in(&state, &meta, &body.email, &body.password)
+        let user = state
+            .accounts
+            .sign_in(&meta, &body.email, &body.password)
             .await
             .map_err(|e| ApiError::from_account(e, &trace))?;
         let ring = state.keys.ring();
@@ -280,7 +283,7 @@ impl AuthApi {
         let tokens = ctx
             .mint(&client, &grant, &jti, Some(refresh))
             .map_err(internal)?;
-        let mut event = service::audit_event(&state, "login.succeeded", &meta);
+        let mut event = state.accounts.audit_event("login.succeeded", &meta);
         event.subject = Some(user.id.to_string());
         event.client_id = Some(client.id.clone());
         event.detail = serde_json::json!({"via": "api"});
@@ -400,15 +403,16 @@ impl AuthApi {
         let trace = Trace::of(req);
         let user = caller(&state, &auth, &trace).await?;
         let Json(body) = body;
-        service::change_password(
-            &state,
-            &meta_of(req),
-            &user,
-            &body.current_password,
-            body.new_password,
-        )
-        .await
-        .map_err(|e| ApiError::from_account(e, &trace))?;
+        state
+            .accounts
+            .change_password(
+                &meta_of(req),
+                &user,
+                &body.current_password,
+                body.new_password,
+            )
+            .await
+            .map_err(|e| ApiError::from_account(e, &trace))?;
         Ok(NoContent::Done)
     }
 
@@ -423,7 +427,9 @@ impl AuthApi {
         body: Json<EmailRequest>,
     ) -> Result<Accepted, ApiError> {
         let trace = Trace::of(req);
-        service::request_password_reset(&state, &meta_of(req), &body.0.email)
+        state
+            .accounts
+            .request_password_reset(&meta_of(req), &body.0.email)
             .await
             .map_err(|e| ApiError::from_account(e, &trace))?;
         Ok(Accepted::Accepted)
@@ -441,7 +447,9 @@ impl AuthApi {
     ) -> Result<NoContent, ApiError> {
         let trace = Trace::of(req);
         let Json(body) = body;
-        service::confirm_password_reset(&state, &meta_of(req), &body.token, body.password)
+        state
+            .accounts
+            .confirm_password_reset(&meta_of(req), &body.token, body.password)
             .await
             .map_err(|e| ApiError::from_account(e, &trace))?;
         Ok(NoContent::Done)
@@ -456,7 +464,9 @@ impl AuthApi {
         body: Json<TokenRequest>,
     ) -> Result<NoContent, ApiError> {
         let trace = Trace::of(req);
-        service::verify_email(&state, &meta_of(req), &body.0.token)
+        state
+            .accounts
+            .verify_email(&meta_of(req), &body.0.token)
             .await
             .map_err(|e| ApiError::from_account(e, &trace))?;
         Ok(NoContent::Done)
@@ -473,7 +483,9 @@ impl AuthApi {
         body: Json<EmailRequest>,
     ) -> Result<Accepted, ApiError> {
         let trace = Trace::of(req);
-        service::resend_verification(&state, &meta_of(req), &body.0.email)
+        state
+            .accounts
+            .resend_verification(&meta_of(req), &body.0.email)
             .await
             .map_err(|e| ApiError::from_account(e, &trace))?;
         Ok(Accepted::Accepted)

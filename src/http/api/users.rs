@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::{admin_guard, caller, meta_of, ApiError, ApiTags, BearerAuth, Trace, UserView};
-use crate::accounts::service::{self, UserPatch};
+use crate::accounts::UserPatch;
 use crate::app::AppState;
 use crate::store::UserQuery;
 
@@ -120,7 +120,9 @@ impl UsersApi {
     ) -> Result<UserResponse, ApiError> {
         let trace = Trace::of(req);
         let actor = caller(&state, &auth, &trace).await?;
-        let user = service::visible_user(&state, &actor, id.0)
+        let user = state
+            .accounts
+            .visible_user(&actor, id.0)
             .await
             .map_err(|e| ApiError::from_account(e, &trace))?;
         Ok(UserResponse::Ok(Json(UserView::from(&user))))
@@ -149,7 +151,9 @@ impl UsersApi {
             disabled: body.disabled,
             email_verified: body.email_verified,
         };
-        let user = service::update_user(&state, &meta_of(req), &actor, id.0, patch)
+        let user = state
+            .accounts
+            .update_user(&meta_of(req), &actor, id.0, patch)
             .await
             .map_err(|e| ApiError::from_account(e, &trace))?;
         Ok(UserResponse::Ok(Json(UserView::from(&user))))
@@ -170,7 +174,9 @@ impl UsersApi {
     ) -> Result<Deleted, ApiError> {
         let trace = Trace::of(req);
         let actor = admin_guard(&state, &auth, &trace).await?;
-        service::delete_user(&state, &meta_of(req), &actor, id.0)
+        state
+            .accounts
+            .delete_user(&meta_of(req), &actor, id.0)
             .await
             .map_err(|e| ApiError::from_account(e, &trace))?;
         Ok(Deleted::Done)

@@ -1,5 +1,11 @@
-//! Client registration: turns an operator's request into a valid `Client`, with its secret
-//! shown once and only its hash stored. Used by the CLI (and any future admin API).
+//! Clients: the registration rules (an operator's request turned into a valid `Client`, its
+//! secret shown once and only its hash stored; used by the CLI and any future admin API) and
+//! the cached directory the endpoints read.
+//! Decides what a valid client is; never touches HTTP, and never stores a secret in clear.
+
+pub mod directory;
+
+pub use directory::ClientDirectory;
 
 use secrecy::SecretString;
 

@@ -1,0 +1,139 @@
+//! Administration of users: who may see and change whom, profile and role updates, disabling
+//! and soft delete. Decides what an actor may change; never lets a non-admin touch roles or
+//! flags, and never hard-deletes a row (the address stays taken).
+
+use uuid::Uuid;
+
+use super::service::{is_admin, parse_name, store_failed, AccountError, RequestMeta};
+use super::{AccountService, Role};
+use crate::store::User;
+
+/// A change to a user; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone)]
+pub struct UserPatch {
+    /// `Some(None)` clears the name.
+    pub name: Option<Option<String>>,
+    pub roles: Option<Vec<String>>,
+    pub disabled: Option<bool>,
+    pub email_verified: Option<bool>,
+}
+
+impl UserPatch {
+    fn admin_only(&self) -> bool {
+        self.roles.is_some() || self.disabled.is_some() || self.email_verified.is_some()
+    }
+}
+
+impl AccountService {
+    /// A live user by id, as `actor` may see it: admins see anyone, others only themselves.
+    pub async fn visible_user(&self, actor: &User, id: Uuid) -> Result<User, AccountError> {
+        if actor.id != id && !is_admin(actor) {
+            return Err(AccountError::Forbidden);
+        }
+        self.store
+            .get_user(id)
+            .await
+            .map_err(store_failed)?
+            .filter(|u| u.deleted_at.is_none())
+            .ok_or(AccountError::NotFound)
+    }
+
+    /// Applies `patch`: a user may change their own profile fields (the name); roles and flags
+    /// need the admin role. Disabling a user signs them out everywhere.
+    pub async fn update_user(
+        &self,
+        meta: &RequestMeta,
+        actor: &User,
+        id: Uuid,
+        patch: UserPatch,
+    ) -> Result<User, AccountError> {
+        if patch.admin_only() && !is_admin(actor) {
+            return Err(AccountError::Forbidden);
+        }
+        let mut user = self.visible_user(actor, id).await?;
+        let before_roles = user.roles.clone();
+        if let Some(name) = patch.name {
+            user.name = parse_name(name.as_deref())?;
+        }
+        if let Some(roles) = patch.roles {
+            let mut parsed = Vec::new();
+            for raw in roles {
+                let role = Role::parse(&raw)
+                    .map_err(|e| AccountError::invalid("invalid_role", e.to_string()))?;
+                if !self
+                    .settings
+                    .accounts
+                    .roles
+                    .iter()
+                    .any(|r| r == role.as_str())
+                {
+                    return Err(AccountError::invalid(
+                        "invalid_role",
+                        format!(
+                            "unknown role {:?}; the configured roles are: {}",
+                            role.as_str(),
+                            self.settings.accounts.roles.join(", ")
+                        ),
+                    ));
+                }
+                if !parsed.contains(&raw) {
+                    parsed.push(raw);
+                }
+            }
+            user.roles = parsed;
+        }
+        let disabling = patch.disabled == Some(true) && !user.disabled;
+        if let Some(disabled) = patch.disabled {
+            user.disabled = disabled;
+        }
+        if let Some(verified) = patch.email_verified {
+            user.email_verified = verified;
+        }
+        user.updated_at = self.clock.now();
+        let written = self.store.update_user(&user).await.map_err(store_failed)?;
+        if !written {
+            return Err(AccountError::NotFound);
+        }
+        if disabling {
+            self.sessions
+                .end_all_sessions(user.id, user.updated_at)
+                .await
+                .map_err(store_failed)?;
+        }
+        let mut event = self.audit_event("user.updated", meta);
+        event.actor = Some(actor.id.to_string());
+        event.subject = Some(user.id.to_string());
+        event.detail = serde_json::json!({"disabled": user.disabled});
+        if before_roles != user.roles {
+            event.kind = "user.roles_changed".into();
+            event.detail = serde_json::json!({"from": before_roles, "to": user.roles});
+        }
+        self.record(event).await;
+        Ok(user)
+    }
+
+    /// Soft delete (admin only): the row stays with `deleted_at` so the address cannot be
+    /// registered by someone else; sessions, refresh tokens, access tokens and links die now.
+    pub async fn delete_user(
+        &self,
+        meta: &RequestMeta,
+        actor: &User,
+        id: Uuid,
+    ) -> Result<(), AccountError> {
+        if !is_admin(actor) {
+            return Err(AccountError::Forbidden);
+        }
+        let jtis = self
+            .store
+            .soft_delete_user(id, self.clock.now())
+            .await
+            .map_err(store_failed)?
+            .ok_or(AccountError::NotFound)?;
+        self.sessions.deny_access_tokens(jtis).await;
+        let mut event = self.audit_event("user.deleted", meta);
+        event.actor = Some(actor.id.to_string());
+        event.subject = Some(id.to_string());
+        self.record(event).await;
+        Ok(())
+    }
+}
