@@ -11,6 +11,7 @@ mod config;
 mod flow_errors;
 mod keys;
 mod logout;
+mod loopback_redirects;
 mod processes;
 mod server;
 mod store_contract;
