@@ -2,13 +2,15 @@
 //! registration, password sign-in (throttled, uniform), email verification, password reset
 //! and change, profile and role updates, soft delete, and the audit trail of each.
 
+use std::net::IpAddr;
+
 use askama::Template;
 use uuid::Uuid;
 
 use super::policy::{check_password, needs_rehash};
 use super::{Email, PasswordError, Role};
 use crate::app::AppState;
-use crate::limiter::{Decision, Policy};
+use crate::limiter::{ip_key, Decision, Policy};
 use crate::mail::{send_later, OutgoingMail};
 use crate::random;
 use crate::store::{AccountToken, AuditEvent, StoreError, TokenPurpose, User};
@@ -16,7 +18,8 @@ use crate::store::{AccountToken, AuditEvent, StoreError, TokenPurpose, User};
 /// Who is asking, for throttling and the audit trail (never a secret).
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {
-    pub ip: Option<String>,
+    /// The full client address: audit records keep it whole; limits use `limiter::ip_key`.
+    pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
     pub trace_id: Option<String>,
 }
@@ -78,7 +81,7 @@ fn store_failed(e: StoreError) -> AccountError {
 /// An audit event stamped with the request's IP, user agent and trace id.
 pub fn audit_event(state: &AppState, kind: &str, meta: &RequestMeta) -> AuditEvent {
     let mut event = AuditEvent::new(kind, state.clock.now());
-    event.ip = meta.ip.clone();
+    event.ip = meta.ip.map(|ip| ip.to_string());
     event.user_agent = meta
         .user_agent
         .as_ref()
@@ -373,7 +376,10 @@ pub async fn register(
     }
     let limits = &state.settings.rate_limits;
     if limits.enabled {
-        let ip = meta.ip.as_deref().unwrap_or("unknown");
+        let ip = meta
+            .ip
+            .map(|ip| ip_key(ip, limits.ipv6_prefix))
+            .unwrap_or_else(|| "unknown".into());
         let d = state
             .limiter
             .hit(&format!("register-ip:{ip}"), limits.register_ip)
@@ -572,7 +578,10 @@ async fn throttle(
     if !limits.enabled {
         return Ok(vec![]);
     }
-    let ip = meta.ip.clone().unwrap_or_default();
+    let ip = meta
+        .ip
+        .map(|ip| ip_key(ip, limits.ipv6_prefix))
+        .unwrap_or_default();
     let d = state
         .limiter
         .hit(&format!("login-ip:{ip}"), limits.login_ip)

@@ -9,6 +9,7 @@ mod code_flow;
 mod common;
 mod config;
 mod flow_errors;
+mod ipv6_limits;
 mod keys;
 mod logout;
 mod loopback_redirects;
