@@ -86,8 +86,8 @@ pub enum RedirectMatching {
 }
 
 impl RedirectMatching {
-    /// RFC 8252 §8.4 / RFC 9700 §2.1: only a public (native) client may vary the port; a
-    /// confidential web client's code on another port could go to any process on the host.
+    /// RFC 9700 §2.1: only a public (native) client may vary the port; a confidential web
+    /// client's code on another port could go to any process on the host.
     pub fn for_client(client: &Client) -> RedirectMatching {
         if client.is_public() {
             RedirectMatching::LoopbackAnyPort
