@@ -443,6 +443,7 @@ pub struct BoundServer {
 
 impl BoundServer {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        warn_about_port_variation(&self.state).await;
         let refresher = tokio::spawn(refresh_keys_periodically(self.state.clone()));
         let cleaner = tokio::spawn(janitor(self.state.clone()));
         let listener = tokio::spawn(listen_for_events(self.state.clone()));
@@ -474,6 +475,26 @@ impl BoundServer {
                 tracing::error!(error = %e, "server stopped with an error");
             }
         }
+    }
+}
+
+/// RFC 9700 §2.1: confidential clients no longer get any-port loopback matching; name, once,
+/// each one whose redirect URIs may have relied on it (`portcullis client list --check`).
+async fn warn_about_port_variation(state: &AppState) {
+    match state.store.list_clients().await {
+        Ok(clients) => {
+            for notice in crate::clients::port_variation_notices(&clients) {
+                tracing::warn!(
+                    client_id = %notice.client_id,
+                    redirect_uri = %notice.redirect_uri,
+                    "{notice}"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not list clients to check their loopback redirect URIs"
+        ),
     }
 }
 

@@ -103,6 +103,9 @@ pub struct RateLimitSettings {
     pub register_ip: Policy,
     /// Mails triggered for one address (reset links, verification resends, registrations).
     pub account_email: Policy,
+    /// Per-IP policies count an IPv6 client by its network of this prefix length (48..=128):
+    /// one host may use any address of its /64. IPv4-mapped addresses count as IPv4.
+    pub ipv6_prefix: u8,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,6 +133,7 @@ impl Default for RateLimitSettings {
             login_account: p(20, 300),
             register_ip: p(10, 3600),
             account_email: p(5, 3600),
+            ipv6_prefix: 64,
         }
     }
 }
@@ -786,6 +790,13 @@ impl Settings {
                     "limit >= 1 and period_secs between 1 and 86400",
                 ));
             }
+        }
+        if !(48..=128).contains(&r.ipv6_prefix) {
+            return Err(invalid(
+                "rate_limits.ipv6_prefix",
+                &r.ipv6_prefix.to_string(),
+                "an IPv6 prefix length between 48 and 128 (64, the default, is one subnet)",
+            ));
         }
         if r.login_account_ip.limit >= r.login_account.limit {
             return Err(invalid(

@@ -30,7 +30,10 @@ impl AccountService {
         }
         let limits = &self.settings.rate_limits;
         if limits.enabled {
-            let ip = meta.ip.as_deref().unwrap_or("unknown");
+            let ip = meta
+                .ip
+                .map(|ip| crate::limiter::ip_key(ip, limits.ipv6_prefix))
+                .unwrap_or_else(|| "unknown".into());
             let d = self
                 .limiter
                 .hit(&format!("register-ip:{ip}"), limits.register_ip)

@@ -19,7 +19,8 @@ use crate::store::{AccountToken, AuditEvent, Store, StoreError, TokenPurpose, Us
 /// Who is asking, for throttling and the audit trail (never a secret).
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {
-    pub ip: Option<String>,
+    /// The full client address: audit records keep it whole; limits use `limiter::ip_key`.
+    pub ip: Option<std::net::IpAddr>,
     pub user_agent: Option<String>,
     pub trace_id: Option<String>,
 }
@@ -119,7 +120,7 @@ impl AccountService {
     /// An audit event stamped with the request's IP, user agent and trace id.
     pub fn audit_event(&self, kind: &str, meta: &RequestMeta) -> AuditEvent {
         let mut event = AuditEvent::new(kind, self.clock.now());
-        event.ip = meta.ip.clone();
+        event.ip = meta.ip.map(|ip| ip.to_string());
         event.user_agent = meta
             .user_agent
             .as_ref()

@@ -95,7 +95,10 @@ impl AccountService {
         if !limits.enabled {
             return Ok(vec![]);
         }
-        let ip = meta.ip.clone().unwrap_or_default();
+        let ip = meta
+            .ip
+            .map(|ip| crate::limiter::ip_key(ip, limits.ipv6_prefix))
+            .unwrap_or_default();
         let d = self
             .limiter
             .hit(&format!("login-ip:{ip}"), limits.login_ip)

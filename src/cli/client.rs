@@ -20,6 +20,10 @@ pub enum ClientCommand {
         /// Print a JSON array
         #[arg(long)]
         json: bool,
+        /// Name each confidential client with a loopback http redirect URI: it used to be
+        /// redirected to any port of it, now only to the registered one (RFC 9700 §2.1)
+        #[arg(long)]
+        check: bool,
     },
     /// Show one client (never its secret)
     Show {
@@ -37,7 +41,9 @@ pub struct CreateArgs {
     /// Name shown to users on the consent page
     #[arg(long)]
     name: String,
-    /// Exact redirect URI (repeatable); https, http on loopback, or an app scheme such as com.example.app:/cb
+    /// Exact redirect URI (repeatable); https, http on loopback, or an app scheme such as
+    /// com.example.app:/cb. Matched exactly: only a --public (native) client may use any port on
+    /// a loopback http URI (RFC 8252 §7.3); register each port a confidential client uses
     #[arg(long = "redirect-uri", value_name = "URI")]
     redirect_uris: Vec<String>,
     /// Where RP-initiated logout may send the user back to (repeatable)
@@ -126,9 +132,23 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> Result<(), CliError
             }
             Ok(())
         }
-        ClientCommand::List { json } => {
+        ClientCommand::List { json, check } => {
             let clients = store.list_clients().await?;
-            if json {
+            if check {
+                let notices = clients::port_variation_notices(&clients);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&notices).unwrap_or_default()
+                    );
+                } else if notices.is_empty() {
+                    println!("ok: no confidential client has a loopback http redirect URI, so none relied on any-port matching");
+                } else {
+                    for n in &notices {
+                        println!("warning: {n}");
+                    }
+                }
+            } else if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&clients).unwrap_or_default()

@@ -7,6 +7,8 @@ pub mod directory;
 
 pub use directory::ClientDirectory;
 
+use std::fmt;
+
 use secrecy::SecretString;
 
 use crate::protocol::redirect_uri::{RedirectUri, RedirectUriError};
@@ -231,6 +233,61 @@ pub async fn register(
     Ok(registered)
 }
 
+/// A stored confidential client with a loopback `http` redirect URI. Earlier versions also
+/// redirected such a client to any other port of that URI; RFC 9700 §2.1 keeps port variation
+/// for native apps (RFC 8252 §7.3), so it now gets exactly the registered port. Nothing is
+/// changed for the operator: this names the client and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PortVariationNotice {
+    pub client_id: String,
+    pub name: String,
+    pub redirect_uri: String,
+}
+
+impl PortVariationNotice {
+    /// There is no client update: both fixes re-create the client (a new `client_id`).
+    pub const ADVICE: &'static str = "register each port the app uses exactly: re-create the \
+        client with `portcullis client create --redirect-uri URI` once per port (it gets a new \
+        client_id; then `portcullis client delete` this one), or, if it is a native app, \
+        re-create it as a public client (`--public`, PKCE) to keep any port";
+}
+
+impl fmt::Display for PortVariationNotice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "confidential client {} ({:?}) has the loopback redirect URI {}: only that exact \
+             port is accepted now (RFC 9700 §2.1), other ports are refused; {}",
+            self.client_id,
+            self.name,
+            self.redirect_uri,
+            Self::ADVICE
+        )
+    }
+}
+
+/// The confidential clients (and URIs) that may have relied on loopback port variation.
+pub fn port_variation_notices(clients: &[Client]) -> Vec<PortVariationNotice> {
+    clients
+        .iter()
+        .filter(|c| !c.is_public())
+        .flat_map(|c| {
+            c.redirect_uris
+                .iter()
+                .filter(|uri| {
+                    url::Url::parse(uri).is_ok_and(|u| {
+                        u.scheme() == "http" && crate::protocol::redirect_uri::is_loopback(&u)
+                    })
+                })
+                .map(|uri| PortVariationNotice {
+                    client_id: c.id.clone(),
+                    name: c.name.clone(),
+                    redirect_uri: uri.clone(),
+                })
+        })
+        .collect()
+}
+
 fn parse_uris(raw: &[String], allow_insecure: bool) -> Result<Vec<String>, RedirectUriError> {
     let mut out: Vec<String> = Vec::new();
     for r in raw {
@@ -295,5 +352,29 @@ mod tests {
             prepare(&r, 1),
             Err(RegistrationError::NoRedirectUri)
         ));
+    }
+
+    #[test]
+    fn only_confidential_clients_with_loopback_http_uris_are_noticed() {
+        let mut confidential = reg();
+        confidential.redirect_uris = vec![
+            "http://localhost:7777/cb".into(),
+            "https://app.example.com/cb".into(),
+            "http://127.0.0.1/cb".into(),
+        ];
+        let confidential = prepare(&confidential, 1).unwrap().client;
+        let mut public = reg();
+        public.public = true;
+        let public = prepare(&public, 1).unwrap().client;
+        let notices = port_variation_notices(&[confidential.clone(), public]);
+        let uris: Vec<&str> = notices.iter().map(|n| n.redirect_uri.as_str()).collect();
+        assert_eq!(uris, ["http://localhost:7777/cb", "http://127.0.0.1/cb"]);
+        assert!(notices.iter().all(|n| n.client_id == confidential.id));
+        let text = notices[0].to_string();
+        assert!(text.contains(&confidential.id) && text.contains("http://localhost:7777/cb"));
+        assert!(
+            text.contains("--public") && text.contains("once per port"),
+            "{text}"
+        );
     }
 }

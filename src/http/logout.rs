@@ -10,6 +10,7 @@ use crate::app::AppState;
 use crate::http::pages::{error_page, html, LogoutPage, MessagePage};
 use crate::http::{read_form, session};
 use crate::protocol::params::Params;
+use crate::protocol::redirect_uri::{matches_registered, RedirectMatching};
 use crate::store::Client;
 
 /// What a logout request asked for, once checked.
@@ -75,9 +76,13 @@ async fn check(state: &AppState, params: &Params) -> Result<Checked, String> {
     let redirect = match params.get("post_logout_redirect_uri") {
         None => None,
         Some(uri) => {
-            let registered = client
-                .as_ref()
-                .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri));
+            let registered = client.as_ref().is_some_and(|c| {
+                // RP-Initiated Logout §2: a registered URI; compared exactly for every client kind
+                // (RFC 9700 §4.1.3): no port variation after logout.
+                c.post_logout_redirect_uris
+                    .iter()
+                    .any(|r| matches_registered(RedirectMatching::Exact, r, uri))
+            });
             if !registered {
                 return Err("The address to return to after signing out is not registered for this application.".into());
             }

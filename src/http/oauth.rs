@@ -411,7 +411,10 @@ pub async fn authenticate_client(
             keys.push(format!("authfail-client:{}", p.client_id));
         }
         if let Some(ip) = rate_limit::client_ip(req) {
-            keys.push(format!("authfail-ip:{ip}"));
+            keys.push(format!(
+                "authfail-ip:{}",
+                crate::limiter::ip_key(ip, limits.ipv6_prefix)
+            ));
         }
         // Failures are counted after the check, not before: a busy confidential client sends
         // many concurrent requests, and counting-then-refunding would refuse the legitimate

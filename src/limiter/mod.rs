@@ -5,11 +5,13 @@
 mod memory;
 mod redis;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use ipnet::Ipv6Net;
 
 use crate::cache::RedisHandle;
 pub use memory::MemoryLimiter;
@@ -82,6 +84,25 @@ pub fn gcra(stored_tat: Option<u64>, policy: Policy, now_ms: u64) -> (Decision, 
         },
         Some(new_tat),
     )
+}
+
+/// The bucket a client address is counted in by every per-IP policy. An IPv6 client is
+/// counted by its `/ipv6_prefix` network: RFC 4291 §2.5.1 gives each host 64 bits of interface
+/// identifier, so one machine can pick a fresh address of its /64 for every request (RFC 8981).
+/// An IPv4-mapped address (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2) is the IPv4 client it maps.
+/// Audit records keep the full address; only the limits use this.
+pub fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> String {
+    let v6 = match ip {
+        IpAddr::V4(v4) => return v4.to_string(),
+        IpAddr::V6(v6) => v6,
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return v4.to_string();
+    }
+    match Ipv6Net::new(v6, ipv6_prefix.min(128)) {
+        Ok(net) => net.trunc().to_string(),
+        Err(_) => v6.to_string(),
+    }
 }
 
 /// The limiter the server uses: Redis when configured and reachable, in-process otherwise.
@@ -210,6 +231,37 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(ip: &str, prefix: u8) -> String {
+        ip_key(ip.parse().unwrap(), prefix)
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_slash_64_share_a_key() {
+        assert_eq!(key("2001:db8:1:2::1", 64), "2001:db8:1:2::/64");
+        assert_eq!(
+            key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64),
+            key("2001:db8:1:2::1", 64)
+        );
+        assert_ne!(key("2001:db8:1:3::1", 64), key("2001:db8:1:2::1", 64));
+    }
+
+    #[test]
+    fn the_ipv6_prefix_length_is_configurable() {
+        assert_eq!(key("2001:db8:1:2::1", 48), "2001:db8:1::/48");
+        assert_eq!(key("2001:db8:1:3::1", 48), key("2001:db8:1:2::1", 48));
+        assert_eq!(key("2001:db8:1:2::1", 128), "2001:db8:1:2::1/128");
+        assert_ne!(key("2001:db8:1:2::2", 128), key("2001:db8:1:2::1", 128));
+    }
+
+    #[test]
+    fn ipv4_and_ipv4_mapped_ipv6_addresses_share_the_ipv4_key() {
+        assert_eq!(key("203.0.113.5", 64), "203.0.113.5");
+        assert_eq!(key("::ffff:203.0.113.5", 64), "203.0.113.5");
+        assert_ne!(key("::ffff:203.0.113.6", 64), key("203.0.113.5", 64));
+        // Only mapped addresses: a native IPv6 address that happens to end alike is not IPv4.
+        assert_eq!(key("::203.0.113.5", 64), "::/64");
+    }
 
     #[test]
     fn gcra_allows_the_burst_then_refuses_until_the_window_moves() {

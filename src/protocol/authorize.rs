@@ -5,7 +5,7 @@ use crate::config::OAuthSettings;
 use crate::protocol::error::{ErrorCode, OAuthError};
 use crate::protocol::params::Params;
 use crate::protocol::pkce::{self, Method};
-use crate::protocol::redirect_uri::matches_registered;
+use crate::protocol::redirect_uri::{matches_registered, RedirectMatching};
 use crate::protocol::scope::Scope;
 use crate::store::{Client, Timestamp};
 
@@ -94,13 +94,15 @@ pub fn validate(
         .is_some_and(|s| s.split(' ').any(|t| t == "openid"));
 
     // RFC 6749 §3.1.2.3: with several registered URIs the request must name one; OIDC Core
-    // §3.1.2.1 makes it REQUIRED. Comparison is exact (RFC 9700 §4.1.3).
+    // §3.1.2.1 makes it REQUIRED. Comparison is exact (RFC 9700 §4.1.3); only a native app's
+    // loopback URI may vary its port (RFC 8252 §7.3), never a confidential client's.
     let (redirect_uri, redirect_uri_given) = match params.get("redirect_uri") {
         Some(given) => {
+            let matching = RedirectMatching::for_client(client);
             if !client
                 .redirect_uris
                 .iter()
-                .any(|r| matches_registered(r, given))
+                .any(|r| matches_registered(matching, r, given))
             {
                 return Err(page(
                     "The redirect URI in the request is not registered for this application.",

@@ -1,9 +1,9 @@
-//! Proof Key for Code Exchange (RFC 7636).
+//! Proof Key for Code Exchange (RFC 7636): the verifier grammar is ours, the S256 / plain
+//! comparison is oxide-auth's `Pkce`. No HTTP, no SQL.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use std::borrow::Cow;
+
+use oxide_auth::code_grant::extensions::Pkce;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -39,14 +39,23 @@ pub fn well_formed(value: &str) -> bool {
 
 /// RFC 7636 §4.6: recompute the challenge from the verifier and compare in constant time.
 pub fn verify(method: Method, challenge: &str, verifier: &str) -> bool {
+    // Ours: oxide-auth does not check the RFC 7636 §4.1 verifier grammar.
     if !well_formed(verifier) {
         return false;
     }
-    let computed = match method {
-        Method::S256 => URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
-        Method::Plain => verifier.to_string(),
+    let mut pkce = Pkce::required();
+    // RFC 7636 §4.2: plain is accepted only for a challenge that was sent as plain.
+    if method == Method::Plain {
+        pkce.allow_plain();
+    }
+    let Ok(Some(stored)) = pkce.challenge(
+        Some(Cow::Borrowed(method.as_str())),
+        Some(Cow::Borrowed(challenge)),
+    ) else {
+        return false;
     };
-    computed.as_bytes().ct_eq(challenge.as_bytes()).into()
+    pkce.verify(Some(stored), Some(Cow::Borrowed(verifier)))
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -65,5 +74,26 @@ mod tests {
         ));
         assert!(!verify(Method::S256, challenge, "short"));
         assert!(verify(Method::Plain, verifier, verifier));
+    }
+
+    #[test]
+    fn a_method_never_verifies_with_the_other_methods_rule() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        // An S256 challenge presented back as its own verifier is not a plain match.
+        assert!(!verify(Method::S256, challenge, challenge));
+        assert!(!verify(Method::Plain, challenge, verifier));
+    }
+
+    #[test]
+    fn verifiers_outside_the_rfc7636_grammar_are_refused_even_when_plain_matches() {
+        let short = "abc";
+        assert!(!verify(Method::Plain, short, short));
+        let bad_char = format!("{}!", "a".repeat(43));
+        assert!(!verify(Method::Plain, &bad_char, &bad_char));
+        let long = "a".repeat(129);
+        assert!(!verify(Method::Plain, &long, &long));
+        let ok = "a".repeat(128);
+        assert!(verify(Method::Plain, &ok, &ok));
     }
 }

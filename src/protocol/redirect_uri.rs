@@ -1,8 +1,12 @@
-//! Redirect URIs as registered by clients (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700 §2.1).
+//! Redirect URIs as registered by clients (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700 §2.1), and
+//! how a presented one is matched (over oxide-auth's registrar URLs). No HTTP, no SQL.
 
 use std::fmt;
 
+use oxide_auth::primitives::registrar::{ExactUrl, IgnoreLocalPortUrl, RegisteredUrl};
 use url::{Host, Url};
+
+use crate::store::Client;
 
 /// A redirect URI that may be registered: absolute, without a fragment, and either https,
 /// http on a loopback host, or a private-use scheme of a native app (`com.example.app:/cb`).
@@ -70,68 +74,199 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// RFC 6749 §3.1.2.3 / RFC 9700 §4.1.3: exact string comparison, except that a loopback
-/// redirect URI may use any port (RFC 8252 §7.3), since native apps bind an ephemeral one.
-pub fn matches_registered(registered: &str, presented: &str) -> bool {
-    if registered == presented {
-        return true;
+/// How a presented redirect URI is compared with a registered one, decided by the kind of
+/// client (RFC 9700 §2.1: port variation is for "localhost redirection URIs of native apps").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectMatching {
+    /// RFC 6749 §3.1.2.3 / RFC 9700 §4.1.3: simple string comparison, nothing else.
+    Exact,
+    /// RFC 8252 §7.3: a native app's http loopback redirect URI matches on any port, since
+    /// the app binds an ephemeral one; every other URI is still compared exactly.
+    LoopbackAnyPort,
+}
+
+impl RedirectMatching {
+    /// RFC 9700 §2.1: only a public (native) client may vary the port; a confidential web
+    /// client's code on another port could go to any process on the host.
+    pub fn for_client(client: &Client) -> RedirectMatching {
+        if client.is_public() {
+            RedirectMatching::LoopbackAnyPort
+        } else {
+            RedirectMatching::Exact
+        }
     }
-    let (Ok(mut r), Ok(mut p)) = (Url::parse(registered), Url::parse(presented)) else {
+}
+
+/// Whether `presented` names the `registered` redirect URI under `matching`.
+pub fn matches_registered(matching: RedirectMatching, registered: &str, presented: &str) -> bool {
+    // RFC 6749 §3.1.2: a redirection endpoint never has a fragment, whatever was stored.
+    if presented.contains('#') {
+        return false;
+    }
+    let (Ok(registered_url), Ok(presented_url)) = (
+        ExactUrl::new(registered.to_string()),
+        ExactUrl::new(presented.to_string()),
+    ) else {
         return false;
     };
-    if r.scheme() != "http" || p.scheme() != "http" || !is_loopback(&r) || !is_loopback(&p) {
+    if RegisteredUrl::Exact(registered_url) == presented_url {
+        return true;
+    }
+    match matching {
+        RedirectMatching::Exact => false,
+        RedirectMatching::LoopbackAnyPort => loopback_any_port(registered, presented),
+    }
+}
+
+/// RFC 8252 §7.3: same http loopback URI but for the port.
+fn loopback_any_port(registered: &str, presented: &str) -> bool {
+    let (Ok(r), Ok(p)) = (Url::parse(registered), Url::parse(presented)) else {
+        return false;
+    };
+    // §7.3 is about http loopback listeners; https://localhost and app schemes stay exact.
+    if r.scheme() != "http" || p.scheme() != "http" || !is_loopback(&r) || r.host() != p.host() {
         return false;
     }
-    if r.host() != p.host() {
-        return false;
+    match r.host() {
+        Some(Host::Domain(_)) => {
+            let (Ok(r), Ok(p)) = (
+                IgnoreLocalPortUrl::new(registered),
+                IgnoreLocalPortUrl::new(presented),
+            ) else {
+                return false;
+            };
+            RegisteredUrl::IgnorePortOnLocalhost(r) == p
+        }
+        // Ours: oxide-auth treats IP literals as non-local, yet RFC 8252 §7.3 recommends them
+        // and requires any port for them.
+        _ => {
+            let (mut r, mut p) = (r, p);
+            let _ = r.set_port(None);
+            let _ = p.set_port(None);
+            r == p
+        }
     }
-    let _ = r.set_port(None);
-    let _ = p.set_port(None);
-    r == p && !presented.contains('#')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use RedirectMatching::{Exact, LoopbackAnyPort};
+
     #[test]
-    fn matching_is_exact_except_loopback_ports() {
+    fn non_loopback_uris_match_only_exactly_for_every_client_kind() {
+        for m in [Exact, LoopbackAnyPort] {
+            assert!(matches_registered(
+                m,
+                "https://a.example/cb",
+                "https://a.example/cb"
+            ));
+            for other in [
+                "https://a.example/cb/",
+                "https://a.example/cb?x=1",
+                "https://A.example/cb",
+                "https://a.example:443/cb",
+                "https://a.example/./cb",
+            ] {
+                assert!(
+                    !matches_registered(m, "https://a.example/cb", other),
+                    "{other}"
+                );
+            }
+            assert!(!matches_registered(
+                m,
+                "https://a.example:443/cb",
+                "https://a.example:8443/cb"
+            ));
+            assert!(!matches_registered(
+                m,
+                "https://localhost:3000/cb",
+                "https://localhost:4000/cb"
+            ));
+            assert!(!matches_registered(
+                m,
+                "com.example.app:/cb",
+                "com.example.app:/cb2"
+            ));
+        }
+    }
+
+    #[test]
+    fn confidential_clients_get_exactly_the_registered_loopback_port() {
         assert!(matches_registered(
-            "https://a.example/cb",
-            "https://a.example/cb"
+            Exact,
+            "http://localhost:7777/cb",
+            "http://localhost:7777/cb"
         ));
-        assert!(!matches_registered(
-            "https://a.example/cb",
-            "https://a.example/cb/"
-        ));
-        assert!(!matches_registered(
-            "https://a.example/cb",
-            "https://a.example/cb?x=1"
-        ));
-        assert!(!matches_registered(
-            "https://a.example/cb",
-            "https://A.example/cb"
-        ));
-        assert!(matches_registered(
-            "http://127.0.0.1/cb",
-            "http://127.0.0.1:51004/cb"
-        ));
-        assert!(matches_registered(
-            "http://localhost:3000/cb",
-            "http://localhost:4000/cb"
-        ));
-        assert!(!matches_registered(
-            "http://127.0.0.1/cb",
-            "http://127.0.0.1:5/other"
-        ));
-        assert!(!matches_registered(
-            "http://127.0.0.1/cb",
-            "http://localhost:5/cb"
-        ));
-        assert!(!matches_registered(
-            "https://a.example:443/cb",
-            "https://a.example:8443/cb"
-        ));
+        for (registered, presented) in [
+            ("http://localhost:7777/cb", "http://localhost:7778/cb"),
+            ("http://localhost:7777/cb", "http://localhost/cb"),
+            ("http://127.0.0.1:7777/cb", "http://127.0.0.1:7778/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:51004/cb"),
+            ("http://[::1]:7777/cb", "http://[::1]:7778/cb"),
+        ] {
+            assert!(
+                !matches_registered(Exact, registered, presented),
+                "{registered} {presented}"
+            );
+        }
+    }
+
+    #[test]
+    fn native_clients_may_use_any_port_on_a_loopback_uri() {
+        for (registered, presented) in [
+            ("http://127.0.0.1/cb", "http://127.0.0.1:51004/cb"),
+            ("http://127.0.0.1:7777/cb", "http://127.0.0.1:7778/cb"),
+            ("http://[::1]/cb", "http://[::1]:8080/cb"),
+            ("http://localhost:7777/cb", "http://localhost:7778/cb"),
+            ("http://localhost:3000/cb", "http://localhost/cb"),
+        ] {
+            assert!(
+                matches_registered(LoopbackAnyPort, registered, presented),
+                "{registered} {presented}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_port_of_a_loopback_uri_may_vary() {
+        for (registered, presented) in [
+            ("http://127.0.0.1/cb", "http://127.0.0.1:5/other"),
+            ("http://127.0.0.1/cb", "http://localhost:5/cb"),
+            ("http://localhost/cb", "http://127.0.0.1:5/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.2:5/cb"),
+            ("http://127.0.0.1/cb", "http://[::1]:5/cb"),
+            ("http://localhost:7777/cb", "http://localhost:7778/cb?x=1"),
+            ("http://localhost:7777/cb", "https://localhost:7778/cb"),
+        ] {
+            assert!(
+                !matches_registered(LoopbackAnyPort, registered, presented),
+                "{registered} {presented}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_presented_uri_with_a_fragment_never_matches() {
+        for m in [Exact, LoopbackAnyPort] {
+            assert!(!matches_registered(
+                m,
+                "http://localhost:7777/cb",
+                "http://localhost:7778/cb#x"
+            ));
+            assert!(!matches_registered(
+                m,
+                "http://127.0.0.1/cb",
+                "http://127.0.0.1:80/cb#"
+            ));
+            // Even a stored URI with a fragment (refused at registration) is not matched.
+            assert!(!matches_registered(
+                m,
+                "https://a.example/cb#x",
+                "https://a.example/cb#x"
+            ));
+        }
     }
 
     #[test]

@@ -146,6 +146,60 @@ async fn client_create_json_prints_one_object_and_list_shows_it() {
 }
 
 #[tokio::test]
+async fn client_list_check_names_confidential_clients_with_loopback_redirect_uris() {
+    let cli = Cli::new().await;
+    let create = |name: &str, uri: &str, public: bool| {
+        let mut args = vec![
+            "client",
+            "create",
+            "--name",
+            name,
+            "--redirect-uri",
+            uri,
+            "--json",
+        ];
+        if public {
+            args.push("--public");
+        }
+        let out = cli.run(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let created: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        created["client_id"].as_str().unwrap().to_string()
+    };
+    let web = create("web", "https://app.example.com/cb", false);
+    let ok = cli.run(&["client", "list", "--check"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).starts_with("ok:"), "{}", stdout(&ok));
+
+    let dev = create("dev web", "http://localhost:7777/cb", false);
+    let native = create("native", "http://127.0.0.1/cb", true);
+    let out = cli.run(&["client", "list", "--check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "one URI of one client: {text}");
+    assert!(
+        text.contains(&dev) && text.contains("http://localhost:7777/cb"),
+        "{text}"
+    );
+    assert!(
+        text.contains("once per port") && text.contains("--public"),
+        "says what to do: {text}"
+    );
+    assert!(!text.contains(&native) && !text.contains(&web), "{text}");
+
+    let json = cli.run(&["client", "list", "--check", "--json"]);
+    let notices: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(
+        notices,
+        serde_json::json!([{
+            "client_id": dev,
+            "name": "dev web",
+            "redirect_uri": "http://localhost:7777/cb",
+        }])
+    );
+}
+
+#[tokio::test]
 async fn bad_client_input_exits_2_with_a_clear_message_and_writes_nothing() {
     let cli = Cli::new().await;
     let cases: [(&[&str], &str); 6] = [

@@ -96,3 +96,32 @@ fn issuers_must_be_https_or_loopback_without_trailing_slash() {
         s.validate().unwrap();
     }
 }
+
+#[test]
+fn the_ipv6_prefix_must_lie_between_48_and_128() {
+    let mut s = Settings::default();
+    assert_eq!(s.rate_limits.ipv6_prefix, 64);
+    for bad in [0u8, 47, 129, 255] {
+        s.rate_limits.ipv6_prefix = bad;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("`rate_limits.ipv6_prefix`")
+                && err.contains(&format!("\"{bad}\""))
+                && err.contains("between 48 and 128"),
+            "{err}"
+        );
+    }
+    for good in [48u8, 56, 64, 128] {
+        s.rate_limits.ipv6_prefix = good;
+        s.validate().unwrap();
+    }
+    // From a file too, with the key named.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    std::fs::write(&file, "[rate_limits]\nipv6_prefix = 32\n").unwrap();
+    let err = Settings::load(Some(&file)).unwrap_err().to_string();
+    assert!(
+        err.contains("rate_limits.ipv6_prefix") && err.contains("32"),
+        "{err}"
+    );
+}

@@ -181,7 +181,7 @@ fn trace_id_of(req: &Request) -> Option<String> {
 /// The caller's IP, user agent and request id, for the account service.
 pub fn meta_of(req: &Request) -> RequestMeta {
     RequestMeta {
-        ip: crate::http::middleware::rate_limit::client_ip(req).map(|ip| ip.to_string()),
+        ip: crate::http::middleware::rate_limit::client_ip(req),
         user_agent: req
             .headers()
             .get("user-agent")

@@ -10,7 +10,7 @@ use poem::{Endpoint, IntoResponse, Request, Response, Result};
 use super::client_ip::ClientIp;
 use crate::app::AppState;
 use crate::http::json_response;
-use crate::limiter::{Decision, Policy};
+use crate::limiter::{ip_key, Decision, Policy};
 
 /// Adds the rate-limit headers (draft-ietf-httpapi-ratelimit-headers) for a refusal.
 pub fn add_headers(resp: &mut Response, name: &str, policy: Policy, d: &Decision) {
@@ -97,8 +97,10 @@ pub async fn default_limit<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Re
     if !state.settings.rate_limits.enabled || path.starts_with("/health/") {
         return next.call(req).await.map(IntoResponse::into_response);
     }
-    let policy = state.settings.rate_limits.default;
-    let d = state.limiter.hit(&format!("ip:{ip}"), policy).await;
+    let limits = &state.settings.rate_limits;
+    let policy = limits.default;
+    let key = format!("ip:{}", ip_key(ip, limits.ipv6_prefix));
+    let d = state.limiter.hit(&key, policy).await;
     if d.allowed {
         return next.call(req).await.map(IntoResponse::into_response);
     }
