@@ -57,6 +57,9 @@ pub const ROUTES: [&str; 34] = [
     "/users/{id}",
 ];
 const OTHER_ROUTE: usize = ROUTES.len();
+/// Every `/users/{id}` path counts as this route.
+const USERS_ID: usize = ROUTES.len() - 1;
+const _: () = assert!(matches!(ROUTES[USERS_ID].as_bytes(), b"/users/{id}"));
 const ROUTE_LABELS: usize = ROUTES.len() + 1;
 
 /// The metrics label of a request path, as an index into [`ROUTES`] (or `other`).
@@ -66,7 +69,7 @@ pub struct Route(usize);
 impl Route {
     pub fn of(path: &str) -> Route {
         if path.starts_with("/users/") {
-            return Route(ROUTES.len() - 1);
+            return Route(USERS_ID);
         }
         Route(
             ROUTES
@@ -81,7 +84,7 @@ impl Route {
     }
 }
 
-/// HTTP status codes 100..=599, one counter each.
+/// HTTP status codes 100..=599, one counter each (hyper never sends another).
 const STATUSES: usize = 500;
 
 #[derive(Default)]
@@ -324,16 +327,19 @@ impl Metrics {
             }
         };
         let histogram = |out: &mut String, n: &str, labels: &Labels, h: &Histogram| {
+            // Read while requests are recorded: `count` first, and buckets capped at it, so
+            // that the exposition stays monotonic (le="5" never above +Inf).
+            let count = h.count.load(Relaxed);
             let mut cumulative = 0;
             for (i, bound) in BUCKETS.iter().enumerate() {
                 cumulative += h.counts.get(i).map_or(0, |c| c.load(Relaxed));
+                cumulative = cumulative.min(count);
                 let _ = writeln!(
                     out,
                     "{n}_bucket{} {cumulative}",
                     fmt_labels(labels, Some(("le", bound.to_string())))
                 );
             }
-            let count = h.count.load(Relaxed);
             let sum = h.sum_nanos.load(Relaxed) as f64 / 1e9;
             let _ = writeln!(
                 out,

@@ -39,7 +39,10 @@ use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
 
 use flows::{code_flow, password_login, sign_in_tokens, Tokens};
-use server::{drop_bench_database, proc_stat, rss_kib, seed_portcullis, seed_rs256_client, start};
+use server::{
+    drop_bench_database, proc_stat, rss_kib, seed_es256_id_client, seed_portcullis,
+    seed_rs256_client, start,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Measure Portcullis on loopback: requests/s, latency, RSS and CPU per scenario")]
@@ -148,6 +151,8 @@ struct Seed {
     email: String,
     /// A service client whose access tokens are RS256 (Portcullis only: the RS256 floor).
     rs256_client: Option<(String, String)>,
+    /// A first-party client whose ID tokens are ES256 (Portcullis only).
+    es256_id_client: Option<(String, String)>,
 }
 
 struct Outcome {
@@ -291,6 +296,7 @@ async fn one_pass(args: &Args) -> Result<Value, String> {
         secret,
         email,
         rs256_client: Some(seed_rs256_client(&server)?),
+        es256_id_client: Some(seed_es256_id_client(&server)?),
     };
     let (rows, storm) = measure(args, &seed, pid).await?;
     // A restart finds its keys and schema in place: the start-up an operator sees every
@@ -379,6 +385,7 @@ async fn measure_node_peer(args: &Args) -> Result<Value, String> {
         secret,
         email,
         rs256_client: None,
+        es256_id_client: None,
     };
     let (rows, storm) = measure(args, &seed, pid).await?;
     Ok(json!({
@@ -481,17 +488,10 @@ async fn measure(args: &Args, seed: &Seed, pid: u32) -> Result<(Vec<Value>, Valu
             grant(id, secret)?
         );
     }
-    {
+    let rotate = |client_id: &str, secret: &str| {
         let token_url = seed.endpoints.token.clone();
-        let auth = raw::basic(&seed.client_id, &seed.secret);
-        let init = families
-            .into_iter()
-            .map(|t| (raw::Conn::new(&addr), t))
-            .collect::<Vec<_>>();
-        scenario!("refresh_token", init, move |(mut conn, token): (
-            raw::Conn,
-            String
-        )| {
+        let auth = raw::basic(client_id, secret);
+        move |(mut conn, token): (raw::Conn, String)| {
             let (token_url, auth) = (token_url.clone(), auth.clone());
             async move {
                 let form = format!("grant_type=refresh_token&refresh_token={token}");
@@ -510,7 +510,31 @@ async fn measure(args: &Args, seed: &Seed, pid: u32) -> Result<(Vec<Value>, Valu
                     _ => ((conn, token), false),
                 }
             }
-        });
+        }
+    };
+    let workers = |families: Vec<String>| {
+        families
+            .into_iter()
+            .map(|t| (raw::Conn::new(&addr), t))
+            .collect::<Vec<_>>()
+    };
+    scenario!(
+        "refresh_token",
+        workers(families),
+        rotate(&seed.client_id, &seed.secret)
+    );
+    if let Some((id, secret)) = &seed.es256_id_client {
+        if wanted("refresh_token_es256_id") {
+            let mut es = seed.clone();
+            es.client_id = id.clone();
+            es.secret = secret.clone();
+            let families = sign_in_tokens(&es, n).await?.families;
+            scenario!(
+                "refresh_token_es256_id",
+                workers(families),
+                rotate(id, secret)
+            );
+        }
     }
     {
         let (_, req) = raw::request(

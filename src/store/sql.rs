@@ -804,7 +804,10 @@ macro_rules! impl_sql_store {
                 static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
                 let sql = SQL.get_or_init(|| {
                     let refresh: Vec<String> =
-                        REFRESH_COLUMNS.split(',').map(|c| format!("t.{}", c.trim())).collect();
+                        REFRESH_COLUMNS
+                            .split(',')
+                            .map(|c| format!("t.{0} AS {0}", c.trim()))
+                            .collect();
                     let user: Vec<String> = USER_NAMES
                         .iter()
                         .zip(JOINED_USER_NAMES)

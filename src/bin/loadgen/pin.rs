@@ -27,10 +27,29 @@ pub fn server_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     }
 }
 
+/// The CPUs this process could use before pinning, restored after (`taskset -p` reads them).
+static ORIGINAL: Mutex<Option<String>> = Mutex::new(None);
+
+fn current_affinity() -> Option<String> {
+    let out = Command::new("taskset")
+        .args(["-c", "-p", &std::process::id().to_string()])
+        .output()
+        .ok()?;
+    // "pid 123's current affinity list: 0,1"
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.rsplit(':').next()?.trim().to_string()).filter(|s| !s.is_empty())
+}
+
 /// Pins (or frees, with `pinned = false`) the servers started from now on and every thread of
 /// this process.
 pub fn set(pinned: bool) -> Result<(), String> {
-    let all = format!("0-{}", cores().saturating_sub(1));
+    let mut original = ORIGINAL.lock().unwrap_or_else(|p| p.into_inner());
+    if pinned && original.is_none() {
+        *original = current_affinity();
+    }
+    let all = original
+        .clone()
+        .unwrap_or_else(|| format!("0-{}", cores().saturating_sub(1)));
     let own = if pinned { LOADGEN_CPU } else { all.as_str() };
     let status = Command::new("taskset")
         .args(["-a", "-p", "-c", own, &std::process::id().to_string()])

@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+const CLOSED: &str = "connection closed";
+
 pub struct Conn {
     addr: String,
     stream: Option<TcpStream>,
@@ -65,20 +67,32 @@ impl Conn {
         }
     }
 
-    /// Sends `req` and answers the status and body; reconnects once if the server closed an
-    /// idle connection.
+    /// Sends `req` and answers the status and body. After any failure the connection is
+    /// dropped (a half-read response must not become the next one's); the request is sent
+    /// again only when a reused connection had been closed by the server before it answered
+    /// anything (an idle keep-alive the server let go), never after a timeout.
     pub async fn send(&mut self, req: &[u8]) -> Result<(u16, Vec<u8>), String> {
         for attempt in 0..2 {
-            match tokio::time::timeout(Duration::from_secs(10), self.try_send(req)).await {
+            let reused = self.stream.is_some();
+            let outcome = tokio::time::timeout(Duration::from_secs(10), self.try_send(req)).await;
+            match outcome {
                 Ok(Ok(r)) => return Ok(r),
-                Ok(Err(e)) if attempt == 1 => return Err(e),
-                Err(_) => return Err("timed out".into()),
-                Ok(Err(_)) => {
+                Ok(Err(e)) => {
                     self.stream = None;
+                    let unanswered = self.buf.is_empty() && e == CLOSED;
+                    self.buf.clear();
+                    if !(attempt == 0 && reused && unanswered) {
+                        return Err(e);
+                    }
+                }
+                Err(_) => {
+                    self.stream = None;
+                    self.buf.clear();
+                    return Err("timed out".into());
                 }
             }
         }
-        Err("unreachable".into())
+        Err("the server closed the connection twice".into())
     }
 
     async fn try_send(&mut self, req: &[u8]) -> Result<(u16, Vec<u8>), String> {
@@ -166,7 +180,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Stri
     let mut chunk = [0u8; 16 * 1024];
     let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
     if n == 0 {
-        return Err("connection closed".into());
+        return Err(CLOSED.into());
     }
     buf.extend_from_slice(&chunk[..n]);
     Ok(())

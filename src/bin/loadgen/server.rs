@@ -247,6 +247,35 @@ pub(crate) fn seed_portcullis(server: &Server) -> Result<(String, String, String
     Ok((field("client_id"), field("client_secret"), email))
 }
 
+/// A first-party client like the main one whose ID tokens are signed ES256: refresh rotation
+/// without the RS256 signature.
+pub(crate) fn seed_es256_id_client(server: &Server) -> Result<(String, String), String> {
+    let created = server.cli(
+        &[
+            "client",
+            "create",
+            "--name",
+            "bench-es256-id",
+            "--redirect-uri",
+            REDIRECT_URI,
+            "--grant",
+            "authorization_code",
+            "--grant",
+            "refresh_token",
+            "--scope",
+            "openid profile email offline_access",
+            "--id-token-alg",
+            "ES256",
+            "--first-party",
+            "--json",
+        ],
+        None,
+    )?;
+    let created: Value = serde_json::from_str(created.trim()).map_err(|e| e.to_string())?;
+    let field = |k: &str| created[k].as_str().unwrap_or_default().to_string();
+    Ok((field("client_id"), field("client_secret")))
+}
+
 /// A client_credentials-only client whose access tokens are signed RS256.
 pub(crate) fn seed_rs256_client(server: &Server) -> Result<(String, String), String> {
     let created = server.cli(
