@@ -319,8 +319,6 @@ impl Portcullis {
             .catch_error(|_: poem::error::MethodNotAllowedError| async {
                 http::method_not_allowed()
             })
-            .around(http::middleware::rate_limit::default_limit)
-            .around(http::middleware::client_ip::client_ip)
             .around(http::middleware::guard::guard)
             .data(self.state.clone())
             .with(CatchPanic::new())

@@ -823,7 +823,10 @@ macro_rules! impl_sql_store {
                         user.join(", ")
                     )
                 });
-                let Some(row) = sqlx::query(sql).bind(token_hash).fetch_optional(&self.pool).await? else {
+                // Read through the writer: the rotation that follows writes through it, and on
+                // SQLite a reader connection drops its page cache whenever another connection
+                // has written, so a reader would re-read the refresh pages on every rotation.
+                let Some(row) = sqlx::query(sql).bind(token_hash).fetch_optional(&self.writer).await? else {
                     return Ok(None);
                 };
                 let token = refresh_from_row(&row)?;

@@ -2,12 +2,9 @@
 //! right-most address in `Forwarded` / `X-Forwarded-For` that is not itself a trusted proxy.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use ipnet::IpNet;
-use poem::{Endpoint, Request, Response, Result};
-
-use crate::app::AppState;
+use poem::Request;
 
 /// The resolved client address, for handlers and limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,28 +71,20 @@ pub fn resolve(
     )
 }
 
-pub async fn client_ip<E: Endpoint>(next: Arc<E>, mut req: Request) -> Result<Response> {
-    let proxies = req
-        .data::<AppState>()
-        .map(|s| s.trusted_proxies.clone())
-        .unwrap_or_default();
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+/// Resolves the client address of `req` and records it as [`ClientIp`] request data (called by
+/// the edge middleware, [`super::guard::guard`]).
+pub fn attach(req: &mut Request, proxies: &[IpNet]) {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
     let ip = resolve(
         peer,
-        header("forwarded").as_deref(),
-        header("x-forwarded-for").as_deref(),
-        &proxies,
+        header("forwarded"),
+        header("x-forwarded-for"),
+        proxies,
     );
     if let Some(ip) = ip {
         req.extensions_mut().insert(ClientIp(ip));
     }
-    next.call(req).await.map(poem::IntoResponse::into_response)
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! Request limits (body, URI and header sizes; a per-request timeout) and the security
+//! The edge of every request, as one middleware (each layer of poem middleware is one more
+//! future to build and move per request): request limits (body, URI and header sizes; a
+//! per-request timeout), the client IP, the default rate limit, metrics, and the security
 //! headers every response carries.
 
 use std::sync::Arc;
@@ -29,7 +31,7 @@ fn refuse_for(req: &Request) -> impl Fn(StatusCode, &str, &str) -> Response {
     }
 }
 
-pub async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> {
+pub async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request) -> Result<Response> {
     let Some(state) = req.data::<AppState>().cloned() else {
         return next.call(req).await.map(IntoResponse::into_response);
     };
@@ -75,8 +77,15 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> 
     let started = std::time::Instant::now();
     let is_docs = req.uri().path() == "/docs";
     let timeout = Duration::from_secs(limits.request_timeout_secs);
-    let mut resp = match tokio::time::timeout(timeout, next.call(req)).await {
-        Ok(Ok(r)) => r.into_response(),
+    super::client_ip::attach(&mut req, &state.trusted_proxies);
+    let served = async {
+        if let Some(refusal) = super::rate_limit::default_limit(&state, &req).await {
+            return Ok(refusal);
+        }
+        next.call(req).await.map(IntoResponse::into_response)
+    };
+    let mut resp = match tokio::time::timeout(timeout, served).await {
+        Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(e),
         Err(_) => {
             tracing::error!("request timed out");

@@ -2,10 +2,9 @@
 //! `RateLimit` headers) and the default per-IP limit every route inherits.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use poem::http::{HeaderValue, StatusCode};
-use poem::{Endpoint, IntoResponse, Request, Response, Result};
+use poem::{IntoResponse, Request, Response};
 
 use super::client_ip::ClientIp;
 use crate::app::AppState;
@@ -87,34 +86,33 @@ const PAGES: [&str; 8] = [
     "/static/portcullis.css",
 ];
 
-/// The default policy, per client IP, for every route but the health probes.
-pub async fn default_limit<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> {
-    let path = req.uri().path().to_string();
-    let state = req.data::<AppState>().cloned();
-    let (Some(state), Some(ip)) = (state, client_ip(&req)) else {
-        return next.call(req).await.map(IntoResponse::into_response);
-    };
+/// The default policy, per client IP, for every route but the health probes: the refusal to
+/// answer with, or `None` when the request may go on. Called by the edge middleware
+/// ([`super::guard::guard`]) after the client IP is known.
+pub async fn default_limit(state: &AppState, req: &Request) -> Option<Response> {
+    let path = req.uri().path();
+    let ip = client_ip(req)?;
     if !state.settings.rate_limits.enabled || path.starts_with("/health/") {
-        return next.call(req).await.map(IntoResponse::into_response);
+        return None;
     }
     let limits = &state.settings.rate_limits;
     let policy = limits.default;
     let key = format!("ip:{}", ip_key(ip, limits.ipv6_prefix));
     let d = state.limiter.hit(&key, policy).await;
     if d.allowed {
-        return next.call(req).await.map(IntoResponse::into_response);
+        return None;
     }
     if path == "/authorize" {
-        return Ok(
-            crate::http::oauth::rate_limited_authorize(&state, &req, "default", policy, &d).await,
+        return Some(
+            crate::http::oauth::rate_limited_authorize(state, req, "default", policy, &d).await,
         );
     }
-    if PAGES.contains(&path.as_str()) {
-        return Ok(too_many_page(&state, &req, "default", policy, &d));
+    if PAGES.contains(&path) {
+        return Some(too_many_page(state, req, "default", policy, &d));
     }
-    if crate::http::api::is_api_path(&path) {
+    if crate::http::api::is_api_path(path) {
         // The account API's error shape.
-        let trace = crate::http::api::Trace::of(&req);
+        let trace = crate::http::api::Trace::of(req);
         let e = crate::accounts::service::AccountError::Throttled {
             name: "default",
             policy,
@@ -122,7 +120,7 @@ pub async fn default_limit<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Re
         };
         let mut resp = crate::http::api::ApiError::from_account(e, &trace).into_response();
         add_headers(&mut resp, "default", policy, &d);
-        return Ok(resp);
+        return Some(resp);
     }
-    Ok(too_many_json("default", policy, &d))
+    Some(too_many_json("default", policy, &d))
 }
