@@ -247,6 +247,13 @@ pub(crate) fn seed_portcullis(server: &Server) -> Result<(String, String, String
     Ok((field("client_id"), field("client_secret"), email))
 }
 
+/// The `client_id` and `client_secret` of `client create --json`'s answer.
+fn id_and_secret(created: &str) -> Result<(String, String), String> {
+    let created: Value = serde_json::from_str(created.trim()).map_err(|e| e.to_string())?;
+    let field = |k: &str| created[k].as_str().unwrap_or_default().to_string();
+    Ok((field("client_id"), field("client_secret")))
+}
+
 /// A first-party client like the main one whose ID tokens are signed ES256: refresh rotation
 /// without the RS256 signature.
 pub(crate) fn seed_es256_id_client(server: &Server) -> Result<(String, String), String> {
@@ -271,9 +278,7 @@ pub(crate) fn seed_es256_id_client(server: &Server) -> Result<(String, String), 
         ],
         None,
     )?;
-    let created: Value = serde_json::from_str(created.trim()).map_err(|e| e.to_string())?;
-    let field = |k: &str| created[k].as_str().unwrap_or_default().to_string();
-    Ok((field("client_id"), field("client_secret")))
+    id_and_secret(&created)
 }
 
 /// A client_credentials-only client whose access tokens are signed RS256.
@@ -294,7 +299,5 @@ pub(crate) fn seed_rs256_client(server: &Server) -> Result<(String, String), Str
         ],
         None,
     )?;
-    let created: Value = serde_json::from_str(created.trim()).map_err(|e| e.to_string())?;
-    let field = |k: &str| created[k].as_str().unwrap_or_default().to_string();
-    Ok((field("client_id"), field("client_secret")))
+    id_and_secret(&created)
 }
