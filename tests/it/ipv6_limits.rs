@@ -26,16 +26,21 @@ fn assert_limited(resp: &reqwest::Response, policy: &str, what: &str) {
     assert!(h.starts_with(&format!("\"{policy}\";")), "{what}: {h}");
 }
 
-#[tokio::test]
-async fn addresses_of_one_ipv6_slash_64_share_the_default_budget_and_another_64_does_not() {
-    let app = app_with(|s| {
+/// A server behind a trusted proxy whose default per-IP limit is `limit` requests a minute.
+async fn default_limit_of(limit: u32) -> TestApp {
+    app_with(|s| {
         behind_the_proxy(s);
         s.rate_limits.default = Policy {
-            limit: 3,
+            limit,
             period_secs: 60,
         };
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn addresses_of_one_ipv6_slash_64_share_the_default_budget_and_another_64_does_not() {
+    let app = default_limit_of(3).await;
     for ip in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:aaaa::3"] {
         assert_eq!(get_as(&app, ip).await.status(), 200, "{ip}");
     }
@@ -48,14 +53,7 @@ async fn addresses_of_one_ipv6_slash_64_share_the_default_budget_and_another_64_
 
 #[tokio::test]
 async fn a_mapped_ipv4_address_shares_the_budget_of_the_ipv4_address() {
-    let app = app_with(|s| {
-        behind_the_proxy(s);
-        s.rate_limits.default = Policy {
-            limit: 3,
-            period_secs: 60,
-        };
-    })
-    .await;
+    let app = default_limit_of(3).await;
     for ip in ["203.0.113.5", "::ffff:203.0.113.5", "203.0.113.5"] {
         assert_eq!(get_as(&app, ip).await.status(), 200, "{ip}");
     }
