@@ -66,6 +66,8 @@ pub struct AppServices {
     pub sessions: Arc<SessionService>,
     /// The account use cases, for the pages and the JSON API alike.
     pub accounts: Arc<AccountService>,
+    /// Second factors, pending sign-ins and MFA policies.
+    pub mfa: Arc<crate::accounts::mfa::MfaService>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +210,15 @@ impl Portcullis {
             metrics.clone(),
             sessions.clone(),
         ));
+        let mfa = Arc::new(crate::accounts::mfa::MfaService::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            keys.clone(),
+            limiter.clone(),
+            metrics.clone(),
+            accounts.clone(),
+        ));
         Ok(Portcullis {
             state: AppState(Arc::new(AppServices {
                 settings,
@@ -228,6 +239,7 @@ impl Portcullis {
                 mailer,
                 sessions,
                 accounts,
+                mfa,
             })),
         })
     }
@@ -290,6 +302,24 @@ impl Portcullis {
             .at(
                 "/login",
                 get(http::pages::login_form).post(http::pages::login_submit),
+            )
+            .at("/login/mfa", post(http::pages::mfa_submit))
+            .at("/account/security", get(http::account::security::show))
+            .at(
+                "/account/security/totp",
+                post(http::account::security::totp_start),
+            )
+            .at(
+                "/account/security/totp/confirm",
+                post(http::account::security::totp_confirm),
+            )
+            .at(
+                "/account/security/remove",
+                post(http::account::security::remove),
+            )
+            .at(
+                "/account/security/recovery-codes",
+                post(http::account::security::regenerate),
             )
             .at("/consent", post(http::pages::consent_submit))
             .at(

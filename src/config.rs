@@ -99,6 +99,8 @@ pub struct RateLimitSettings {
     pub login_account_ip: Policy,
     /// Sign-in attempts per account from all IPs together: the temporary lockout.
     pub login_account: Policy,
+    /// Second-factor attempts per account (TOTP or recovery code), counted before the check.
+    pub mfa_account: Policy,
     /// Account registrations per client IP.
     pub register_ip: Policy,
     /// Mails triggered for one address (reset links, verification resends, registrations).
@@ -131,6 +133,10 @@ impl Default for RateLimitSettings {
             login_ip: p(30, 60),
             login_account_ip: p(5, 300),
             login_account: p(20, 300),
+            // 5 per 5 minutes: 1,440 guesses a day at most, each with a 3-in-a-million
+            // chance (one code per step, a step of skew either side), and only after the
+            // password: NIST SP 800-63B §5.2.2 allows up to 100 failures before a lockout.
+            mfa_account: p(5, 300),
             register_ip: p(10, 3600),
             account_email: p(5, 3600),
             ipv6_prefix: 64,
@@ -341,6 +347,39 @@ pub struct AccountSettings {
     pub verify_email_ttl_secs: u64,
     /// Lifetime of a password reset link.
     pub password_reset_ttl_secs: u64,
+    /// Second factors, passkeys and MFA policies.
+    pub mfa: MfaSettings,
+}
+
+/// Multi-factor sign-in (TOTP, passkeys, recovery codes) and who must use it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfaSettings {
+    /// Off: no second factor is asked or offered (existing factors are kept, unused).
+    pub enabled: bool,
+    /// Users holding any of these roles must enroll a factor before they get a session.
+    pub required_for_roles: Vec<String>,
+    /// Lifetime of a half-finished sign-in (password done, second factor pending).
+    pub sign_in_ttl_secs: u64,
+    /// Adding or removing a factor needs a sign-in at most this old (else sign in again).
+    pub reauth_max_age_secs: u64,
+    /// WebAuthn relying-party id; default: the issuer's host.
+    pub webauthn_rp_id: Option<String>,
+    /// WebAuthn origin the browser reports; default: the issuer's scheme, host and port.
+    pub webauthn_origin: Option<String>,
+}
+
+impl Default for MfaSettings {
+    fn default() -> Self {
+        MfaSettings {
+            enabled: true,
+            required_for_roles: vec!["admin".into()],
+            sign_in_ttl_secs: 300,
+            reauth_max_age_secs: 600,
+            webauthn_rp_id: None,
+            webauthn_origin: None,
+        }
+    }
 }
 
 /// Account email: SMTP when `smtp.host` is set, otherwise the dev outbox (one `.eml` file per
@@ -483,6 +522,7 @@ impl Default for AccountSettings {
             require_verified_email: true,
             verify_email_ttl_secs: 24 * 3600,
             password_reset_ttl_secs: 30 * 60,
+            mfa: MfaSettings::default(),
         }
     }
 }
@@ -673,6 +713,43 @@ impl Settings {
                 &self.accounts.roles.join(","),
                 "a non-empty list of lowercase names (a-z, 0-9, - and _)",
             ));
+        }
+        if let Some(bad) = self
+            .accounts
+            .mfa
+            .required_for_roles
+            .iter()
+            .find(|r| !self.accounts.roles.contains(r))
+        {
+            return Err(invalid(
+                "accounts.mfa.required_for_roles",
+                bad,
+                "roles listed in accounts.roles",
+            ));
+        }
+        let m = &self.accounts.mfa;
+        if !(60..=3600).contains(&m.sign_in_ttl_secs) {
+            return Err(invalid(
+                "accounts.mfa.sign_in_ttl_secs",
+                &m.sign_in_ttl_secs.to_string(),
+                "60 to 3600 seconds",
+            ));
+        }
+        if !(60..=24 * 3600).contains(&m.reauth_max_age_secs) {
+            return Err(invalid(
+                "accounts.mfa.reauth_max_age_secs",
+                &m.reauth_max_age_secs.to_string(),
+                "60 to 86400 seconds",
+            ));
+        }
+        if let Some(origin) = &m.webauthn_origin {
+            if url::Url::parse(origin).map_or(true, |u| u.host_str().is_none()) {
+                return Err(invalid(
+                    "accounts.mfa.webauthn_origin",
+                    origin,
+                    "an origin such as https://id.example.com",
+                ));
+            }
         }
         if let Some(bad) = self
             .accounts

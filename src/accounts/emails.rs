@@ -63,7 +63,43 @@ struct ExistsHtml<'a> {
     link: &'a str,
 }
 
+#[derive(Template)]
+#[template(path = "email/security.txt")]
+struct SecurityText<'a> {
+    what: &'a str,
+    email: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email/security.html")]
+struct SecurityHtml<'a> {
+    product: &'a str,
+    what: &'a str,
+    email: &'a str,
+}
+
 impl AccountService {
+    /// Tells the owner of an account that its sign-in methods changed (a factor added or
+    /// removed, a recovery code used), so a stranger's change does not go unnoticed.
+    pub fn send_security_notice(&self, user: &User, what: &str) {
+        let b = &self.settings.branding;
+        let (Ok(text), Ok(html)) = (
+            render(&SecurityText {
+                what,
+                email: &user.email,
+            }),
+            render(&SecurityHtml {
+                product: &b.product_name,
+                what,
+                email: &user.email,
+            }),
+        ) else {
+            return;
+        };
+        let subject = format!("Security change on your {} account", b.product_name);
+        self.deliver(&user.email, subject, text, html);
+    }
+
     fn deliver(&self, to: &str, subject: String, text: String, html: String) {
         send_later(
             self.mailer.clone(),

@@ -129,7 +129,7 @@ impl AccountService {
         event
     }
 
-    pub(super) async fn record(&self, event: AuditEvent) {
+    pub async fn record(&self, event: AuditEvent) {
         if let Err(e) = self.store.record_audit(&event).await {
             tracing::error!(error = %e, kind = %event.kind, "could not record an audit event");
         }

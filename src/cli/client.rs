@@ -85,6 +85,9 @@ pub struct CreateArgs {
     /// private_key_jwt: URL of the client's public JWK Set (no secret is issued)
     #[arg(long, value_name = "URI")]
     jwks_uri: Option<String>,
+    /// Issue codes only after a second factor (the sign-in reaches acr "mfa")
+    #[arg(long)]
+    require_mfa: bool,
     /// Print exactly one JSON object {"client_id": ..., "client_secret": ...}
     #[arg(long)]
     json: bool,
@@ -240,6 +243,7 @@ fn registration(args: &CreateArgs) -> ClientRegistration {
         backchannel_logout_session_required: args.backchannel_logout_session_required,
         jwks: args.jwks.clone(),
         jwks_uri: args.jwks_uri.clone(),
+        require_mfa: args.require_mfa,
     }
 }
 

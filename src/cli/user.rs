@@ -23,6 +23,13 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove every second factor and recovery code of a user (a lost phone); if a policy
+    /// requires a factor, the user enrolls a new one at the next sign-in
+    ResetMfa {
+        /// The user's email address
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +61,26 @@ pub struct CreateArgs {
 pub async fn run(cmd: UserCommand, settings: &Settings) -> Result<(), CliError> {
     match cmd {
         UserCommand::Create(args) => create(args, settings).await,
+        UserCommand::ResetMfa { email } => {
+            let parsed = Email::parse(&email).map_err(|e| CliError::BadInput(e.to_string()))?;
+            let store = app::open_store(settings).await?;
+            let user = store
+                .find_user_by_email(&User::email_key(parsed.as_str()))
+                .await?
+                .filter(|u| u.deleted_at.is_none())
+                .ok_or_else(|| CliError::BadInput(format!("no user has the address {email}")))?;
+            let removed = store.delete_all_factors(user.id).await?;
+            let mut event = AuditEvent::new("mfa.reset", SystemClock.now());
+            event.subject = Some(user.id.to_string());
+            event.actor = Some("cli".into());
+            event.detail = json!({"factors": removed});
+            store.record_audit(&event).await?;
+            println!(
+                "removed {removed} second factor(s) and every recovery code of {}",
+                user.email
+            );
+            Ok(())
+        }
         UserCommand::List { json } => {
             let store = app::open_store(settings).await?;
             let users = store.list_users().await?;

@@ -52,6 +52,8 @@ pub struct ClientRegistration {
     pub jwks: Option<String>,
     /// ...or its URL. Either makes the client authenticate with signed assertions, no secret.
     pub jwks_uri: Option<String>,
+    /// Codes only after a second factor (`--require-mfa`).
+    pub require_mfa: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +205,7 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
         backchannel_logout_session_required: reg.backchannel_logout_session_required,
         jwks: reg.jwks.clone(),
         jwks_uri: reg.jwks_uri.clone(),
+        require_mfa: reg.require_mfa,
         created_at: now,
         updated_at: now,
     };

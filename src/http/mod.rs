@@ -1,6 +1,7 @@
 //! HTTP adapters: parse the request, call the decision, shape the answer. One module per
 //! endpoint family; no protocol rule lives here.
 
+pub mod account;
 pub mod account_pages;
 pub mod api;
 pub mod health;

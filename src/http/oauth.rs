@@ -86,6 +86,7 @@ pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Res
     };
     let current = session::current(state, req).await;
     let facts = current.as_ref().map(|(s, u)| SessionFacts {
+        acr: crate::accounts::mfa::Acr::of_session(s.acr.as_deref()),
         auth_time: s.auth_time,
         matches_hint: hint_sub.as_ref().is_none_or(|sub| *sub == u.id.to_string()),
     });
@@ -108,6 +109,24 @@ pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Res
                 None,
                 Some(client.name.clone()),
             )
+        }
+        Ok(Interaction::StepUp(required)) => {
+            let Some((session, user)) = &current else {
+                return fail(OAuthError::server_error());
+            };
+            let return_to = format!("/authorize?{}", params.to_query());
+            match state
+                .mfa
+                .begin_step_up(user, &session.amr, required, &return_to)
+                .await
+            {
+                Ok(pending) => pages::mfa_page(state, req, &pending, None).await,
+                Err(crate::accounts::mfa::MfaError::Disabled) => fail(OAuthError::new(
+                    ErrorCode::AccessDenied,
+                    format!("acr {required} needs a second factor, and this server offers none"),
+                )),
+                Err(_) => fail(OAuthError::server_error()),
+            }
         }
         Ok(Interaction::Consent) => {
             let Some((_, user)) = &current else {
@@ -299,6 +318,19 @@ pub fn resume_url(state: &AppState, return_to: &str, satisfied_prompt: &str) -> 
         &state.settings.issuer,
         &without_prompt(return_to, satisfied_prompt),
     )
+}
+
+/// The `acr` the authorization request being resumed requires (its `acr_values`, an
+/// essential `acr` claim, its client's `require_mfa`), for the second step of its sign-in.
+pub async fn required_acr_for(
+    state: &AppState,
+    return_to: &str,
+) -> Option<crate::accounts::mfa::Acr> {
+    let params = Params::parse(return_to.trim_start_matches("/authorize?").as_bytes()).ok()?;
+    let client = state.clients.get(params.get("client_id")?).await.ok()??;
+    rules::validate(&params, Some(&client), &state.settings.oauth)
+        .ok()?
+        .required_acr
 }
 
 /// The client's name for the login page, from the request being resumed.

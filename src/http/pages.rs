@@ -6,7 +6,8 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, IntoResponse, Request, Response};
 
-use crate::accounts::service::AccountError;
+use crate::accounts::mfa::{Acr, MfaError, PendingSignIn, SignedIn};
+use crate::accounts::service::{AccountError, RequestMeta};
 use crate::app::AppState;
 use crate::config::BrandingSettings;
 use crate::http::middleware::rate_limit::too_many_page;
@@ -67,6 +68,38 @@ pub struct ConsentPage {
     pub client_name: String,
     pub user_email: String,
     pub scopes: Vec<ScopeLine>,
+}
+
+/// The key of an authenticator-app enrollment, shown once.
+pub struct TotpSetup {
+    pub secret: String,
+    pub qr_svg: String,
+}
+
+/// The second step of a sign-in: a code field (authenticator app or recovery code), a
+/// passkey button, or the enrollment of a first factor.
+#[derive(Template)]
+#[template(path = "mfa.html")]
+pub struct MfaPage {
+    pub brand: Brand,
+    pub csrf: String,
+    pub mfa_token: String,
+    pub reason: String,
+    pub error: Option<String>,
+    pub user_email: String,
+    pub enroll: Option<TotpSetup>,
+    pub methods: crate::accounts::mfa::Methods,
+    /// WebAuthn ceremony id and request options (JSON, `<` escaped), when a passkey can be used.
+    pub passkey_ceremony: String,
+    pub passkey_options: String,
+}
+
+#[derive(Template)]
+#[template(path = "recovery_codes.html")]
+pub struct RecoveryCodesPage {
+    pub brand: Brand,
+    pub codes: Vec<String>,
+    pub next: String,
 }
 
 #[derive(Template)]
@@ -208,9 +241,22 @@ pub fn consent_page(
     )
 }
 
-/// Only our own authorization endpoint may be a place to return to (no open redirect).
+/// Only our own authorization endpoint, or the account security page, may be a place to
+/// return to (no open redirect).
 pub fn safe_return_to(raw: Option<&str>) -> Option<&str> {
-    raw.filter(|r| r.starts_with("/authorize?") && !r.contains(['\r', '\n', '#']))
+    raw.filter(|r| {
+        (r.starts_with("/authorize?") || *r == crate::http::account::security::PATH)
+            && !r.contains(['\r', '\n', '#'])
+    })
+}
+
+/// Where a finished sign-in goes: the authorization request it interrupted, or a page of ours.
+fn next_after_sign_in(state: &AppState, return_to: &str) -> String {
+    if return_to == crate::http::account::security::PATH {
+        crate::protocol::discovery::endpoint(&state.settings.issuer, return_to)
+    } else {
+        oauth::resume_url(state, return_to, "login")
+    }
 }
 
 #[handler]
@@ -245,6 +291,7 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
     // Counted before the hash is checked, atomically, so parallel guesses cannot slip past
     // (cf. GHSA-7h8m-vrxx-vr4m); the same rules as `POST /auth/login`.
     let meta = crate::http::api::meta_of(req);
+    let required = oauth::required_acr_for(state, return_to).await;
     let user = match state.accounts.sign_in(&meta, &username, password).await {
         Ok(user) => user,
         Err(AccountError::Throttled {
@@ -265,7 +312,179 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
             return login_page(state, req, return_to, &username, Some(message), client_name);
         }
     };
-    let (session, cookie) = match session::start(state, req, &user, &["pwd"]).await {
+    match state.mfa.after_password(&user, required, return_to).await {
+        Ok(crate::accounts::mfa::AfterPassword::Done { amr, acr }) => {
+            start_session(state, req, &meta, &user, &amr, acr, return_to, None).await
+        }
+        Ok(crate::accounts::mfa::AfterPassword::Pending(pending)) => {
+            mfa_page(state, req, &pending, None).await
+        }
+        Err(e) => mfa_failure(state, req, e),
+    }
+}
+
+/// The second-factor page of a pending sign-in (or its enrollment of a first factor).
+pub async fn mfa_page(
+    state: &AppState,
+    req: &Request,
+    pending: &PendingSignIn,
+    error: Option<&str>,
+) -> Response {
+    let passkey_only = pending.required == Some(Acr::PhishingResistant);
+    let enroll = if pending.enroll && !passkey_only {
+        match state.mfa.enrollment_for(&pending.user).await {
+            Ok(e) => Some(TotpSetup {
+                secret: e.secret,
+                qr_svg: e.qr_svg,
+            }),
+            Err(e) => return mfa_failure(state, req, e),
+        }
+    } else {
+        None
+    };
+    let client_name = oauth::client_name_for(state, &pending.return_to).await;
+    let reason = if pending.enroll && passkey_only {
+        "This sign-in needs a passkey or security key, and your account has none yet.          Sign in somewhere you can add one, then try again."
+            .to_string()
+    } else if pending.enroll {
+        match (&client_name, pending.required) {
+            (Some(name), Some(_)) => {
+                format!("{name} asks for a second factor. Add an authenticator app to continue.")
+            }
+            _ => "Your account needs a second factor. Add an authenticator app to continue.".into(),
+        }
+    } else if pending.step_up {
+        match &client_name {
+            Some(name) => format!("{name} asks you to confirm with a second factor."),
+            None => "Confirm with a second factor to continue.".into(),
+        }
+    } else if pending.methods.totp {
+        "Enter the code from your authenticator app.".into()
+    } else {
+        "Use your second factor to finish signing in.".into()
+    };
+    let (csrf, cookie) = session::csrf_token(state, req);
+    let page = MfaPage {
+        brand: (&state.settings.branding).into(),
+        csrf,
+        mfa_token: pending.token.clone(),
+        reason,
+        error: error.map(str::to_string),
+        user_email: pending.user.email.clone(),
+        enroll,
+        methods: pending.methods,
+        passkey_ceremony: String::new(),
+        passkey_options: String::new(),
+    };
+    let status = if error.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    html(status, &page, &cookie.into_iter().collect::<Vec<_>>())
+}
+
+/// A second-factor problem that is not a wrong code: an expired sign-in, a limit, an outage.
+fn mfa_failure(state: &AppState, req: &Request, e: MfaError) -> Response {
+    match e {
+        MfaError::Throttled { policy, decision } => {
+            too_many_page(state, req, "mfa_account", policy, &decision)
+        }
+        MfaError::SignInExpired => login_page(
+            state,
+            req,
+            "",
+            "",
+            Some("That sign-in expired or was already finished. Sign in again."),
+            None,
+        ),
+        MfaError::Disabled => error_page(
+            state,
+            req,
+            StatusCode::FORBIDDEN,
+            "Second factors are off",
+            "This server does not offer second factors, and this sign-in needs one.",
+        ),
+        _ => error_page(
+            state,
+            req,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "Please try again in a moment.",
+        ),
+    }
+}
+
+/// `POST /login/mfa`: the code of an authenticator app (or a recovery code, or the first code
+/// of an enrollment) for a pending sign-in; a session starts only when it passes.
+#[handler]
+pub async fn mfa_submit(req: &Request, body: Body, state: Data<&AppState>) -> Response {
+    let state = *state;
+    let form = match read_form(req, body).await {
+        Ok(form) => form,
+        Err(message) => {
+            return error_page(state, req, StatusCode::BAD_REQUEST, "Bad request", &message)
+        }
+    };
+    if !session::csrf_ok(state, req, form.get("csrf")) {
+        return error_page(
+            state,
+            req,
+            StatusCode::BAD_REQUEST,
+            "This form has expired",
+            "Go back, reload the page and try again.",
+        );
+    }
+    let token = form.get("mfa_token").unwrap_or("");
+    let code = form.get("code").unwrap_or("");
+    let meta = crate::http::api::meta_of(req);
+    match state.mfa.complete_with_code(&meta, token, code).await {
+        Ok(done) => signed_in(state, req, &meta, done).await,
+        Err(e @ (MfaError::InvalidCode | MfaError::NeedsPasskey | MfaError::NoEnrollment)) => {
+            match state.mfa.pending(token).await {
+                Ok(pending) => mfa_page(state, req, &pending, Some(&e.to_string())).await,
+                Err(other) => mfa_failure(state, req, other),
+            }
+        }
+        Err(e) => mfa_failure(state, req, e),
+    }
+}
+
+/// A completed two-step sign-in: the session, then the recovery codes of a new enrollment or
+/// the authorization request.
+pub async fn signed_in(
+    state: &AppState,
+    req: &Request,
+    meta: &RequestMeta,
+    done: SignedIn,
+) -> Response {
+    start_session(
+        state,
+        req,
+        meta,
+        &done.user,
+        &done.amr,
+        done.acr,
+        &done.return_to,
+        done.recovery_codes,
+    )
+    .await
+}
+
+/// Starts the session of a finished sign-in and moves on: to the recovery codes when an
+/// enrollment just made them, else back to the authorization request (or a "signed in" page).
+#[allow(clippy::too_many_arguments)] // the facts of one finished sign-in
+async fn start_session(
+    state: &AppState,
+    req: &Request,
+    meta: &RequestMeta,
+    user: &User,
+    amr: &[String],
+    acr: Acr,
+    return_to: &str,
+    recovery_codes: Option<Vec<String>>,
+) -> Response {
+    let (session, cookie) = match session::start(state, req, user, amr, acr).await {
         Ok(started) => started,
         Err(e) => {
             tracing::error!(error = %e, "could not start a session");
@@ -278,10 +497,24 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
             );
         }
     };
-    let mut event = state.accounts.audit_event("login.succeeded", &meta);
+    let mut event = state.accounts.audit_event("login.succeeded", meta);
     event.subject = Some(user.id.to_string());
-    event.detail = serde_json::json!({"sid": session.sid});
+    event.detail = serde_json::json!({"sid": session.sid, "amr": amr, "acr": acr.as_str()});
     let _ = state.store.record_audit(&event).await;
+    let return_to = safe_return_to(Some(return_to)).unwrap_or("");
+    if let Some(codes) = recovery_codes {
+        let next = if return_to.is_empty() {
+            crate::http::account::security::PATH.to_string()
+        } else {
+            next_after_sign_in(state, return_to)
+        };
+        let page = RecoveryCodesPage {
+            brand: (&state.settings.branding).into(),
+            codes,
+            next,
+        };
+        return html(StatusCode::OK, &page, &[cookie]);
+    }
     if return_to.is_empty() {
         let page = MessagePage {
             brand: (&state.settings.branding).into(),
@@ -290,7 +523,7 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
         };
         return html(StatusCode::OK, &page, &[cookie]);
     }
-    let next = oauth::resume_url(state, return_to, "login");
+    let next = next_after_sign_in(state, return_to);
     Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header("location", next)

@@ -92,7 +92,8 @@ pub async fn start(
     state: &AppState,
     req: &Request,
     user: &User,
-    amr: &[&str],
+    amr: &[String],
+    acr: crate::accounts::mfa::Acr,
 ) -> Result<(BrowserSession, String), crate::store::StoreError> {
     let now = state.clock.now();
     if let Some(old) = read_cookie(req, &cookie_name(state, SESSION)) {
@@ -108,8 +109,8 @@ pub async fn start(
         sid: random::token(16),
         user_id: user.id,
         auth_time: now,
-        amr: amr.iter().map(|s| s.to_string()).collect(),
-        acr: None,
+        amr: amr.to_vec(),
+        acr: Some(acr.as_str().to_string()),
         user_agent: req
             .headers()
             .get("user-agent")

@@ -1,6 +1,7 @@
 //! Authorization requests (RFC 6749 §4.1.1, OIDC Core §3.1.2.1): validation, then the decision
 //! of what the user must do (sign in, consent) before a code is issued. Pure: no I/O.
 
+use crate::accounts::mfa::policy::{required_level, Acr, AcrRequest};
 use crate::config::OAuthSettings;
 use crate::protocol::error::{ErrorCode, OAuthError};
 use crate::protocol::params::Params;
@@ -55,6 +56,9 @@ pub struct AuthorizationRequest {
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
     pub id_token_hint: Option<String>,
+    /// The weakest `acr` that satisfies `acr_values`, an essential `acr` claim and the
+    /// client's own requirement; `None` when one factor will do.
+    pub required_acr: Option<Acr>,
 }
 
 impl AuthorizationRequest {
@@ -262,6 +266,26 @@ pub fn validate(
         })?),
     };
 
+    let acr_request = AcrRequest {
+        values: params
+            .get("acr_values")
+            .map(|v| {
+                v.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        essential: match params.get("claims") {
+            None => None,
+            Some(raw) => essential_acr(raw).map_err(|m| fail(ErrorCode::InvalidRequest, m))?,
+        },
+    };
+    let floor = client.require_mfa.then_some(Acr::Mfa);
+    // OIDC Core §5.5.1.1: an essential `acr` that cannot be met is a failed authentication.
+    let required_acr = required_level(&acr_request, floor)
+        .map_err(|e| fail(ErrorCode::AccessDenied, e.to_string()))?;
+
     Ok(AuthorizationRequest {
         client_id: client.id.clone(),
         target,
@@ -274,7 +298,44 @@ pub fn validate(
         max_age,
         login_hint: params.get("login_hint").map(str::to_string),
         id_token_hint: params.get("id_token_hint").map(str::to_string),
+        required_acr,
     })
+}
+
+/// The values of an essential `acr` claim requested for the ID token or userinfo through
+/// the `claims` parameter (OIDC Core §5.5, §5.5.1.1): `{"id_token": {"acr": {"essential":
+/// true, "values": [...]}}}` (or `"value"`). Other requested claims are voluntary and the
+/// usual scope rules deliver them.
+fn essential_acr(raw: &str) -> Result<Option<Vec<String>>, String> {
+    let parsed: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|_| "claims must be a JSON object (OIDC Core §5.5)".to_string())?;
+    let Some(members) = parsed.as_object() else {
+        return Err("claims must be a JSON object (OIDC Core §5.5)".into());
+    };
+    for target in ["id_token", "userinfo"] {
+        let Some(acr) = members.get(target).and_then(|t| t.get("acr")) else {
+            continue;
+        };
+        if acr.get("essential").and_then(serde_json::Value::as_bool) != Some(true) {
+            continue;
+        }
+        let mut values: Vec<String> = acr
+            .get("values")
+            .and_then(serde_json::Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(one) = acr.get("value").and_then(serde_json::Value::as_str) {
+            values.push(one.to_string());
+        }
+        if !values.is_empty() {
+            return Ok(Some(values));
+        }
+    }
+    Ok(None)
 }
 
 /// What the signed-in browser brings to the decision.
@@ -283,11 +344,15 @@ pub struct SessionFacts {
     pub auth_time: Timestamp,
     /// False when an `id_token_hint` names another user.
     pub matches_hint: bool,
+    /// How strong the session's sign-in was.
+    pub acr: Acr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interaction {
     Login,
+    /// Signed in, but more weakly than the request requires: a second factor first.
+    StepUp(Acr),
     Consent,
     IssueCode,
 }
@@ -317,6 +382,19 @@ pub fn decide(
         } else {
             Ok(Interaction::Login)
         };
+    }
+    if let (Some(required), Some(s)) = (req.required_acr, session) {
+        if s.acr < required {
+            return if req.prompt.none {
+                // OIDC Core §3.1.2.6: the step-up needs the user.
+                Err(OAuthError::new(
+                    ErrorCode::InteractionRequired,
+                    format!("this request needs a sign-in of acr {required}, which needs the user"),
+                ))
+            } else {
+                Ok(Interaction::StepUp(required))
+            };
+        }
     }
     if req.prompt.consent || !consented {
         return if req.prompt.none {

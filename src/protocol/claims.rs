@@ -9,7 +9,7 @@ use crate::store::User;
 pub const SCOPES_SUPPORTED: [&str; 5] = ["openid", "profile", "email", "offline_access", "roles"];
 
 /// Every claim that can appear in an ID token or a userinfo response.
-pub const CLAIMS_SUPPORTED: [&str; 16] = [
+pub const CLAIMS_SUPPORTED: [&str; 17] = [
     "sub",
     "iss",
     "aud",
@@ -21,6 +21,7 @@ pub const CLAIMS_SUPPORTED: [&str; 16] = [
     "sid",
     "at_hash",
     "amr",
+    "acr",
     "name",
     "updated_at",
     "email",

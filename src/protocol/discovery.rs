@@ -39,6 +39,8 @@ pub struct ProviderMetadata {
     pub id_token_signing_alg_values_supported: Vec<&'static str>,
     pub scopes_supported: Vec<&'static str>,
     pub claims_supported: Vec<&'static str>,
+    /// OIDC Discovery §3: `1fa`, `mfa`, `phr` (see `accounts::mfa::policy`).
+    pub acr_values_supported: Vec<&'static str>,
     pub prompt_values_supported: Vec<&'static str>,
     /// RFC 9207 §3: authorization responses carry `iss`.
     pub authorization_response_iss_parameter_supported: bool,
@@ -88,9 +90,10 @@ impl ProviderMetadata {
                 .collect(),
             scopes_supported: SCOPES_SUPPORTED.to_vec(),
             claims_supported: CLAIMS_SUPPORTED.to_vec(),
+            acr_values_supported: crate::accounts::mfa::policy::ACR_VALUES_SUPPORTED.to_vec(),
             prompt_values_supported: vec!["none", "login", "consent", "select_account"],
             authorization_response_iss_parameter_supported: true,
-            claims_parameter_supported: false,
+            claims_parameter_supported: true,
             request_parameter_supported: false,
             request_uri_parameter_supported: false,
             backchannel_logout_supported: true,

@@ -18,7 +18,9 @@ pub struct Grant<'a> {
     pub user: Option<&'a User>,
     pub scope: &'a Scope,
     pub auth_time: Timestamp,
+    /// RFC 8176 methods of the sign-in, and the `acr` it reached (`1fa`, `mfa`, `phr`).
     pub amr: &'a [String],
+    pub acr: Option<&'a str>,
     pub nonce: Option<&'a str>,
     pub sid: Option<&'a str>,
     pub now: Timestamp,
@@ -50,6 +52,13 @@ pub fn access_token_claims(grant: &Grant, audience: &str, ttl: i64, jti: &str) -
         // The user's roles, for resource servers' authorization (RFC 9068 §2.2.3.1 lists
         // `roles` among the claims an access token may carry).
         m.insert("roles".into(), json!(user.roles));
+        // RFC 9068 §2.2.1: `acr` and `amr` of the authentication, as in an ID token.
+        if !grant.amr.is_empty() {
+            m.insert("amr".into(), json!(grant.amr));
+        }
+        if let Some(acr) = grant.acr {
+            m.insert("acr".into(), json!(acr));
+        }
     }
     payload(m)
 }
@@ -73,6 +82,9 @@ pub fn id_token_claims(
     if !grant.amr.is_empty() {
         m.insert("amr".into(), json!(grant.amr));
     }
+    if let Some(acr) = grant.acr {
+        m.insert("acr".into(), json!(acr));
+    }
     if let Some(nonce) = grant.nonce {
         m.insert("nonce".into(), json!(nonce));
     }
@@ -90,6 +102,8 @@ pub struct AccessClaims {
     pub scope: Scope,
     pub jti: String,
     pub exp: Timestamp,
+    /// When the user signed in (user tokens only).
+    pub auth_time: Option<Timestamp>,
 }
 
 /// RFC 9068 §4: after the signature, check `typ`, `iss`, `aud` and `exp`.
@@ -126,5 +140,6 @@ pub fn check_access_token(
         scope: Scope::parse(&text("scope").unwrap_or_default()).map_err(|_| "bad scope")?,
         jti: text("jti").ok_or("no jti")?,
         exp,
+        auth_time: set.get("auth_time").and_then(Value::as_i64),
     })
 }

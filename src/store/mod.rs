@@ -6,6 +6,7 @@ mod model;
 pub mod postgres;
 mod sql;
 mod sql_accounts;
+mod sql_mfa;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -260,9 +261,82 @@ pub trait AccountStore: Send + Sync {
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
 }
 
+/// Second factors, recovery codes and challenges. Every "use once" rule is one conditional
+/// update, so two parallel requests can never both spend the same code, step or challenge.
+#[async_trait]
+pub trait MfaStore: Send + Sync {
+    /// Every factor of the user, confirmed or not, oldest first.
+    async fn list_factors(&self, user_id: Uuid) -> StoreResult<Vec<MfaFactor>>;
+    async fn get_factor(&self, id: Uuid) -> StoreResult<Option<MfaFactor>>;
+    /// The passkey with this credential id (base64url), whoever owns it.
+    async fn find_passkey(&self, credential_id: &str) -> StoreResult<Option<MfaFactor>>;
+    /// Stores a factor; for an unconfirmed TOTP factor, the user's other unconfirmed TOTP
+    /// enrollments are dropped in the same transaction (one enrollment at a time).
+    async fn create_factor(&self, factor: &MfaFactor) -> StoreResult<()>;
+    /// Confirms an unconfirmed factor of the user with its first accepted step and, when
+    /// `recovery_hashes` is given, replaces the user's recovery codes: one transaction.
+    /// False (nothing written) if it was confirmed meanwhile or is gone.
+    async fn confirm_factor(
+        &self,
+        id: Uuid,
+        user_id: Uuid,
+        step: i64,
+        now: Timestamp,
+        recovery_hashes: Option<&[String]>,
+    ) -> StoreResult<bool>;
+    /// Accepts TOTP step `step` of a confirmed factor only if it is later than the last one
+    /// accepted: of two requests with the same code exactly one gets true.
+    async fn use_totp_step(&self, id: Uuid, step: i64, now: Timestamp) -> StoreResult<bool>;
+    /// Records a passkey's use and, when given, its updated credential (signature counter).
+    async fn touch_passkey(
+        &self,
+        id: Uuid,
+        credential: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Deletes one factor of the user; false if the user has no such factor.
+    async fn delete_factor(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    /// Deletes every factor and recovery code of the user (an admin's reset); returns how
+    /// many factors went.
+    async fn delete_all_factors(&self, user_id: Uuid) -> StoreResult<u64>;
+    /// Replaces the user's recovery codes (hashes) in one transaction.
+    async fn replace_recovery_codes(
+        &self,
+        user_id: Uuid,
+        hashes: &[String],
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Spends one unused recovery code of the user; false if none matches.
+    async fn use_recovery_code(
+        &self,
+        user_id: Uuid,
+        hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// How many unused recovery codes the user has.
+    async fn count_recovery_codes(&self, user_id: Uuid) -> StoreResult<u64>;
+    async fn create_challenge(&self, challenge: &MfaChallenge) -> StoreResult<()>;
+    /// The challenge, if it has that purpose and is unused and unexpired.
+    async fn get_challenge(
+        &self,
+        id_hash: &str,
+        purpose: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<MfaChallenge>>;
+    /// Spends the challenge (unused, unexpired, that purpose) and returns it; `None` when it
+    /// was spent meanwhile: of two parallel requests exactly one gets it.
+    async fn consume_challenge(
+        &self,
+        id_hash: &str,
+        purpose: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<MfaChallenge>>;
+}
+
 #[async_trait]
 pub trait Store:
     ClientStore
+    + MfaStore
     + AccountStore
     + UserStore
     + KeyStore

@@ -37,6 +37,8 @@ pub struct Client {
     pub jwks: Option<String>,
     /// ...or where to fetch them.
     pub jwks_uri: Option<String>,
+    /// Codes are issued only after a second factor (`client create --require-mfa`).
+    pub require_mfa: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -257,6 +259,9 @@ pub struct RefreshToken {
     /// The successor's value sealed under the master key, during the grace window only.
     pub successor_sealed: Option<Vec<u8>>,
     pub reuse_count: i64,
+    /// How the user signed in (RFC 8176 values) and the resulting `acr`: refreshes keep them.
+    pub amr: Vec<String>,
+    pub acr: Option<String>,
 }
 
 /// What a single-use account token is for.
@@ -308,4 +313,70 @@ pub struct AuditQuery {
     pub until: Option<Timestamp>,
     pub offset: u64,
     pub limit: u32,
+}
+
+/// What kind of second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FactorKind {
+    /// An authenticator app (RFC 6238).
+    Totp,
+    /// A WebAuthn credential: a passkey or a security key.
+    Passkey,
+}
+
+impl FactorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FactorKind::Totp => "totp",
+            FactorKind::Passkey => "passkey",
+        }
+    }
+}
+
+impl FromStr for FactorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "totp" => Ok(FactorKind::Totp),
+            "passkey" => Ok(FactorKind::Passkey),
+            other => Err(format!("factor kind {other:?}")),
+        }
+    }
+}
+
+/// A user's second factor. The TOTP key is only ever stored sealed under the master key; a
+/// passkey's credential is public key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaFactor {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub kind: FactorKind,
+    pub name: String,
+    pub secret_sealed: Option<Vec<u8>>,
+    /// TOTP: the last accepted time step (each code is accepted once).
+    pub last_step: Option<i64>,
+    /// Passkeys: the credential id, base64url.
+    pub credential_id: Option<String>,
+    /// Passkeys: the stored credential (JSON).
+    pub credential: Option<String>,
+    /// `None` while a TOTP enrollment waits for its first code; such a factor signs nobody in.
+    pub confirmed_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// A short-lived, single-use server-side record keyed by the hash of a random id: a
+/// half-finished sign-in waiting for its second factor, or a WebAuthn ceremony's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaChallenge {
+    pub id_hash: String,
+    /// `sign_in`, `passkey_register`, `passkey_login`...
+    pub purpose: String,
+    pub user_id: Option<Uuid>,
+    /// JSON, never a secret in clear (ceremony state holds challenges, not keys).
+    pub data: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
 }

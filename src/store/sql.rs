@@ -35,11 +35,11 @@ macro_rules! impl_sql_store {
             post_logout_redirect_uris, grant_types, scope, token_endpoint_auth_method, \
             first_party, id_token_signed_response_alg, access_token_signed_response_alg, \
             always_issue_refresh_token, backchannel_logout_uri, \
-            backchannel_logout_session_required, jwks, jwks_uri, created_at, updated_at";
+            backchannel_logout_session_required, jwks, jwks_uri, require_mfa, created_at, updated_at";
         const REFRESH_COLUMNS: &str = "id, token_hash, family_id, parent_id, generation, client_id, \
             user_id, scope, session_id_hash, auth_code_hash, user_agent, auth_time, created_at, \
             expires_at, family_expires_at, used_at, revoked_at, access_token_jti, \
-            successor_sealed, reuse_count";
+            successor_sealed, reuse_count, amr, acr";
         const SESSION_COLUMNS: &str = "id_hash, sid, user_id, auth_time, amr, acr, user_agent, ip, \
             created_at, last_seen_at, expires_at, revoked_at";
         const CODE_COLUMNS: &str = "code_hash, client_id, user_id, session_id_hash, redirect_uri, \
@@ -72,6 +72,7 @@ macro_rules! impl_sql_store {
                 backchannel_logout_session_required: row.try_get("backchannel_logout_session_required")?,
                 jwks: row.try_get("jwks")?,
                 jwks_uri: row.try_get("jwks_uri")?,
+                require_mfa: row.try_get("require_mfa")?,
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
             })
@@ -170,6 +171,8 @@ macro_rules! impl_sql_store {
                 access_token_jti: row.try_get("access_token_jti")?,
                 successor_sealed: row.try_get("successor_sealed")?,
                 reuse_count: row.try_get("reuse_count")?,
+                amr: list_from_json("amr", row.try_get("amr")?)?,
+                acr: row.try_get("acr")?,
             })
         }
 
@@ -179,7 +182,7 @@ macro_rules! impl_sql_store {
         {
             let sql = format!(
                 "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, \
-                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
             );
             sqlx::query(&sql)
                 .bind(t.id)
@@ -202,6 +205,8 @@ macro_rules! impl_sql_store {
                 .bind(&t.access_token_jti)
                 .bind(&t.successor_sealed)
                 .bind(t.reuse_count)
+                .bind(list_to_json(&t.amr))
+                .bind(&t.acr)
                 .execute(executor)
                 .await?;
             Ok(())
@@ -268,9 +273,10 @@ macro_rules! impl_sql_store {
                      post_logout_redirect_uris, grant_types, scope, token_endpoint_auth_method, \
                      first_party, id_token_signed_response_alg, access_token_signed_response_alg, \
                      always_issue_refresh_token, backchannel_logout_uri, \
-                     backchannel_logout_session_required, jwks, jwks_uri, created_at, updated_at) \
+                     backchannel_logout_session_required, jwks, jwks_uri, require_mfa, created_at, \
+                     updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                     $16, $17, $18)",
+                     $16, $17, $18, $19)",
                 )
                 .bind(&c.id)
                 .bind(&c.name)
@@ -288,6 +294,7 @@ macro_rules! impl_sql_store {
                 .bind(c.backchannel_logout_session_required)
                 .bind(&c.jwks)
                 .bind(&c.jwks_uri)
+                .bind(c.require_mfa)
                 .bind(c.created_at)
                 .bind(c.updated_at)
                 .execute(&self.writer)
@@ -513,6 +520,9 @@ macro_rules! impl_sql_store {
                      (SELECT client_id, jti FROM client_assertion_jtis WHERE expires_at < $1 LIMIT $2)",
                     "DELETE FROM account_tokens WHERE token_hash IN \
                      (SELECT token_hash FROM account_tokens \
+                      WHERE expires_at < $1 OR used_at IS NOT NULL LIMIT $2)",
+                    "DELETE FROM mfa_challenges WHERE id_hash IN \
+                     (SELECT id_hash FROM mfa_challenges \
                       WHERE expires_at < $1 OR used_at IS NOT NULL LIMIT $2)",
                 ];
                 let mut removed = 0;

@@ -8,6 +8,7 @@ use sqlx::{Sqlite, SqlitePool};
 
 use super::sql::impl_sql_store;
 use super::sql_accounts::impl_sql_account_store;
+use super::sql_mfa::impl_sql_mfa_store;
 
 pub struct SqliteStore {
     /// Reads: up to `database.max_connections`, side by side (WAL: readers never wait).
@@ -59,3 +60,4 @@ impl SqliteStore {
 
 impl_sql_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_account_store!(SqliteStore, Sqlite, "sqlite");
+impl_sql_mfa_store!(SqliteStore, Sqlite, "sqlite");

@@ -83,6 +83,9 @@ pub fn test_settings(dir: &Path, database_url: String) -> Settings {
     // Cheap hashing keeps the suite fast; production parameters are tested in unit tests.
     s.password.memory_kib = 64;
     s.password.iterations = 1;
+    // Admins of the older tests sign in with a password alone; tests/it/mfa.rs turns the
+    // default policy (admins must enroll) back on.
+    s.accounts.mfa.required_for_roles = vec![];
     s
 }
 

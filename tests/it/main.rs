@@ -14,6 +14,7 @@ mod ipv6_limits;
 mod keys;
 mod logout;
 mod loopback_redirects;
+mod mfa;
 mod processes;
 mod server;
 mod store_contract;

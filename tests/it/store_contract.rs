@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use portcullis::store::{
     self, AccountToken, AuditEvent, AuditQuery, AuthorizationCode, BrowserSession, Client,
-    KeyState, RefreshToken, SigningKeyRecord, Store, StoreError, TokenPurpose, User, UserQuery,
+    FactorKind, KeyState, MfaChallenge, MfaFactor, RefreshToken, SigningKeyRecord, Store,
+    StoreError, TokenPurpose, User, UserQuery,
 };
 use uuid::Uuid;
 
@@ -28,6 +29,7 @@ fn client(id: &str) -> Client {
         backchannel_logout_session_required: true,
         jwks: None,
         jwks_uri: Some("https://app.example.com/jwks".into()),
+        require_mfa: true,
         created_at: 100,
         updated_at: 100,
     }
@@ -258,6 +260,8 @@ fn refresh(
         access_token_jti: Some(format!("jti-{hash}")),
         successor_sealed: None,
         reuse_count: 0,
+        amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
+        acr: Some("mfa".into()),
     }
 }
 
@@ -594,6 +598,7 @@ macro_rules! contract_suite {
                 mailed_tokens_are_single_use_and_a_reset_is_one_transaction,
                 users_are_searched_updated_and_soft_deleted,
                 audit_queries_filter_and_page,
+                second_factors_steps_codes_and_challenges_are_spent_once,
             );
         }
     };
@@ -871,6 +876,160 @@ async fn audit_queries_filter_and_page(store: Arc<dyn Store>) {
     let last = store.query_audit(&second_page).await.unwrap();
     assert_eq!(last.len(), 1);
     assert_eq!(last[0].kind, "login.failed");
+}
+
+fn totp_factor(user_id: Uuid, confirmed: bool) -> MfaFactor {
+    MfaFactor {
+        id: Uuid::now_v7(),
+        user_id,
+        kind: FactorKind::Totp,
+        name: "Authenticator app".into(),
+        secret_sealed: Some(vec![1, 2, 3]),
+        last_step: None,
+        credential_id: None,
+        credential: None,
+        confirmed_at: confirmed.then_some(10),
+        created_at: 10,
+        last_used_at: None,
+    }
+}
+
+async fn second_factors_steps_codes_and_challenges_are_spent_once(store: Arc<dyn Store>) {
+    let u = user("mfa@example.com");
+    store.create_user(&u).await.unwrap();
+
+    // One unconfirmed enrollment at a time; confirming it stores the first recovery codes.
+    let first = totp_factor(u.id, false);
+    store.create_factor(&first).await.unwrap();
+    let second = totp_factor(u.id, false);
+    store.create_factor(&second).await.unwrap();
+    let all = store.list_factors(u.id).await.unwrap();
+    assert_eq!(all.len(), 1, "the earlier unconfirmed enrollment went");
+    assert_eq!(all[0].id, second.id);
+    let hashes: Vec<String> = (0..3).map(|i| format!("hash-{i}")).collect();
+    assert!(store
+        .confirm_factor(second.id, u.id, 100, 20, Some(&hashes))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .confirm_factor(second.id, u.id, 101, 21, None)
+            .await
+            .unwrap(),
+        "confirmed once"
+    );
+    assert_eq!(store.count_recovery_codes(u.id).await.unwrap(), 3);
+
+    // A step is accepted once, and only a later one after it; in parallel, one wins.
+    assert!(
+        !store.use_totp_step(second.id, 100, 30).await.unwrap(),
+        "the confirming step is spent"
+    );
+    let (a, b) = tokio::join!(
+        store.use_totp_step(second.id, 101, 30),
+        store.use_totp_step(second.id, 101, 30)
+    );
+    assert!(
+        a.unwrap() ^ b.unwrap(),
+        "exactly one of two parallel uses wins"
+    );
+    assert!(!store.use_totp_step(second.id, 100, 31).await.unwrap());
+    assert!(store.use_totp_step(second.id, 102, 31).await.unwrap());
+    let f = store.get_factor(second.id).await.unwrap().unwrap();
+    assert_eq!((f.last_step, f.last_used_at), (Some(102), Some(31)));
+
+    // Recovery codes: each once, in parallel too; a new set replaces the old.
+    let (a, b) = tokio::join!(
+        store.use_recovery_code(u.id, "hash-0", 40),
+        store.use_recovery_code(u.id, "hash-0", 40)
+    );
+    assert!(a.unwrap() ^ b.unwrap());
+    assert_eq!(store.count_recovery_codes(u.id).await.unwrap(), 2);
+    store
+        .replace_recovery_codes(u.id, &["new".to_string()], 41)
+        .await
+        .unwrap();
+    assert!(!store.use_recovery_code(u.id, "hash-1", 42).await.unwrap());
+    assert!(store.use_recovery_code(u.id, "new", 42).await.unwrap());
+
+    // Passkeys are found by credential id, which is unique.
+    let mut key = totp_factor(u.id, true);
+    key.kind = FactorKind::Passkey;
+    key.secret_sealed = None;
+    key.credential_id = Some("cred-1".into());
+    key.credential = Some("{}".into());
+    store.create_factor(&key).await.unwrap();
+    let mut twin = key.clone();
+    twin.id = Uuid::now_v7();
+    assert!(matches!(
+        store.create_factor(&twin).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.find_passkey("cred-1").await.unwrap().unwrap().id,
+        key.id
+    );
+    store
+        .touch_passkey(key.id, Some("{\"n\":1}"), 50)
+        .await
+        .unwrap();
+    let k = store.get_factor(key.id).await.unwrap().unwrap();
+    assert_eq!(
+        (k.credential.as_deref(), k.last_used_at),
+        (Some("{\"n\":1}"), Some(50))
+    );
+
+    // Challenges: unexpired and of the right purpose; spent by exactly one of two.
+    let ch = MfaChallenge {
+        id_hash: "ch".into(),
+        purpose: "sign_in".into(),
+        user_id: Some(u.id),
+        data: "{}".into(),
+        created_at: 60,
+        expires_at: 120,
+        used_at: None,
+    };
+    store.create_challenge(&ch).await.unwrap();
+    assert!(store
+        .get_challenge("ch", "other", 61)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        store
+            .get_challenge("ch", "sign_in", 120)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert_eq!(
+        store.get_challenge("ch", "sign_in", 61).await.unwrap(),
+        Some(ch.clone())
+    );
+    let (a, b) = tokio::join!(
+        store.consume_challenge("ch", "sign_in", 62),
+        store.consume_challenge("ch", "sign_in", 62)
+    );
+    assert!(a.unwrap().is_some() ^ b.unwrap().is_some());
+    assert!(store
+        .get_challenge("ch", "sign_in", 63)
+        .await
+        .unwrap()
+        .is_none());
+
+    // Removing one factor, then an admin's reset of everything.
+    assert!(store.delete_factor(u.id, key.id).await.unwrap());
+    assert!(
+        !store
+            .delete_factor(Uuid::now_v7(), second.id)
+            .await
+            .unwrap(),
+        "not another user's"
+    );
+    assert_eq!(store.delete_all_factors(u.id).await.unwrap(), 1);
+    assert_eq!(store.count_recovery_codes(u.id).await.unwrap(), 0);
+    assert!(store.list_factors(u.id).await.unwrap().is_empty());
 }
 
 async fn migrations_can_be_applied_again(store: Arc<dyn Store>) {

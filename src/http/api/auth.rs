@@ -63,15 +63,33 @@ struct LoginRequest {
 
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
-struct LoginResponse {
+pub(super) struct LoginResponse {
     /// A JWT access token (RFC 9068) for the first-party client.
-    access_token: String,
+    pub access_token: String,
     /// Single use: every refresh rotates it; reusing a spent one revokes the whole family.
-    refresh_token: String,
+    pub refresh_token: String,
     /// Seconds until the access token expires.
-    expires_in: u64,
+    pub expires_in: u64,
     /// Always `Bearer`.
-    token_type: String,
+    pub token_type: String,
+    /// Recovery codes, shown once: only when this sign-in enrolled the account's first factor.
+    #[oai(skip_serializing_if_is_none)]
+    pub recovery_codes: Option<Vec<String>>,
+}
+
+/// The password was right, and a second factor is needed (or must be enrolled first).
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub(super) struct MfaRequiredResponse {
+    pub message: String,
+    /// `mfa_required`, or `mfa_enrollment_required` when the account has no factor yet
+    /// (start one with `POST /auth/mfa/totp` and this `mfaToken`).
+    pub code: String,
+    pub trace_id: String,
+    /// Names the half-finished sign-in for `POST /auth/login/mfa`; short-lived, single use.
+    pub mfa_token: String,
+    /// What completes it: `totp`, `passkey`, `recovery_code`.
+    pub methods: Vec<String>,
 }
 
 #[derive(Object)]
@@ -91,9 +109,15 @@ struct RefreshResponse {
 }
 
 #[derive(ApiResponse)]
-enum LoginResult {
+pub(super) enum LoginResult {
     #[oai(status = 200)]
     Ok(Json<LoginResponse>, #[oai(header = "Cache-Control")] String),
+    /// The password was right; a second factor is needed.
+    #[oai(status = 401)]
+    MfaRequired(
+        Json<MfaRequiredResponse>,
+        #[oai(header = "Cache-Control")] String,
+    ),
 }
 
 #[derive(ApiResponse)]
@@ -161,7 +185,10 @@ struct ChangePasswordRequest {
 }
 
 /// The one client marked first-party, or a 404 that says how to register one.
-async fn first_party_client(state: &AppState, trace: &Trace) -> Result<Client, ApiError> {
+pub(super) async fn first_party_client(
+    state: &AppState,
+    trace: &Trace,
+) -> Result<Client, ApiError> {
     let client = state.clients.first_party().await.map_err(|e| {
         tracing::error!(error = %e, "storage failure while finding the first-party client");
         ApiError::internal(trace)
@@ -179,7 +206,10 @@ async fn first_party_client(state: &AppState, trace: &Trace) -> Result<Client, A
     })
 }
 
-fn token_context<'a>(state: &'a AppState, ring: &'a crate::keys::KeyRing) -> TokenContext<'a> {
+pub(super) fn token_context<'a>(
+    state: &'a AppState,
+    ring: &'a crate::keys::KeyRing,
+) -> TokenContext<'a> {
     TokenContext {
         store: &*state.store,
         ring,
@@ -191,7 +221,7 @@ fn token_context<'a>(state: &'a AppState, ring: &'a crate::keys::KeyRing) -> Tok
     }
 }
 
-fn no_store() -> String {
+pub(super) fn no_store() -> String {
     "no-store".into()
 }
 
@@ -249,58 +279,39 @@ impl AuthApi {
             .sign_in(&meta, &body.email, &body.password)
             .await
             .map_err(|e| ApiError::from_account(e, &trace))?;
-        let ring = state.keys.ring();
-        let ctx = token_context(&state, &ring);
-        let scope = Scope::parse(&client.scope).unwrap_or_default();
-        let jti = new_jti();
-        let internal = |_| ApiError::internal(&trace);
-        let refresh = refresh_token::issue_first(
-            &ctx,
-            &FirstToken {
-                client_id: &client.id,
-                user_id: user.id,
-                scope: &scope,
-                session_id_hash: None,
-                auth_code_hash: None,
-                auth_time: ctx.now,
-                access_token_jti: &jti,
-            },
-        )
-        .await
-        .map_err(internal)?;
-        let amr = vec!["pwd".to_string()];
-        let grant = Grant {
-            issuer: &state.settings.issuer,
-            client_id: &client.id,
-            user: Some(&user),
-            scope: &scope,
-            auth_time: ctx.now,
-            amr: &amr,
-            nonce: None,
-            sid: None,
-            now: ctx.now,
-        };
-        let tokens = ctx
-            .mint(&client, &grant, &jti, Some(refresh))
-            .map_err(internal)?;
-        let mut event = state.accounts.audit_event("login.succeeded", &meta);
-        event.subject = Some(user.id.to_string());
-        event.client_id = Some(client.id.clone());
-        event.detail = serde_json::json!({"via": "api"});
-        let _ = state.store.record_audit(&event).await;
-        state.metrics.count(
-            "portcullis_tokens_issued_total",
-            &[("grant", "password_api"), ("client_id", client.id.as_str())],
-        );
-        Ok(LoginResult::Ok(
-            Json(LoginResponse {
-                access_token: tokens.access_token,
-                refresh_token: tokens.refresh_token.unwrap_or_default(),
-                expires_in: tokens.expires_in,
-                token_type: "Bearer".into(),
-            }),
-            no_store(),
-        ))
+        // A first-party client marked `--require-mfa` asks for the second factor too.
+        let required = client.require_mfa.then_some(crate::accounts::mfa::Acr::Mfa);
+        match state.mfa.after_password(&user, required, "").await {
+            Ok(crate::accounts::mfa::AfterPassword::Done { amr, acr }) => {
+                let tokens =
+                    issue_tokens(&state, &trace, &meta, &client, &user, &amr, acr, None).await?;
+                Ok(LoginResult::Ok(Json(tokens), no_store()))
+            }
+            Ok(crate::accounts::mfa::AfterPassword::Pending(p)) => {
+                let (code, message) = if p.enroll {
+                    (
+                        "mfa_enrollment_required",
+                        "this account must add a second factor: POST /auth/mfa/totp with the                          mfaToken, then POST /auth/login/mfa with the app's first code",
+                    )
+                } else {
+                    (
+                        "mfa_required",
+                        "a second factor is needed: POST /auth/login/mfa with the mfaToken and                          a code from the authenticator app (or a recovery code)",
+                    )
+                };
+                Ok(LoginResult::MfaRequired(
+                    Json(MfaRequiredResponse {
+                        message: message.into(),
+                        code: code.into(),
+                        trace_id: trace.0.clone(),
+                        mfa_token: p.token,
+                        methods: p.methods.names(),
+                    }),
+                    no_store(),
+                ))
+            }
+            Err(e) => Err(super::mfa::mfa_error(e, &trace)),
+        }
     }
 
     /// Rotate a refresh token
@@ -489,5 +500,74 @@ impl AuthApi {
             .await
             .map_err(|e| ApiError::from_account(e, &trace))?;
         Ok(Accepted::Accepted)
+    }
+}
+
+/// Tokens for the first-party client after a completed sign-in (password, and second factor
+/// when one applied): a new refresh family and an access token saying how the user signed in.
+#[allow(clippy::too_many_arguments)] // the facts of one completed sign-in
+pub(super) async fn issue_tokens(
+    state: &AppState,
+    trace: &Trace,
+    meta: &crate::accounts::service::RequestMeta,
+    client: &Client,
+    user: &crate::store::User,
+    amr: &[String],
+    acr: crate::accounts::mfa::Acr,
+    recovery_codes: Option<Vec<String>>,
+) -> Result<LoginResponse, ApiError> {
+    {
+        let ring = state.keys.ring();
+        let ctx = token_context(state, &ring);
+        let scope = Scope::parse(&client.scope).unwrap_or_default();
+        let jti = new_jti();
+        let internal = |_| ApiError::internal(trace);
+        let refresh = refresh_token::issue_first(
+            &ctx,
+            &FirstToken {
+                client_id: &client.id,
+                user_id: user.id,
+                scope: &scope,
+                session_id_hash: None,
+                auth_code_hash: None,
+                auth_time: ctx.now,
+                amr,
+                acr: Some(acr.as_str()),
+                access_token_jti: &jti,
+            },
+        )
+        .await
+        .map_err(internal)?;
+        let grant = Grant {
+            issuer: &state.settings.issuer,
+            client_id: &client.id,
+            user: Some(user),
+            scope: &scope,
+            auth_time: ctx.now,
+            amr,
+            acr: Some(acr.as_str()),
+            nonce: None,
+            sid: None,
+            now: ctx.now,
+        };
+        let tokens = ctx
+            .mint(client, &grant, &jti, Some(refresh))
+            .map_err(internal)?;
+        let mut event = state.accounts.audit_event("login.succeeded", meta);
+        event.subject = Some(user.id.to_string());
+        event.client_id = Some(client.id.clone());
+        event.detail = serde_json::json!({"via": "api", "amr": amr, "acr": acr.as_str()});
+        let _ = state.store.record_audit(&event).await;
+        state.metrics.count(
+            "portcullis_tokens_issued_total",
+            &[("grant", "password_api"), ("client_id", client.id.as_str())],
+        );
+        Ok(LoginResponse {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token.unwrap_or_default(),
+            expires_in: tokens.expires_in,
+            token_type: "Bearer".into(),
+            recovery_codes,
+        })
     }
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod mfa;
 mod users;
 
 use std::sync::Arc;
@@ -60,6 +61,9 @@ pub enum ApiError {
     /// No such resource (or this server has it turned off).
     #[oai(status = 404)]
     NotFound(Json<ErrorResponse>),
+    /// The request conflicts with the current state (e.g. removing the last required factor).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorResponse>),
     /// The input is well-formed but breaks a rule (weak password, bad email, unknown role).
     #[oai(status = 422)]
     Unprocessable(Json<ErrorResponse>),
@@ -85,6 +89,7 @@ impl ApiError {
             401 => ApiError::Unauthorized(body, Some("Bearer realm=\"portcullis\"".into())),
             403 => ApiError::Forbidden(body),
             404 => ApiError::NotFound(body),
+            409 => ApiError::Conflict(body),
             422 => ApiError::Unprocessable(body),
             429 => ApiError::TooManyRequests(body, None),
             500..=599 => ApiError::Internal(body),
@@ -198,6 +203,15 @@ pub struct BearerAuth(Bearer);
 
 /// The user a bearer token speaks for, if the token is valid and the user still active.
 pub async fn caller(state: &AppState, auth: &BearerAuth, trace: &Trace) -> Result<User, ApiError> {
+    Ok(caller_signed_in(state, auth, trace).await?.0)
+}
+
+/// [`caller`], with the `auth_time` of the sign-in the token comes from.
+pub async fn caller_signed_in(
+    state: &AppState,
+    auth: &BearerAuth,
+    trace: &Trace,
+) -> Result<(User, Option<i64>), ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", m, trace);
     let claims = crate::http::oidc::check_bearer(state, &auth.0.token)
         .await
@@ -222,6 +236,7 @@ pub async fn caller(state: &AppState, auth: &BearerAuth, trace: &Trace) -> Resul
             ApiError::internal(trace)
         })?
         .filter(|u| !u.disabled && u.deleted_at.is_none())
+        .map(|u| (u, claims.auth_time))
         .ok_or_else(|| unauthorized("the access token's user no longer exists or is disabled"))
 }
 
@@ -331,15 +346,16 @@ async fn json_errors<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
 /// The API service (for its spec and Swagger UI) and its endpoint with error shaping.
 pub fn service(
     issuer: &str,
-) -> OpenApiService<(auth::AuthApi, users::UsersApi, admin::AdminApi), ()> {
+) -> OpenApiService<(auth::AuthApi, mfa::MfaApi, users::UsersApi, admin::AdminApi), ()> {
     OpenApiService::new(
-        (auth::AuthApi, users::UsersApi, admin::AdminApi),
+        (auth::AuthApi, mfa::MfaApi, users::UsersApi, admin::AdminApi),
         "Portcullis account API",
         env!("CARGO_PKG_VERSION"),
     )
     .description(
         "First-party account API: registration, password sign-in, refresh, password reset, \
-         email verification, user administration and the audit trail. `/auth/login` and \
+         email verification, second factors (authenticator apps, recovery codes), user \
+         administration and the audit trail. `/auth/login` and \
          `/auth/refresh` issue tokens to the one client registered with `--first-party`; \
          third-party applications must use the OpenID Connect authorization code flow.",
     )
@@ -347,7 +363,7 @@ pub fn service(
 }
 
 pub fn endpoint(
-    api: OpenApiService<(auth::AuthApi, users::UsersApi, admin::AdminApi), ()>,
+    api: OpenApiService<(auth::AuthApi, mfa::MfaApi, users::UsersApi, admin::AdminApi), ()>,
 ) -> Arc<poem::endpoint::BoxEndpoint<'static, Response>> {
     use poem::IntoEndpoint;
     Arc::new(

@@ -116,6 +116,7 @@ pub async fn exchange(
         scope: &scope,
         auth_time: stored.auth_time,
         amr: &stored.amr,
+        acr: stored.acr.as_deref(),
         nonce: stored.nonce.as_deref(),
         sid: sid.as_deref(),
         now: ctx.now,
@@ -128,6 +129,8 @@ pub async fn exchange(
             session_id_hash: stored.session_id_hash.as_deref(),
             auth_code_hash: Some(&code_hash),
             auth_time: stored.auth_time,
+            amr: &stored.amr,
+            acr: stored.acr.as_deref(),
             access_token_jti: &jti,
         };
         Some(refresh_token::issue_first(ctx, &first).await?)

@@ -54,6 +54,7 @@ pub fn exchange(
         scope: &scope,
         auth_time: ctx.now,
         amr: &[],
+        acr: None,
         nonce: None,
         sid: None,
         now: ctx.now,

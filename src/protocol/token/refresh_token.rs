@@ -29,6 +29,9 @@ pub struct FirstToken<'a> {
     pub session_id_hash: Option<&'a str>,
     pub auth_code_hash: Option<&'a str>,
     pub auth_time: i64,
+    /// How the user signed in; every token of the family repeats it.
+    pub amr: &'a [String],
+    pub acr: Option<&'a str>,
     pub access_token_jti: &'a str,
 }
 
@@ -61,6 +64,8 @@ pub async fn issue_first(
         access_token_jti: Some(first.access_token_jti.to_string()),
         successor_sealed: None,
         reuse_count: 0,
+        amr: first.amr.to_vec(),
+        acr: first.acr.map(str::to_string),
     };
     ctx.store
         .create_refresh_token(&token)
@@ -260,7 +265,9 @@ fn grant_for<'a>(
         user: Some(user),
         scope,
         auth_time: token.auth_time,
-        amr: &[],
+        // OIDC Core §12.2: the ID token of a refresh says how the user signed in originally.
+        amr: &token.amr,
+        acr: token.acr.as_deref(),
         // OIDC Core §12.2: no nonce in ID tokens from a refresh.
         nonce: None,
         sid: None,

@@ -1,0 +1,3 @@
+//! `/account/*`: a signed-in person's own pages.
+
+pub mod security;
