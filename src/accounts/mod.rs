@@ -4,6 +4,7 @@
 
 mod admin;
 mod emails;
+pub mod mfa;
 mod password;
 pub mod policy;
 mod registration;
