@@ -490,3 +490,5 @@ fn to_string<T: Serialize>(value: &T) -> Result<String, PasskeyError> {
     serde_json::to_string(value).map_err(|e| PasskeyError::Internal(e.to_string()))
 }
 
+#[cfg(test)]
+mod tests;
