@@ -7,6 +7,7 @@ pub mod policy;
 mod recovery;
 mod sign_in;
 mod totp;
+pub mod webauthn;
 
 use std::sync::Arc;
 
