@@ -839,3 +839,84 @@ async fn audit_tail_prints_the_newest_events_oldest_first() {
     let none = cli.run(&["audit", "tail", "--type", "login.failed"]);
     assert!(none.status.success() && stdout(&none).is_empty());
 }
+
+#[tokio::test]
+async fn require_mfa_clients_and_user_reset_mfa() {
+    let cli = Cli::new().await;
+    let out = cli.run(&[
+        "client",
+        "create",
+        "--name",
+        "Payroll",
+        "--redirect-uri",
+        "https://payroll.example.com/cb",
+        "--require-mfa",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let store = store::open(&cli.db, 1).await.unwrap();
+    let client = store
+        .get_client(created["client_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(client.require_mfa);
+
+    let out = cli.run_with_stdin(
+        &[
+            "user",
+            "create",
+            "--email",
+            "ada@example.org",
+            "--password-stdin",
+        ],
+        "correct horse battery\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let user = store
+        .find_user_by_email("ada@example.org")
+        .await
+        .unwrap()
+        .unwrap();
+    let factor = store::MfaFactor {
+        id: uuid::Uuid::now_v7(),
+        user_id: user.id,
+        kind: store::FactorKind::Totp,
+        name: "Authenticator app".into(),
+        secret_sealed: Some(vec![0; 8]),
+        last_step: None,
+        credential_id: None,
+        credential: None,
+        confirmed_at: Some(1),
+        created_at: 1,
+        last_used_at: None,
+    };
+    store.create_factor(&factor).await.unwrap();
+    store
+        .replace_recovery_codes(user.id, &["h".to_string()], 1)
+        .await
+        .unwrap();
+
+    let out = cli.run(&["user", "reset-mfa", "--email", "ADA@example.org"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("removed 1 second factor"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(store.list_factors(user.id).await.unwrap().is_empty());
+    assert_eq!(store.count_recovery_codes(user.id).await.unwrap(), 0);
+    let audit = store.recent_audit(5).await.unwrap();
+    assert!(audit
+        .iter()
+        .any(|e| e.kind == "mfa.reset" && e.actor.as_deref() == Some("cli")));
+
+    let out = cli.run(&["user", "reset-mfa", "--email", "nobody@example.org"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no user has the address"),
+        "{}",
+        stderr(&out)
+    );
+}
