@@ -88,7 +88,11 @@ pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Res
     let facts = current.as_ref().map(|(s, u)| SessionFacts {
         acr: crate::accounts::mfa::Acr::of_session(s.acr.as_deref()),
         auth_time: s.auth_time,
-        matches_hint: hint_sub.as_ref().is_none_or(|sub| *sub == u.id.to_string()),
+        matches_hint: hint_sub.as_ref().is_none_or(|sub| *sub == u.id.to_string())
+            && request
+                .claims_sub
+                .as_ref()
+                .is_none_or(|sub| *sub == u.id.to_string()),
     });
     let consented = match &current {
         Some((_, user)) => {
@@ -117,7 +121,7 @@ pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Res
             let return_to = format!("/authorize?{}", params.to_query());
             match state
                 .mfa
-                .begin_step_up(user, &session.amr, required, &return_to)
+                .begin_step_up(user, session, required, &return_to)
                 .await
             {
                 Ok(pending) => pages::mfa_page(state, req, &pending, None).await,
@@ -232,7 +236,14 @@ async fn issue_code(
             .map(|m| m.as_str().to_string()),
         auth_time: session.auth_time,
         amr: session.amr.clone(),
-        acr: session.acr.clone(),
+        acr: Some(
+            request
+                .reported_acr(crate::accounts::mfa::Acr::of_session(
+                    session.acr.as_deref(),
+                ))
+                .as_str()
+                .to_string(),
+        ),
         created_at: now,
         expires_at: now + state.settings.oauth.code_ttl_secs as i64,
         used_at: None,

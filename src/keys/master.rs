@@ -16,6 +16,23 @@ const NONCE_LEN: usize = 12;
 #[derive(Clone)]
 pub struct MasterKey {
     cipher: Aes256Gcm,
+    /// A separate key for keyed hashes, derived from the master key (never the AES key itself).
+    mac_key: [u8; 32],
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::digest::KeyInit;
+    use hmac::Mac;
+    // RFC 2104 §2: a key shorter than the block (64 bytes) is padded with zeros.
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let mut mac = <HmacSha256 as KeyInit>::new(&block.into());
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
 }
 
 impl fmt::Debug for MasterKey {
@@ -51,7 +68,12 @@ impl MasterKey {
             return Err(MasterKeyError::Malformed);
         }
         let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| MasterKeyError::Malformed)?;
-        Ok(MasterKey { cipher })
+        let raw: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| MasterKeyError::Malformed)?;
+        let mac_key = hmac(&raw, &[b"portcullis master key derivation: keyed hashes"]);
+        Ok(MasterKey { cipher, mac_key })
     }
 
     pub fn generate_base64() -> String {
@@ -98,6 +120,13 @@ impl MasterKey {
             }
             Err(e) => Err(file_err(e.to_string())),
         }
+    }
+
+    /// HMAC-SHA256 of `message` under a key derived from the master key, separated by
+    /// `purpose`: how low-entropy secrets (recovery codes) are stored, so a stolen database
+    /// alone cannot be searched for them offline.
+    pub fn keyed_hash(&self, purpose: &str, message: &[u8]) -> [u8; 32] {
+        hmac(&self.mac_key, &[purpose.as_bytes(), &[0], message])
     }
 
     /// Encrypts `plaintext`, binding it to `context` (e.g. the key id) as associated data.

@@ -59,6 +59,28 @@ pub struct AuthorizationRequest {
     /// The weakest `acr` that satisfies `acr_values`, an essential `acr` claim and the
     /// client's own requirement; `None` when one factor will do.
     pub required_acr: Option<Acr>,
+    /// The values of an essential `acr` claim: the ID token's `acr` must be one of them.
+    pub essential_acr: Option<Vec<String>>,
+    /// A `sub` value requested through `claims` (OIDC Core §5.5.1: only that user will do).
+    pub claims_sub: Option<String>,
+}
+
+impl AuthorizationRequest {
+    /// The `acr` to put in the tokens for a session of level `reached`. With an essential
+    /// `acr` claim it must be one of the requested values (OIDC Core §5.5.1.1): the strongest
+    /// one the session satisfies; otherwise the level reached.
+    pub fn reported_acr(&self, reached: Acr) -> Acr {
+        self.essential_acr
+            .as_deref()
+            .and_then(|values| {
+                values
+                    .iter()
+                    .filter_map(|v| Acr::parse(v))
+                    .filter(|a| *a <= reached)
+                    .max()
+            })
+            .unwrap_or(reached)
+    }
 }
 
 impl AuthorizationRequest {
@@ -266,6 +288,10 @@ pub fn validate(
         })?),
     };
 
+    let (essential, claims_sub) = match params.get("claims") {
+        None => (None, None),
+        Some(raw) => parse_claims(raw).map_err(|m| fail(ErrorCode::InvalidRequest, m))?,
+    };
     let acr_request = AcrRequest {
         values: params
             .get("acr_values")
@@ -276,10 +302,7 @@ pub fn validate(
                     .collect()
             })
             .unwrap_or_default(),
-        essential: match params.get("claims") {
-            None => None,
-            Some(raw) => essential_acr(raw).map_err(|m| fail(ErrorCode::InvalidRequest, m))?,
-        },
+        essential: essential.clone(),
     };
     let floor = client.require_mfa.then_some(Acr::Mfa);
     // OIDC Core §5.5.1.1: an essential `acr` that cannot be met is a failed authentication.
@@ -299,16 +322,30 @@ pub fn validate(
         login_hint: params.get("login_hint").map(str::to_string),
         id_token_hint: params.get("id_token_hint").map(str::to_string),
         required_acr,
+        essential_acr: essential,
+        claims_sub,
     })
 }
 
-/// The values of an essential `acr` claim requested for the ID token or userinfo through
-/// the `claims` parameter (OIDC Core §5.5, §5.5.1.1): `{"id_token": {"acr": {"essential":
-/// true, "values": [...]}}}` (or `"value"`). Other requested claims are voluntary and the
-/// usual scope rules deliver them.
-fn essential_acr(raw: &str) -> Result<Option<Vec<String>>, String> {
+/// What the `claims` parameter (OIDC Core §5.5) asks that changes the sign-in: the values of
+/// an essential `acr` (`{"id_token": {"acr": {"essential": true, "values": [...]}}}`, or
+/// `"value"`; §5.5.1.1) and a requested `sub` value (§5.5.1). Other requested claims are
+/// voluntary, and the usual scope rules deliver them.
+fn parse_claims(raw: &str) -> Result<(Option<Vec<String>>, Option<String>), String> {
     let parsed: serde_json::Value = serde_json::from_str(raw)
         .map_err(|_| "claims must be a JSON object (OIDC Core §5.5)".to_string())?;
+    let sub = ["id_token", "userinfo"].iter().find_map(|target| {
+        parsed
+            .get(target)
+            .and_then(|t| t.get("sub"))
+            .and_then(|s| s.get("value"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    });
+    Ok((essential_acr(&parsed)?, sub))
+}
+
+fn essential_acr(parsed: &serde_json::Value) -> Result<Option<Vec<String>>, String> {
     let Some(members) = parsed.as_object() else {
         return Err("claims must be a JSON object (OIDC Core §5.5)".into());
     };

@@ -994,3 +994,130 @@ async fn the_security_page_adds_and_removes_an_app_after_a_recent_sign_in() {
         1
     );
 }
+
+#[tokio::test]
+async fn essential_values_claims_sub_rp_tokens_and_ended_sessions() {
+    let (app, clock) = app_on_clock(|_| {}).await;
+    first_party(&app).await;
+    let plain = rp(&app, false).await;
+    let user = app.create_user("ada@example.com", PASSWORD).await;
+
+    // A password-only session, then the user adds an app through the product's own app.
+    let b = browser();
+    through_pages(
+        &app,
+        &b,
+        &auth_url(&app, &plain, &[]),
+        &user,
+        &|_| unreachable!(),
+    )
+    .await
+    .unwrap();
+    let (secret, _) = enroll_totp(&app, &clock, &user).await;
+    clock.advance(30);
+
+    // A step-up page left open after the session ended mints nothing.
+    let page = b
+        .get(auth_url(&app, &plain, &[("acr_values", "mfa")]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("action=\"/login/mfa\""), "{page}");
+    app.state
+        .store
+        .sign_out_everywhere(user.id, clock_now(&clock))
+        .await
+        .unwrap();
+    let form = [
+        ("csrf", form_value(&page, "csrf").unwrap()),
+        ("mfa_token", form_value(&page, "mfa_token").unwrap()),
+        ("code", code_at(&secret, clock_now(&clock))),
+    ];
+    let resp = b
+        .post(app.url("/login/mfa"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("Sign in again"), "{html}");
+
+    // Sign in again (password and code): acr mfa.
+    clock.advance(30);
+    let now = clock_now(&clock);
+    let to = through_pages(&app, &b, &auth_url(&app, &plain, &[]), &user, &|_| {
+        code_at(&secret, now)
+    })
+    .await
+    .unwrap();
+    let (_, _, tokens) = exchange(&app, &plain, &query(&to, "code").unwrap(), VERIFIER).await;
+    assert_eq!(claims(tokens["id_token"].as_str().unwrap())["acr"], "mfa");
+
+    // An essential acr is answered with one of the values asked for (OIDC Core §5.5.1.1).
+    let essential =
+        json!({"id_token": {"acr": {"essential": true, "values": ["1fa"]}}}).to_string();
+    let resp = b
+        .get(auth_url(
+            &app,
+            &plain,
+            &[("claims", &essential), ("prompt", "none")],
+        ))
+        .send()
+        .await
+        .unwrap();
+    let code = query(&location(&resp).unwrap(), "code").expect("a code");
+    let (_, _, one) = exchange(&app, &plain, &code, VERIFIER).await;
+    assert_eq!(claims(one["id_token"].as_str().unwrap())["acr"], "1fa");
+
+    // A `sub` requested through claims that is someone else needs another sign-in (§5.5.1).
+    let other = json!({"id_token": {"sub": {"value": "someone-else"}}}).to_string();
+    let resp = b
+        .get(auth_url(
+            &app,
+            &plain,
+            &[("claims", &other), ("prompt", "none")],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        query(&location(&resp).unwrap(), "error").as_deref(),
+        Some("login_required")
+    );
+
+    // A relying party's access token cannot manage the user's factors.
+    let rp_token = tokens["access_token"].as_str().unwrap();
+    let got = api(
+        &app,
+        Method::POST,
+        "/auth/mfa/recovery-codes",
+        Some(rp_token),
+        None,
+    )
+    .await;
+    assert_error(&got, 403, "forbidden");
+    assert_error(
+        &api(&app, Method::GET, "/auth/mfa", Some(rp_token), None).await,
+        403,
+        "forbidden",
+    );
+}
+
+#[tokio::test]
+async fn with_mfa_switched_off_a_client_requiring_it_gets_no_tokens() {
+    let (app, _clock) = app_on_clock(|s| s.accounts.mfa.enabled = false).await;
+    app.register_client(portcullis::clients::ClientRegistration {
+        name: "Product app".into(),
+        redirect_uris: vec!["https://app.example.com/cb".into()],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        first_party: true,
+        require_mfa: true,
+        ..Default::default()
+    })
+    .await;
+    let user = app.create_user("ada@example.com", PASSWORD).await;
+    assert_error(&login(&app, &user).await, 403, "mfa_disabled");
+}

@@ -43,10 +43,11 @@ impl Acr {
         }
     }
 
-    /// The level a session with these methods reached.
+    /// The level a session with these methods reached: `phr` needs a WebAuthn key *and*
+    /// two factors (a passkey that verified its user, or a password with a security key).
     pub fn of_amr(amr: &[String]) -> Acr {
         let has = |m: &str| amr.iter().any(|a| a == m);
-        if has("hwk") || has("swk") {
+        if (has("hwk") || has("swk")) && has("mfa") {
             Acr::PhishingResistant
         } else if has("mfa") {
             Acr::Mfa
@@ -147,6 +148,11 @@ mod tests {
             combine_amr(&[], &["swk"]),
             v(&["swk"]),
             "presence only: one factor"
+        );
+        assert_eq!(Acr::of_amr(&v(&["swk"])), Acr::OneFactor, "not phr alone");
+        assert_eq!(
+            Acr::of_amr(&combine_amr(&v(&["pwd"]), &["hwk"])),
+            Acr::PhishingResistant
         );
     }
 

@@ -33,6 +33,10 @@ pub(crate) struct SignInData {
     /// fresh sign-in.
     #[serde(default)]
     pub step_up: bool,
+    /// The browser session a step-up raises: it must still be live when the factor passes
+    /// (a page left open after signing out must not mint a session).
+    #[serde(default)]
+    pub session_id_hash: Option<String>,
 }
 
 /// A sign-in waiting for its second factor.
@@ -82,6 +86,10 @@ impl MfaService {
     ) -> Result<AfterPassword, MfaError> {
         let amr = vec!["pwd".to_string()];
         if !self.enabled() {
+            if required.is_some() {
+                // A client (or request) that needs MFA gets none from a server without it.
+                return Err(MfaError::Disabled);
+            }
             return Ok(AfterPassword::Done {
                 amr,
                 acr: Acr::OneFactor,
@@ -100,6 +108,7 @@ impl MfaService {
             required: required.map(|r| r.as_str().to_string()),
             enroll: !has_factor,
             step_up: false,
+            session_id_hash: None,
         };
         Ok(AfterPassword::Pending(self.hold(user, data).await?))
     }
@@ -109,10 +118,11 @@ impl MfaService {
     pub async fn begin_step_up(
         &self,
         user: &User,
-        session_amr: &[String],
+        session: &crate::store::BrowserSession,
         required: Acr,
         return_to: &str,
     ) -> Result<PendingSignIn, MfaError> {
+        let session_amr = &session.amr;
         self.ensure_enabled()?;
         let has_factor = !self.factors(user.id).await?.is_empty();
         let data = SignInData {
@@ -121,6 +131,7 @@ impl MfaService {
             required: Some(required.as_str().to_string()),
             enroll: !has_factor,
             step_up: true,
+            session_id_hash: Some(session.id_hash.clone()),
         };
         self.hold(user, data).await
     }
@@ -269,6 +280,17 @@ impl MfaService {
         reset_key: Option<String>,
     ) -> Result<SignedIn, MfaError> {
         let now = self.clock.now();
+        if let Some(hash) = &data.session_id_hash {
+            let live = self
+                .store
+                .get_session(hash)
+                .await
+                .map_err(store_failed)?
+                .is_some_and(|s| s.user_id == user.id && now < s.expires_at);
+            if !live {
+                return Err(MfaError::SignInExpired);
+            }
+        }
         if self
             .store
             .consume_challenge(&random::hash_secret(token), PURPOSE, now)

@@ -225,9 +225,11 @@ impl MfaService {
             return Err(MfaError::InvalidCode);
         };
         let codes = first.then(recovery::generate);
-        let hashes: Option<Vec<String>> = codes
-            .as_ref()
-            .map(|c| c.iter().map(|code| recovery::hash(code)).collect());
+        let hashes: Option<Vec<String>> = codes.as_ref().map(|c| {
+            c.iter()
+                .map(|code| recovery::hash(self.keys.master(), user.id, code))
+                .collect()
+        });
         if !self
             .store
             .confirm_factor(pending.id, user.id, step, now, hashes.as_deref())

@@ -19,7 +19,7 @@ pub struct MfaApi;
 pub(super) fn mfa_error(e: MfaError, trace: &Trace) -> ApiError {
     let message = e.to_string();
     let status = match &e {
-        MfaError::Disabled => StatusCode::NOT_FOUND,
+        MfaError::Disabled => StatusCode::FORBIDDEN,
         MfaError::InvalidCode | MfaError::SignInExpired => StatusCode::UNAUTHORIZED,
         MfaError::Throttled { decision, .. } => {
             let body = Json(super::ErrorResponse {
@@ -168,13 +168,39 @@ enum ResetResponse {
     Ok(Json<ResetResult>),
 }
 
+/// The bearer's user, for a token of the product's own (first-party) app: a relying party's
+/// access token must not manage the user's second factors.
+async fn own_app_caller(
+    state: &AppState,
+    auth: &BearerAuth,
+    trace: &Trace,
+) -> Result<(crate::store::User, Option<i64>), ApiError> {
+    let (user, auth_time, client_id) = caller_signed_in(state, auth, trace).await?;
+    let first_party = state
+        .clients
+        .get(&client_id)
+        .await
+        .map_err(|_| ApiError::internal(trace))?
+        .is_some_and(|c| c.first_party);
+    if !first_party {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "second factors are managed with a token of the first-party app (POST /auth/login) \
+             or on the hosted page /account/security",
+            trace,
+        ));
+    }
+    Ok((user, auth_time))
+}
+
 /// The bearer's user, whose sign-in must be recent enough to change factors.
 async fn recent_caller(
     state: &AppState,
     auth: &BearerAuth,
     trace: &Trace,
 ) -> Result<crate::store::User, ApiError> {
-    let (user, auth_time) = caller_signed_in(state, auth, trace).await?;
+    let (user, auth_time) = own_app_caller(state, auth, trace).await?;
     state
         .mfa
         .ensure_recent(auth_time.unwrap_or(0))
@@ -229,7 +255,7 @@ impl MfaApi {
         auth: BearerAuth,
     ) -> Result<FactorListResult, ApiError> {
         let trace = Trace::of(req);
-        let user = caller(&state, &auth, &trace).await?;
+        let (user, _) = own_app_caller(&state, &auth, &trace).await?;
         let err = |e| mfa_error(e, &trace);
         let factors = state.mfa.summaries(user.id).await.map_err(err)?;
         let left = state.mfa.recovery_codes_left(user.id).await.map_err(err)?;

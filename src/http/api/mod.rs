@@ -206,12 +206,13 @@ pub async fn caller(state: &AppState, auth: &BearerAuth, trace: &Trace) -> Resul
     Ok(caller_signed_in(state, auth, trace).await?.0)
 }
 
-/// [`caller`], with the `auth_time` of the sign-in the token comes from.
+/// [`caller`], with the `auth_time` of the sign-in the token comes from and the client it
+/// was issued to.
 pub async fn caller_signed_in(
     state: &AppState,
     auth: &BearerAuth,
     trace: &Trace,
-) -> Result<(User, Option<i64>), ApiError> {
+) -> Result<(User, Option<i64>, String), ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", m, trace);
     let claims = crate::http::oidc::check_bearer(state, &auth.0.token)
         .await
@@ -236,7 +237,7 @@ pub async fn caller_signed_in(
             ApiError::internal(trace)
         })?
         .filter(|u| !u.disabled && u.deleted_at.is_none())
-        .map(|u| (u, claims.auth_time))
+        .map(|u| (u, claims.auth_time, claims.client_id.clone()))
         .ok_or_else(|| unauthorized("the access token's user no longer exists or is disabled"))
 }
 
