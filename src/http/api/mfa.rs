@@ -19,7 +19,7 @@ pub struct MfaApi;
 pub(super) fn mfa_error(e: MfaError, trace: &Trace) -> ApiError {
     let message = e.to_string();
     let status = match &e {
-        MfaError::Disabled => StatusCode::NOT_FOUND,
+        MfaError::Disabled | MfaError::PasskeysUnavailable => StatusCode::NOT_FOUND,
         MfaError::InvalidCode | MfaError::SignInExpired => StatusCode::UNAUTHORIZED,
         MfaError::Throttled { decision, .. } => {
             let body = Json(super::ErrorResponse {
