@@ -3,6 +3,7 @@
 mod abuse;
 mod accounts;
 mod browser;
+mod browser_passkeys;
 mod cli;
 mod cluster;
 mod code_flow;
