@@ -370,6 +370,8 @@ pub async fn mfa_page(
         }
     } else if pending.methods.totp {
         "Enter the code from your authenticator app.".into()
+    } else if pending.methods.passkey {
+        "Use your passkey or security key to finish signing in.".into()
     } else {
         "Use your second factor to finish signing in.".into()
     };
