@@ -723,3 +723,101 @@ async fn the_script_is_served_under_the_pages_policy_and_only_offered_where_pass
     let resp = post(&b, &plain.url("/login/passkey/options"), &[("csrf", &csrf)]).await;
     assert_eq!(resp.status(), 404);
 }
+
+async fn api(app: &TestApp, path: &str, bearer: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = app.http.post(app.url(path)).json(&body);
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_first_party_api_adds_a_passkey_and_signs_in_with_it() {
+    let app = passkey_app().await;
+    app.register_client(portcullis::clients::ClientRegistration {
+        name: "Product app".into(),
+        redirect_uris: vec!["https://app.example.com/cb".into()],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        first_party: true,
+        ..Default::default()
+    })
+    .await;
+    let user = app.create_user("ada@example.com", PASSWORD).await;
+    let login = json!({"email": user.email, "password": user.password});
+    let (status, tokens) = api(&app, "/auth/login", None, login.clone()).await;
+    assert_eq!(status, 200, "{tokens}");
+    let bearer = tokens["accessToken"].as_str().unwrap().to_string();
+
+    let (status, started) = api(
+        &app,
+        "/auth/mfa/passkey",
+        Some(&bearer),
+        json!({"name": "Phone"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    let mut authenticator = ResidentPasskey::new();
+    let credential =
+        authenticator.create(&origin(&app), &json!({"publicKey": started["publicKey"]}));
+    let confirm = json!({"ceremony": started["ceremony"], "credential": credential});
+    let (status, done) = api(
+        &app,
+        "/auth/mfa/passkey/confirm",
+        Some(&bearer),
+        confirm.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["recoveryCodes"].as_array().unwrap().len(), 10);
+    let (status, replay) = api(&app, "/auth/mfa/passkey/confirm", Some(&bearer), confirm).await;
+    assert_eq!(
+        (status, replay["code"].as_str()),
+        (422, Some("ceremony_invalid"))
+    );
+    assert_eq!(passkeys_of(&app, &user).await.len(), 1);
+
+    // The password now asks for a second step, which the passkey answers.
+    let (status, pending) = api(&app, "/auth/login", None, login).await;
+    assert_eq!(status, 401, "{pending}");
+    assert_eq!(pending["code"], "mfa_required");
+    assert!(pending["methods"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("passkey")));
+    let token = pending["mfaToken"].as_str().unwrap();
+    let (status, options) = api(
+        &app,
+        "/auth/login/mfa/passkey/options",
+        None,
+        json!({"mfaToken": token}),
+    )
+    .await;
+    assert_eq!(status, 200, "{options}");
+    let garbage = json!({"mfaToken": token, "ceremony": options["ceremony"], "credential": "{"});
+    let (status, refused) = api(&app, "/auth/login/mfa/passkey", None, garbage).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (422, Some("passkey_malformed"))
+    );
+
+    let (_, options) = api(
+        &app,
+        "/auth/login/mfa/passkey/options",
+        None,
+        json!({"mfaToken": token}),
+    )
+    .await;
+    let credential = authenticator.get(&origin(&app), &json!({"publicKey": options["publicKey"]}));
+    let answer =
+        json!({"mfaToken": token, "ceremony": options["ceremony"], "credential": credential});
+    let (status, tokens) = api(&app, "/auth/login/mfa/passkey", None, answer.clone()).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = claims(tokens["accessToken"].as_str().unwrap());
+    assert_eq!(access["acr"], "phr", "{access}");
+    let (status, _) = api(&app, "/auth/login/mfa/passkey", None, answer).await;
+    assert_eq!(status, 401, "the sign-in was completed once");
+}

@@ -169,7 +169,7 @@ enum ResetResponse {
 }
 
 /// The bearer's user, whose sign-in must be recent enough to change factors.
-async fn recent_caller(
+pub(super) async fn recent_caller(
     state: &AppState,
     auth: &BearerAuth,
     trace: &Trace,
