@@ -484,7 +484,15 @@ impl MfaService {
     ) -> Result<SignedIn, MfaError> {
         let rp = self.relying_party()?;
         let (_, record) = self.spend_ceremony(PASSWORDLESS, ceremony).await?;
-        let (claimed, credential_id) = rp.identify(credential).map_err(refused)?;
+        // Refusals before the owner is known have no account to audit; they are counted.
+        let unknown = |e: PasskeyError| {
+            self.metrics.count(
+                "portcullis_mfa_verifications_total",
+                &[("method", "passkey"), ("result", "failure")],
+            );
+            refused(e)
+        };
+        let (claimed, credential_id) = rp.identify(credential).map_err(unknown)?;
         let factor = self
             .store
             .find_passkey(&credential_id)
@@ -496,7 +504,7 @@ impl MfaService {
             .filter(|f| f.user_id == claimed)
             .and_then(|f| stored(&f).map(|p| (f, p)))
         else {
-            return Err(refused(PasskeyError::UnknownCredential));
+            return Err(unknown(PasskeyError::UnknownCredential));
         };
         let user = self
             .store
@@ -504,7 +512,7 @@ impl MfaService {
             .await
             .map_err(store_failed)?
             .filter(|u| !u.disabled && u.deleted_at.is_none())
-            .ok_or_else(|| refused(PasskeyError::UnknownCredential))?;
+            .ok_or_else(|| unknown(PasskeyError::UnknownCredential))?;
         let used = match rp.finish_discoverable(&record.state, credential, user.id, &passkey) {
             Ok(used) => used,
             Err(e) => return Err(self.passkey_failed(meta, user.id, e).await),
