@@ -298,6 +298,21 @@ async fn a_passkey_added_on_the_security_page_is_a_phishing_resistant_second_fac
     );
     let kinds = audit_kinds(&app).await;
     assert!(kinds.contains(&"mfa.succeeded".to_string()), "{kinds:?}");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.management))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "portcullis_mfa_changes_total{op=\"enrolled\",kind=\"passkey\"} 2",
+        "portcullis_mfa_verifications_total{method=\"passkey\",result=\"success\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
 
     // Removing one (a fresh sign-in is recent) is audited.
     let (_, html) = get_page(&b2, &app.url("/account/security")).await;

@@ -545,8 +545,6 @@ impl MfaService {
             "portcullis_mfa_verifications_total",
             &[("method", "passkey"), ("result", "success")],
         );
-        self.metrics
-            .count("portcullis_logins_total", &[("result", "success")]);
         Ok(SignedIn {
             user,
             amr,
