@@ -442,6 +442,13 @@ async fn acr_values_phr_accepts_a_passkey_and_refuses_an_authenticator_code() {
     let id = id_token(&app, &client, &at_client).await;
     assert_eq!(id["acr"], "phr");
     assert_eq!(id["amr"], json!(["pwd", "hwk", "user", "mfa"]));
+
+    // An account without a passkey is told so, and offered nothing else.
+    let other = app.create_user("bob@example.com", PASSWORD).await;
+    let url = auth_url(&app, &client, &[("acr_values", "phr")]);
+    let (_, page) = password_step(&app, &url, &other).await;
+    assert!(page.contains("your account has none yet"), "{page}");
+    assert!(!page.contains("action=\"/login/mfa"), "{page}");
 }
 
 #[tokio::test]
