@@ -304,6 +304,15 @@ impl Portcullis {
                 get(http::pages::login_form).post(http::pages::login_submit),
             )
             .at("/login/mfa", post(http::pages::mfa_submit))
+            .at(
+                "/login/mfa/passkey",
+                post(http::pages::passkey::second_factor),
+            )
+            .at(
+                "/login/passkey/options",
+                post(http::pages::passkey::passwordless_options),
+            )
+            .at("/login/passkey", post(http::pages::passkey::passwordless))
             .at("/account/security", get(http::account::security::show))
             .at(
                 "/account/security/totp",
@@ -312,6 +321,14 @@ impl Portcullis {
             .at(
                 "/account/security/totp/confirm",
                 post(http::account::security::totp_confirm),
+            )
+            .at(
+                "/account/security/passkey",
+                post(http::account::passkey_start),
+            )
+            .at(
+                "/account/security/passkey/finish",
+                post(http::account::passkey_finish),
             )
             .at(
                 "/account/security/remove",
@@ -343,6 +360,7 @@ impl Portcullis {
                 get(http::logout::end_session).post(http::logout::end_session),
             )
             .at("/static/portcullis.css", get(http::pages::stylesheet))
+            .at("/static/webauthn.js", get(http::pages::passkey::script))
             .at("/health/live", get(http::health::live))
             .at("/health/ready", get(http::health::ready))
             .catch_error(|_: poem::error::NotFoundError| async { http::not_found() })

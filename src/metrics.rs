@@ -161,7 +161,7 @@ pub struct Metrics {
 }
 
 /// Help texts of every series, so the exposition documents itself.
-const HELP: [(&str, &str, &str); 9] = [
+const HELP: [(&str, &str, &str); 11] = [
     (
         "portcullis_http_requests_total",
         "counter",
@@ -206,6 +206,16 @@ const HELP: [(&str, &str, &str); 9] = [
         "portcullis_key_rotations_total",
         "counter",
         "Scheduled signing key rotations by algorithm.",
+    ),
+    (
+        "portcullis_mfa_verifications_total",
+        "counter",
+        "Second-factor and passkey checks by method and result.",
+    ),
+    (
+        "portcullis_mfa_changes_total",
+        "counter",
+        "Second factors enrolled, removed or reset, by kind.",
     ),
 ];
 

@@ -1,11 +1,15 @@
-//! Hosted pages (askama): login, consent, error, messages, and the stylesheet.
-//! Server-rendered, usable without JavaScript, every form with a CSRF token.
+//! Hosted pages (askama): login, consent, error, messages, and the stylesheet; the passkey
+//! forms and their script in `pages/passkey.rs`. Server-rendered, usable without JavaScript
+//! (passkeys aside, which need it), every form with a CSRF token.
+
+pub mod passkey;
 
 use askama::Template;
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, IntoResponse, Request, Response};
 
+use crate::accounts::mfa::webauthn::options_for_html;
 use crate::accounts::mfa::{Acr, MfaError, PendingSignIn, SignedIn};
 use crate::accounts::service::{AccountError, RequestMeta};
 use crate::app::AppState;
@@ -52,6 +56,8 @@ pub struct LoginPage {
     pub error: Option<String>,
     pub client_name: Option<String>,
     pub allow_registration: bool,
+    /// Offer "Sign in with a passkey" (and passkeys in the username's autofill).
+    pub passkeys: bool,
 }
 
 pub struct ScopeLine {
@@ -202,6 +208,7 @@ pub fn login_page(
         error: error.map(str::to_string),
         client_name,
         allow_registration: state.settings.accounts.allow_registration,
+        passkeys: state.mfa.passkeys_offered(),
     };
     let status = if error.is_some() {
         StatusCode::UNAUTHORIZED
@@ -343,9 +350,12 @@ pub async fn mfa_page(
         None
     };
     let client_name = oauth::client_name_for(state, &pending.return_to).await;
-    let reason = if pending.enroll && passkey_only {
-        "This sign-in needs a passkey or security key, and your account has none yet.          Sign in somewhere you can add one, then try again."
+    let reason = if passkey_only && !pending.methods.passkey {
+        "This sign-in needs a passkey or security key, and your account has none yet. \
+         Sign in somewhere you can add one, then try again."
             .to_string()
+    } else if passkey_only {
+        "This sign-in needs a passkey or security key.".to_string()
     } else if pending.enroll {
         match (&client_name, pending.required) {
             (Some(name), Some(_)) => {
@@ -360,8 +370,23 @@ pub async fn mfa_page(
         }
     } else if pending.methods.totp {
         "Enter the code from your authenticator app.".into()
+    } else if pending.methods.passkey {
+        "Use your passkey or security key to finish signing in.".into()
     } else {
         "Use your second factor to finish signing in.".into()
+    };
+    let (passkey_ceremony, passkey_options) = if pending.methods.passkey {
+        match state.mfa.passkey_options_for(pending).await {
+            Ok(Some(c)) => (c.ceremony, options_for_html(&c.options)),
+            Ok(None) => Default::default(),
+            // The other methods still work; the page just offers no passkey.
+            Err(e) => {
+                tracing::warn!(error = %e, "no passkey ceremony for the second-factor page");
+                Default::default()
+            }
+        }
+    } else {
+        Default::default()
     };
     let (csrf, cookie) = session::csrf_token(state, req);
     let page = MfaPage {
@@ -373,8 +398,8 @@ pub async fn mfa_page(
         user_email: pending.user.email.clone(),
         enroll,
         methods: pending.methods,
-        passkey_ceremony: String::new(),
-        passkey_options: String::new(),
+        passkey_ceremony,
+        passkey_options,
     };
     let status = if error.is_some() {
         StatusCode::UNAUTHORIZED

@@ -477,7 +477,7 @@ async fn responses_carry_security_headers_and_oversized_requests_are_refused() {
     );
     let csp = h["content-security-policy"].to_str().unwrap();
     assert!(
-        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'sha256-"),
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self' 'sha256-"),
         "{csp}"
     );
     assert!(!csp.contains("unsafe-inline"), "{csp}");

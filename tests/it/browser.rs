@@ -1,6 +1,7 @@
 //! A real browser through the hosted pages: headless Chromium, driven over WebDriver
 //! (chromedriver, which the test starts itself), signs a user in on the login page, allows the
-//! consent page and ends up at the client's redirect URI with a code.
+//! consent page and ends up at the client's redirect URI with a code. The harness here also
+//! serves `browser_passkeys.rs`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/install-browser`). Without them the
 //! test skips, except under CI, where it fails.
@@ -29,14 +30,14 @@ fn in_ci() -> bool {
 }
 
 /// Where test artifacts (the screenshot, chromedriver's log) go.
-fn artifacts_dir() -> PathBuf {
+pub(crate) fn artifacts_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
     std::fs::create_dir_all(&dir).expect("create target/test-artifacts");
     dir
 }
 
 /// chromedriver, or `None` when the test should skip (it panics instead under CI).
-fn find_chromedriver() -> Option<PathBuf> {
+pub(crate) fn find_chromedriver() -> Option<PathBuf> {
     let driver = std::env::var_os("CHROMEDRIVER")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
@@ -60,7 +61,7 @@ fn find_chromedriver() -> Option<PathBuf> {
 
 /// A running chromedriver. Dropping it (also while a failing test unwinds) kills its whole
 /// process group: chromedriver and any Chromium it started.
-struct ChromeDriver {
+pub(crate) struct ChromeDriver {
     child: Child,
     url: String,
 }
@@ -68,7 +69,7 @@ struct ChromeDriver {
 impl ChromeDriver {
     /// Starts chromedriver on a free port and waits until it answers; tries a few ports in case
     /// another process takes the free one first.
-    async fn start(binary: &Path, log: &Path) -> ChromeDriver {
+    pub(crate) async fn start(binary: &Path, log: &Path) -> ChromeDriver {
         let mut last_error = String::new();
         for _ in 0..3 {
             let port = TcpListener::bind("127.0.0.1:0")
@@ -136,7 +137,7 @@ impl Drop for ChromeDriver {
 }
 
 /// A headless Chromium session with a fresh profile in `profile`.
-async fn connect(driver: &ChromeDriver, profile: &Path) -> Client {
+pub(crate) async fn connect(driver: &ChromeDriver, profile: &Path) -> Client {
     let args = [
         "--headless=new".to_string(),
         "--no-sandbox".into(),
@@ -150,7 +151,7 @@ async fn connect(driver: &ChromeDriver, profile: &Path) -> Client {
         "--window-size=1280,900".into(),
         // Nothing but loopback resolves: no lookup leaves the machine, and the client's
         // redirect URI fails at once instead of waiting on DNS.
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".into(),
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost".into(),
         format!("--user-data-dir={}", profile.display()),
     ];
     let mut caps = serde_json::Map::new();
@@ -178,7 +179,11 @@ fn pkce_pair() -> (String, String) {
 
 /// Polls the browser's address until it starts with `prefix`. The page there need not load:
 /// Chromium reports the URL of a navigation that failed, too.
-async fn wait_for_url_prefix(client: &Client, prefix: &str, timeout: Duration) -> url::Url {
+pub(crate) async fn wait_for_url_prefix(
+    client: &Client,
+    prefix: &str,
+    timeout: Duration,
+) -> url::Url {
     let deadline = Instant::now() + timeout;
     loop {
         let current = client.current_url().await;

@@ -163,6 +163,21 @@ impl TestApp {
         Self::spawn_on(listener, issuer, settings, dir, clock).await
     }
 
+    /// A server whose issuer is `http://localhost:<port>`: a secure context for WebAuthn, so its
+    /// relying party (RP ID `localhost`) comes from the issuer as in production.
+    pub async fn spawn_localhost(
+        settings: Settings,
+        dir: Arc<tempfile::TempDir>,
+        clock: Arc<dyn Clock>,
+    ) -> TestApp {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let issuer = format!(
+            "http://localhost:{}",
+            listener.local_addr().expect("addr").port()
+        );
+        Self::spawn_on(listener, issuer, settings, dir, clock).await
+    }
+
     /// Another instance of a deployment: its own port, the deployment's issuer and storage.
     pub async fn spawn_instance(
         settings: Settings,

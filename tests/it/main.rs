@@ -3,6 +3,7 @@
 mod abuse;
 mod accounts;
 mod browser;
+mod browser_passkeys;
 mod cli;
 mod cluster;
 mod code_flow;
@@ -15,7 +16,9 @@ mod keys;
 mod logout;
 mod loopback_redirects;
 mod mfa;
+mod passkeys;
 mod processes;
 mod server;
+mod soft_passkey;
 mod store_contract;
 mod token_lifecycle;

@@ -1,8 +1,10 @@
-//! Second factors: authenticator apps (`totp.rs`), recovery codes (`recovery.rs`), the
+//! Second factors: authenticator apps (`totp.rs`), passkeys (`passkeys.rs` over the ceremonies of
+//! `webauthn.rs`), recovery codes (`recovery.rs`), the
 //! half-finished sign-in that waits for one (`sign_in.rs`), and the rules of who needs one and
 //! what a sign-in is worth (`policy.rs`). One service behind the hosted pages, the account
 //! pages and the JSON API. Decides; never touches HTTP or SQL.
 
+mod passkeys;
 pub mod policy;
 mod recovery;
 mod sign_in;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+pub use passkeys::{passkey_name, PasskeyCeremony, DEFAULT_NAME as DEFAULT_PASSKEY_NAME};
 pub use policy::{Acr, AcrRequest};
 pub use sign_in::{AfterPassword, PendingSignIn, SignedIn};
 pub use totp::TotpEnrollment;
@@ -50,6 +53,8 @@ pub enum MfaError {
     ReauthRequired(u64),
     #[error("this sign-in needs a passkey or security key")]
     NeedsPasskey,
+    #[error("passkeys are not offered on this server")]
+    PasskeysUnavailable,
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
     #[error("something went wrong; try again in a moment")]
@@ -70,6 +75,7 @@ impl MfaError {
             MfaError::NoFactor => "no_factor",
             MfaError::ReauthRequired(_) => "reauthentication_required",
             MfaError::NeedsPasskey => "passkey_required",
+            MfaError::PasskeysUnavailable => "passkeys_unavailable",
             MfaError::Invalid { code, .. } => code,
             MfaError::Internal => "internal_error",
         }
@@ -136,6 +142,8 @@ pub struct MfaService {
     pub(crate) metrics: Arc<Metrics>,
     /// The audit trail and mail of the account service.
     pub(crate) accounts: Arc<AccountService>,
+    /// Our WebAuthn relying party; `None` when the issuer cannot host passkeys.
+    pub(crate) passkeys: Option<webauthn::Passkeys>,
 }
 
 impl MfaService {
@@ -149,6 +157,7 @@ impl MfaService {
         accounts: Arc<AccountService>,
     ) -> MfaService {
         MfaService {
+            passkeys: passkeys::relying_party(&settings),
             settings,
             store,
             clock,

@@ -166,7 +166,8 @@ impl MfaService {
         let passkey_only = required == Some(Acr::PhishingResistant);
         let methods = Methods {
             totp: !passkey_only && factors.iter().any(|f| f.kind == FactorKind::Totp),
-            passkey: factors.iter().any(|f| f.kind == FactorKind::Passkey),
+            passkey: self.passkeys.is_some()
+                && factors.iter().any(|f| f.kind == FactorKind::Passkey),
             recovery_code: !passkey_only && self.recovery_codes_left(user.id).await? > 0,
         };
         Ok(PendingSignIn {

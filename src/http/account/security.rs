@@ -1,5 +1,5 @@
-//! `/account/security`: a signed-in person's second factors: list, add an authenticator app,
-//! remove one, make new recovery codes. Changes need a recent sign-in, and are audited and
+//! `/account/security`: a signed-in person's second factors: list, add an authenticator app
+//! (or a passkey, in `passkeys.rs`), remove one, make new recovery codes. Changes need a recent sign-in, and are audited and
 //! mailed by the MFA service (the same one behind the JSON API).
 
 use askama::Template;
@@ -37,6 +37,8 @@ struct SecurityPage {
     factors: Vec<FactorLine>,
     recovery_left: u64,
     required: bool,
+    /// Offer "Add a passkey".
+    passkeys: bool,
 }
 
 #[derive(Template)]
@@ -66,7 +68,7 @@ async fn signed_in(
         .ok_or_else(|| login_page(state, req, PATH, "", message, None))
 }
 
-async fn page(
+pub(super) async fn page(
     state: &AppState,
     req: &Request,
     user: &User,
@@ -100,6 +102,7 @@ async fn page(
             .collect(),
         recovery_left,
         required: state.mfa.required_for(user),
+        passkeys: state.mfa.passkeys_offered(),
     };
     let status = if error.is_some() {
         StatusCode::CONFLICT
@@ -109,7 +112,7 @@ async fn page(
     html(status, &view, &cookie.into_iter().collect::<Vec<_>>())
 }
 
-fn failure(state: &AppState, req: &Request, e: MfaError) -> Response {
+pub(super) fn failure(state: &AppState, req: &Request, e: MfaError) -> Response {
     match e {
         MfaError::Throttled { policy, decision } => {
             too_many_page(state, req, "mfa_account", policy, &decision)
@@ -132,7 +135,7 @@ fn failure(state: &AppState, req: &Request, e: MfaError) -> Response {
 }
 
 /// A change: the form (CSRF checked), the session, and a recent enough sign-in.
-async fn for_change(
+pub(super) async fn for_change(
     state: &AppState,
     req: &Request,
     body: Body,
@@ -163,7 +166,7 @@ async fn for_change(
     Ok((form, user))
 }
 
-fn capitalise(s: &str) -> String {
+pub(super) fn capitalise(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(first) => first.to_uppercase().chain(c).collect(),
@@ -260,7 +263,7 @@ pub async fn totp_confirm(req: &Request, body: Body, state: Data<&AppState>) -> 
     }
 }
 
-fn recovery_page(state: &AppState, codes: Vec<String>) -> Response {
+pub(super) fn recovery_page(state: &AppState, codes: Vec<String>) -> Response {
     let view = RecoveryCodesPage {
         brand: (&state.settings.branding).into(),
         codes,

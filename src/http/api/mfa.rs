@@ -20,6 +20,7 @@ pub(super) fn mfa_error(e: MfaError, trace: &Trace) -> ApiError {
     let message = e.to_string();
     let status = match &e {
         MfaError::Disabled => StatusCode::FORBIDDEN,
+        MfaError::PasskeysUnavailable => StatusCode::NOT_FOUND,
         MfaError::InvalidCode | MfaError::SignInExpired => StatusCode::UNAUTHORIZED,
         MfaError::Throttled { decision, .. } => {
             let body = Json(super::ErrorResponse {
@@ -195,7 +196,7 @@ async fn own_app_caller(
 }
 
 /// The bearer's user, whose sign-in must be recent enough to change factors.
-async fn recent_caller(
+pub(super) async fn recent_caller(
     state: &AppState,
     auth: &BearerAuth,
     trace: &Trace,

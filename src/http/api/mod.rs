@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod mfa;
+mod passkeys;
 mod users;
 
 use std::sync::Arc;
@@ -347,15 +348,30 @@ async fn json_errors<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
 /// The API service (for its spec and Swagger UI) and its endpoint with error shaping.
 pub fn service(
     issuer: &str,
-) -> OpenApiService<(auth::AuthApi, mfa::MfaApi, users::UsersApi, admin::AdminApi), ()> {
+) -> OpenApiService<
+    (
+        auth::AuthApi,
+        mfa::MfaApi,
+        passkeys::PasskeyApi,
+        users::UsersApi,
+        admin::AdminApi,
+    ),
+    (),
+> {
     OpenApiService::new(
-        (auth::AuthApi, mfa::MfaApi, users::UsersApi, admin::AdminApi),
+        (
+            auth::AuthApi,
+            mfa::MfaApi,
+            passkeys::PasskeyApi,
+            users::UsersApi,
+            admin::AdminApi,
+        ),
         "Portcullis account API",
         env!("CARGO_PKG_VERSION"),
     )
     .description(
         "First-party account API: registration, password sign-in, refresh, password reset, \
-         email verification, second factors (authenticator apps, recovery codes), user \
+         email verification, second factors (authenticator apps, passkeys, recovery codes), user \
          administration and the audit trail. `/auth/login` and \
          `/auth/refresh` issue tokens to the one client registered with `--first-party`; \
          third-party applications must use the OpenID Connect authorization code flow.",
@@ -364,7 +380,16 @@ pub fn service(
 }
 
 pub fn endpoint(
-    api: OpenApiService<(auth::AuthApi, mfa::MfaApi, users::UsersApi, admin::AdminApi), ()>,
+    api: OpenApiService<
+        (
+            auth::AuthApi,
+            mfa::MfaApi,
+            passkeys::PasskeyApi,
+            users::UsersApi,
+            admin::AdminApi,
+        ),
+        (),
+    >,
 ) -> Arc<poem::endpoint::BoxEndpoint<'static, Response>> {
     use poem::IntoEndpoint;
     Arc::new(

@@ -141,7 +141,8 @@ fn secure_headers(state: &AppState, resp: &mut Response, is_docs: bool) {
 }
 
 /// The pages' Content-Security-Policy: no inline script but the form_post page's one line and
-/// no inline style but the branding colour, each allowed by its hash.
+/// no inline style but the branding colour, each allowed by its hash; our own passkey script
+/// from `/static/webauthn.js` (`'self'`), which fetches passwordless options from us alone.
 pub fn page_csp(primary_color: &str) -> String {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
@@ -149,8 +150,8 @@ pub fn page_csp(primary_color: &str) -> String {
     let hash = |s: &str| format!("'sha256-{}'", STANDARD.encode(Sha256::digest(s.as_bytes())));
     let style = format!(":root{{--primary: {primary_color};}}");
     format!(
-        "default-src 'none'; script-src {}; style-src 'self' {}; img-src 'self' https:; \
-         frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; script-src 'self' {}; style-src 'self' {}; img-src 'self' https:; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
         hash(crate::http::pages::FORM_POST_SCRIPT),
         hash(&style)
     )
