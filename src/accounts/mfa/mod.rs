@@ -1,10 +1,11 @@
-//! Second factors: authenticator apps (`totp.rs`), passkeys (`passkeys.rs` over the ceremonies of
-//! `webauthn.rs`), recovery codes (`recovery.rs`), the
+//! Second factors: authenticator apps (`totp.rs`), passkeys (`passkeys.rs` and `passwordless.rs`
+//! over the ceremonies of `webauthn.rs`), recovery codes (`recovery.rs`), the
 //! half-finished sign-in that waits for one (`sign_in.rs`), and the rules of who needs one and
 //! what a sign-in is worth (`policy.rs`). One service behind the hosted pages, the account
 //! pages and the JSON API. Decides; never touches HTTP or SQL.
 
 mod passkeys;
+mod passwordless;
 pub mod policy;
 mod recovery;
 mod sign_in;

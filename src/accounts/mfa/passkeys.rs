@@ -1,5 +1,5 @@
-//! Passkeys in the account's life: registering several (named) on the security page, a passkey
-//! as the second factor of a pending sign-in, and passwordless sign-in with a discoverable one.
+//! Passkeys in the account's life: registering several (named) on the security page and a
+//! passkey as the second factor of a pending sign-in (passwordless sign-in: `passwordless.rs`).
 //! Each ceremony's state is a single-use database record keyed by the hash of a random id, never
 //! a cookie, so any instance finishes what another began. Decides; never touches HTTP or SQL.
 
@@ -8,7 +8,6 @@ use serde_json::Value;
 use url::Url;
 use uuid::Uuid;
 
-use super::policy::{combine_amr, Acr};
 use super::webauthn::{PasskeyError, PasskeyUse, Passkeys, StoredPasskey, CEREMONY_LIFETIME};
 use super::{recovery, store_failed, MfaError, MfaService, SignedIn};
 use crate::accounts::service::RequestMeta;
@@ -19,7 +18,7 @@ use crate::store::{FactorKind, MfaChallenge, MfaFactor, StoreError, User};
 /// The purposes of ceremony records; a record only finishes the ceremony it was made for.
 const REGISTRATION: &str = "passkey_registration";
 const SECOND_FACTOR: &str = "passkey_second_factor";
-const PASSWORDLESS: &str = "passkey_passwordless";
+pub(super) const PASSWORDLESS: &str = "passkey_passwordless";
 
 /// What a passkey is called when its owner gives no name.
 pub const DEFAULT_NAME: &str = "Passkey";
@@ -43,15 +42,15 @@ impl std::fmt::Debug for PasskeyCeremony {
 
 /// What a ceremony record holds next to webauthn-rs's state.
 #[derive(Serialize, Deserialize)]
-struct CeremonyRecord {
-    state: String,
+pub(super) struct CeremonyRecord {
+    pub(super) state: String,
     /// Registration: the name the user gave the new passkey.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
+    pub(super) name: Option<String>,
     /// Second factor: the hash of the pending sign-in's token, so the answer completes that
     /// sign-in and no other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    sign_in: Option<String>,
+    pub(super) sign_in: Option<String>,
 }
 
 /// The relying party of these settings: RP ID and origin as configured, else from the issuer.
@@ -90,7 +89,7 @@ pub(super) fn relying_party(settings: &Settings) -> Option<Passkeys> {
 }
 
 /// A user-facing refusal (a 4xx); only our own configuration or stored data make a 500.
-fn refused(e: PasskeyError) -> MfaError {
+pub(super) fn refused(e: PasskeyError) -> MfaError {
     match e {
         PasskeyError::Configuration(reason) | PasskeyError::Internal(reason) => {
             tracing::error!(%reason, "a passkey ceremony failed on our side");
@@ -145,7 +144,7 @@ pub fn passkey_name(raw: &str) -> Result<String, MfaError> {
 }
 
 /// A stored passkey factor as the ceremonies take it.
-fn stored(factor: &MfaFactor) -> Option<StoredPasskey> {
+pub(super) fn stored(factor: &MfaFactor) -> Option<StoredPasskey> {
     let (Some(id), Some(data)) = (&factor.credential_id, &factor.credential) else {
         return None;
     };
@@ -161,7 +160,7 @@ fn stored(factor: &MfaFactor) -> Option<StoredPasskey> {
 }
 
 /// The RFC 8176 methods one verified passkey adds.
-fn methods_of(used: &PasskeyUse) -> Vec<&'static str> {
+pub(super) fn methods_of(used: &PasskeyUse) -> Vec<&'static str> {
     let mut amr = vec![used.amr()];
     if used.user_verified {
         amr.push("user");
@@ -175,7 +174,7 @@ impl MfaService {
         self.enabled() && self.passkeys.is_some()
     }
 
-    fn relying_party(&self) -> Result<&Passkeys, MfaError> {
+    pub(super) fn relying_party(&self) -> Result<&Passkeys, MfaError> {
         self.ensure_enabled()?;
         self.passkeys.as_ref().ok_or(MfaError::PasskeysUnavailable)
     }
@@ -194,7 +193,7 @@ impl MfaService {
             .collect())
     }
 
-    async fn hold_ceremony(
+    pub(super) async fn hold_ceremony(
         &self,
         purpose: &str,
         user_id: Option<Uuid>,
@@ -221,7 +220,7 @@ impl MfaService {
 
     /// Spends a ceremony record of this purpose: it is used once, whether or not its answer
     /// then verifies.
-    async fn spend_ceremony(
+    pub(super) async fn spend_ceremony(
         &self,
         purpose: &str,
         ceremony: &str,
@@ -239,7 +238,12 @@ impl MfaService {
         Ok((record.user_id, data))
     }
 
-    async fn passkey_failed(&self, meta: &RequestMeta, user_id: Uuid, e: PasskeyError) -> MfaError {
+    pub(super) async fn passkey_failed(
+        &self,
+        meta: &RequestMeta,
+        user_id: Uuid,
+        e: PasskeyError,
+    ) -> MfaError {
         self.audit(
             meta,
             "mfa.failed",
@@ -457,104 +461,6 @@ impl MfaService {
             reset_key,
         )
         .await
-    }
-
-    /// Starts a passwordless sign-in: any discoverable passkey for our RP ID may answer (also
-    /// through the browser's autofill). Answers `{"publicKey": {...}, "mediation": ...}`.
-    pub async fn start_passwordless(&self) -> Result<PasskeyCeremony, MfaError> {
-        let rp = self.relying_party()?;
-        let (options, state) = rp.start_discoverable().map_err(refused)?;
-        let record = CeremonyRecord {
-            state,
-            name: None,
-            sign_in: None,
-        };
-        self.hold_ceremony(PASSWORDLESS, None, &record, options)
-            .await
-    }
-
-    /// Finishes a passwordless sign-in: the passkey names its owner (user handle), which must
-    /// be the account the credential is stored for; a verified passkey is two factors on its
-    /// own (possession and the authenticator's user verification), so the sign-in is `phr`.
-    #[tracing::instrument(skip_all)]
-    pub async fn complete_passwordless(
-        &self,
-        meta: &RequestMeta,
-        ceremony: &str,
-        credential: &str,
-        return_to: &str,
-    ) -> Result<SignedIn, MfaError> {
-        let rp = self.relying_party()?;
-        let (_, record) = self.spend_ceremony(PASSWORDLESS, ceremony).await?;
-        // Refusals before the owner is known have no account to audit; they are counted.
-        let unknown = |e: PasskeyError| {
-            self.metrics.count(
-                "portcullis_mfa_verifications_total",
-                &[("method", "passkey"), ("result", "failure")],
-            );
-            refused(e)
-        };
-        let (claimed, credential_id) = rp.identify(credential).map_err(unknown)?;
-        let factor = self
-            .store
-            .find_passkey(&credential_id)
-            .await
-            .map_err(store_failed)?
-            .filter(|f| f.confirmed_at.is_some());
-        // The user handle is unsigned: it must name the credential's owner (WebAuthn §7.2).
-        let Some((factor, passkey)) = factor
-            .filter(|f| f.user_id == claimed)
-            .and_then(|f| stored(&f).map(|p| (f, p)))
-        else {
-            return Err(unknown(PasskeyError::UnknownCredential));
-        };
-        let user = self
-            .store
-            .get_user(factor.user_id)
-            .await
-            .map_err(store_failed)?
-            .filter(|u| !u.disabled && u.deleted_at.is_none())
-            .ok_or_else(|| unknown(PasskeyError::UnknownCredential))?;
-        let used = match rp.finish_discoverable(&record.state, credential, user.id, &passkey) {
-            Ok(used) => used,
-            Err(e) => return Err(self.passkey_failed(meta, user.id, e).await),
-        };
-        if self.settings.accounts.require_verified_email && !user.email_verified {
-            return Err(MfaError::Invalid {
-                code: "email_not_verified",
-                message: "verify your email address first: follow the link we sent you".into(),
-            });
-        }
-        let now = self.clock.now();
-        self.store
-            .touch_passkey(
-                factor.id,
-                used.updated.as_ref().map(|p| p.data.as_str()),
-                now,
-            )
-            .await
-            .map_err(store_failed)?;
-        let amr = combine_amr(&[], &methods_of(&used));
-        let acr = Acr::of_amr(&amr);
-        self.audit(
-            meta,
-            "mfa.succeeded",
-            user.id,
-            serde_json::json!({"method": "passkey", "passwordless": true}),
-        )
-        .await;
-        self.metrics.count(
-            "portcullis_mfa_verifications_total",
-            &[("method", "passkey"), ("result", "success")],
-        );
-        Ok(SignedIn {
-            user,
-            amr,
-            acr,
-            return_to: return_to.to_string(),
-            step_up: false,
-            recovery_codes: None,
-        })
     }
 }
 
