@@ -159,11 +159,13 @@ pub(super) fn stored(factor: &MfaFactor) -> Option<StoredPasskey> {
     })
 }
 
-/// The RFC 8176 methods one verified passkey adds.
+/// The RFC 8176 methods one verified passkey adds: the key (`hwk`/`swk`), the user-presence
+/// test every WebAuthn assertion carries (`user`), and `mfa` when the authenticator also
+/// verified the user (a PIN or biometric on top of possession: two kinds of factor).
 pub(super) fn methods_of(used: &PasskeyUse) -> Vec<&'static str> {
-    let mut amr = vec![used.amr()];
+    let mut amr = vec![used.amr(), "user"];
     if used.user_verified {
-        amr.push("user");
+        amr.push("mfa");
     }
     amr
 }

@@ -8,8 +8,9 @@
 //!
 //! `amr` values are RFC 8176's: `pwd` (password), `otp` (authenticator-app code or recovery
 //! code), `hwk` (a device-bound WebAuthn key) or `swk` (a synced passkey, whose key leaves
-//! the device), `user` (the authenticator verified the user), and `mfa` once two factors
-//! of different kinds were used.
+//! the device), `user` (the user-presence test of every WebAuthn assertion), and `mfa` once
+//! two factors of different kinds were used: a password with a code or key, or a passkey
+//! whose authenticator verified the user (the caller says so: presence alone is not it).
 
 use std::fmt;
 
@@ -81,9 +82,7 @@ pub fn combine_amr(so_far: &[String], added: &[&str]) -> Vec<String> {
     let possession = amr
         .iter()
         .any(|a| matches!(a.as_str(), "otp" | "hwk" | "swk"));
-    let verified_key =
-        amr.iter().any(|a| matches!(a.as_str(), "hwk" | "swk")) && amr.iter().any(|a| a == "user");
-    if ((knowledge && possession) || verified_key) && !amr.iter().any(|a| a == "mfa") {
+    if knowledge && possession && !amr.iter().any(|a| a == "mfa") {
         amr.push("mfa".into());
     }
     amr
@@ -141,12 +140,12 @@ mod tests {
             combine_amr(&v(&["pwd"]), &["otp"]),
             v(&["pwd", "otp", "mfa"])
         );
-        let passkey = combine_amr(&[], &["hwk", "user"]);
+        let passkey = combine_amr(&[], &["hwk", "user", "mfa"]);
         assert_eq!(passkey, v(&["hwk", "user", "mfa"]));
         assert_eq!(Acr::of_amr(&passkey), Acr::PhishingResistant);
         assert_eq!(
-            combine_amr(&[], &["swk"]),
-            v(&["swk"]),
+            combine_amr(&[], &["swk", "user"]),
+            v(&["swk", "user"]),
             "presence only: one factor"
         );
         assert_eq!(Acr::of_amr(&v(&["swk"])), Acr::OneFactor, "not phr alone");

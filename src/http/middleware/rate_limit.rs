@@ -107,7 +107,11 @@ pub async fn default_limit(state: &AppState, req: &Request) -> Option<Response> 
             crate::http::oauth::rate_limited_authorize(state, req, "default", policy, &d).await,
         );
     }
-    if PAGES.contains(&path) {
+    // The second-factor and account pages are pages too; the passkey options fetch is JSON.
+    let page = PAGES.contains(&path)
+        || (path.starts_with("/login/") && path != "/login/passkey/options")
+        || path.starts_with("/account/");
+    if page {
         return Some(too_many_page(state, req, "default", policy, &d));
     }
     if crate::http::api::is_api_path(path) {
