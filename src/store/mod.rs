@@ -294,8 +294,11 @@ pub trait MfaStore: Send + Sync {
         credential: Option<&str>,
         now: Timestamp,
     ) -> StoreResult<()>;
-    /// Deletes one factor of the user; false if the user has no such factor.
-    async fn delete_factor(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    /// Deletes one factor of the user; false if the user has no such factor. With
+    /// `keep_one`, refuses with `Conflict("last_factor")` when no other confirmed factor
+    /// would remain, deciding under a lock of the user, so two parallel removals of a user's
+    /// two factors cannot both succeed.
+    async fn delete_factor(&self, user_id: Uuid, id: Uuid, keep_one: bool) -> StoreResult<bool>;
     /// Deletes every factor and recovery code of the user (an admin's reset); returns how
     /// many factors went.
     async fn delete_all_factors(&self, user_id: Uuid) -> StoreResult<u64>;

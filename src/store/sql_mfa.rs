@@ -197,12 +197,40 @@ macro_rules! impl_sql_mfa_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn delete_factor(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+            async fn delete_factor(
+                &self,
+                user_id: Uuid,
+                id: Uuid,
+                keep_one: bool,
+            ) -> StoreResult<bool> {
+                let mut tx = self.writer.begin().await?;
+                if keep_one {
+                    // PostgreSQL: removals for one user queue on the user's row. SQLite has
+                    // one writer connection, so its transactions never interleave.
+                    if $backend == "postgres" {
+                        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                            .bind(user_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    }
+                    let others: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM mfa_factors WHERE user_id = $1 AND id <> $2 \
+                         AND confirmed_at IS NOT NULL",
+                    )
+                    .bind(user_id)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if others == 0 {
+                        return Err(StoreError::Conflict("last_factor".into()));
+                    }
+                }
                 let done = sqlx::query("DELETE FROM mfa_factors WHERE id = $1 AND user_id = $2")
                     .bind(id)
                     .bind(user_id)
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(done.rows_affected() == 1)
             }
 

@@ -599,6 +599,7 @@ macro_rules! contract_suite {
                 users_are_searched_updated_and_soft_deleted,
                 audit_queries_filter_and_page,
                 second_factors_steps_codes_and_challenges_are_spent_once,
+                parallel_removals_keep_the_last_required_factor,
             );
         }
     };
@@ -1019,10 +1020,10 @@ async fn second_factors_steps_codes_and_challenges_are_spent_once(store: Arc<dyn
         .is_none());
 
     // Removing one factor, then an admin's reset of everything.
-    assert!(store.delete_factor(u.id, key.id).await.unwrap());
+    assert!(store.delete_factor(u.id, key.id, false).await.unwrap());
     assert!(
         !store
-            .delete_factor(Uuid::now_v7(), second.id)
+            .delete_factor(Uuid::now_v7(), second.id, false)
             .await
             .unwrap(),
         "not another user's"
@@ -1030,6 +1031,32 @@ async fn second_factors_steps_codes_and_challenges_are_spent_once(store: Arc<dyn
     assert_eq!(store.delete_all_factors(u.id).await.unwrap(), 1);
     assert_eq!(store.count_recovery_codes(u.id).await.unwrap(), 0);
     assert!(store.list_factors(u.id).await.unwrap().is_empty());
+}
+
+async fn parallel_removals_keep_the_last_required_factor(store: Arc<dyn Store>) {
+    let u = user("keep@example.com");
+    store.create_user(&u).await.unwrap();
+    let (a, b) = (totp_factor(u.id, true), totp_factor(u.id, true));
+    store.create_factor(&a).await.unwrap();
+    store.create_factor(&b).await.unwrap();
+    let (ra, rb) = tokio::join!(
+        store.delete_factor(u.id, a.id, true),
+        store.delete_factor(u.id, b.id, true)
+    );
+    let removed = [&ra, &rb].iter().filter(|r| matches!(r, Ok(true))).count();
+    let refused = [&ra, &rb]
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Conflict(_))))
+        .count();
+    assert_eq!((removed, refused), (1, 1), "{ra:?} {rb:?}");
+    assert_eq!(store.list_factors(u.id).await.unwrap().len(), 1);
+    // Without the rule the last one goes too.
+    let last = store.list_factors(u.id).await.unwrap()[0].id;
+    assert!(matches!(
+        store.delete_factor(u.id, last, true).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store.delete_factor(u.id, last, false).await.unwrap());
 }
 
 async fn migrations_can_be_applied_again(store: Arc<dyn Store>) {

@@ -240,16 +240,12 @@ impl MfaService {
         let Some(factor) = factors.iter().find(|f| f.id == id) else {
             return Err(MfaError::NotFound);
         };
-        if factors.len() == 1 && self.required_for(user) {
-            return Err(MfaError::LastFactor);
-        }
-        if !self
-            .store
-            .delete_factor(user.id, id)
-            .await
-            .map_err(store_failed)?
-        {
-            return Err(MfaError::NotFound);
+        let keep_one = self.required_for(user);
+        match self.store.delete_factor(user.id, id, keep_one).await {
+            Ok(true) => {}
+            Ok(false) => return Err(MfaError::NotFound),
+            Err(StoreError::Conflict(_)) => return Err(MfaError::LastFactor),
+            Err(e) => return Err(store_failed(e)),
         }
         if factors.len() == 1 {
             self.store

@@ -359,7 +359,7 @@ impl MfaService {
             .confirm_factor(factor.id, user.id, 0, now, hashes.as_deref())
             .await;
         if !matches!(confirmed, Ok(true)) {
-            if let Err(e) = self.store.delete_factor(user.id, factor.id).await {
+            if let Err(e) = self.store.delete_factor(user.id, factor.id, false).await {
                 tracing::error!(error = %e, "an unconfirmed passkey could not be removed");
             }
             return Err(confirmed.map_or_else(store_failed, |_| MfaError::Internal));
