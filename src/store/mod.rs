@@ -273,17 +273,19 @@ pub trait MfaStore: Send + Sync {
     /// Stores a factor; for an unconfirmed TOTP factor, the user's other unconfirmed TOTP
     /// enrollments are dropped in the same transaction (one enrollment at a time).
     async fn create_factor(&self, factor: &MfaFactor) -> StoreResult<()>;
-    /// Confirms an unconfirmed factor of the user with its first accepted step and, when
-    /// `recovery_hashes` is given, replaces the user's recovery codes: one transaction.
-    /// False (nothing written) if it was confirmed meanwhile or is gone.
+    /// Confirms an unconfirmed factor of the user with its first accepted step and, when it
+    /// is the user's first confirmed factor, stores `first_codes` as the recovery codes: one
+    /// transaction, deciding "first" under a lock of the user (two parallel first
+    /// enrollments cannot both show codes). `None` (nothing written) if it was confirmed
+    /// meanwhile or is gone; `Some(true)` when the codes were stored.
     async fn confirm_factor(
         &self,
         id: Uuid,
         user_id: Uuid,
         step: i64,
         now: Timestamp,
-        recovery_hashes: Option<&[String]>,
-    ) -> StoreResult<bool>;
+        first_codes: &[String],
+    ) -> StoreResult<Option<bool>>;
     /// Accepts TOTP step `step` of a confirmed factor only if it is later than the last one
     /// accepted: of two requests with the same code exactly one gets true.
     async fn use_totp_step(&self, id: Uuid, step: i64, now: Timestamp) -> StoreResult<bool>;

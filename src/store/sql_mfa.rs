@@ -137,9 +137,23 @@ macro_rules! impl_sql_mfa_store {
                 user_id: Uuid,
                 step: i64,
                 now: Timestamp,
-                recovery_hashes: Option<&[String]>,
-            ) -> StoreResult<bool> {
+                first_codes: &[String],
+            ) -> StoreResult<Option<bool>> {
                 let mut tx = self.writer.begin().await?;
+                if $backend == "postgres" {
+                    sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                        .bind(user_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                }
+                let others: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM mfa_factors WHERE user_id = $1 AND id <> $2 \
+                     AND confirmed_at IS NOT NULL",
+                )
+                .bind(user_id)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
                 let done = sqlx::query(
                     "UPDATE mfa_factors SET confirmed_at = $1, last_step = $2, last_used_at = $1 \
                      WHERE id = $3 AND user_id = $4 AND confirmed_at IS NULL",
@@ -151,13 +165,14 @@ macro_rules! impl_sql_mfa_store {
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() != 1 {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                if let Some(hashes) = recovery_hashes {
-                    insert_recovery_codes(&mut tx, user_id, hashes, now).await?;
+                let first = others == 0;
+                if first {
+                    insert_recovery_codes(&mut tx, user_id, first_codes, now).await?;
                 }
                 tx.commit().await?;
-                Ok(true)
+                Ok(Some(first))
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]

@@ -600,6 +600,7 @@ macro_rules! contract_suite {
                 audit_queries_filter_and_page,
                 second_factors_steps_codes_and_challenges_are_spent_once,
                 parallel_removals_keep_the_last_required_factor,
+                parallel_first_enrollments_keep_one_set_of_codes,
             );
         }
     };
@@ -908,18 +909,36 @@ async fn second_factors_steps_codes_and_challenges_are_spent_once(store: Arc<dyn
     assert_eq!(all.len(), 1, "the earlier unconfirmed enrollment went");
     assert_eq!(all[0].id, second.id);
     let hashes: Vec<String> = (0..3).map(|i| format!("hash-{i}")).collect();
-    assert!(store
-        .confirm_factor(second.id, u.id, 100, 20, Some(&hashes))
-        .await
-        .unwrap());
-    assert!(
-        !store
-            .confirm_factor(second.id, u.id, 101, 21, None)
+    assert_eq!(
+        store
+            .confirm_factor(second.id, u.id, 100, 20, &hashes)
             .await
             .unwrap(),
+        Some(true),
+        "the first factor keeps its recovery codes"
+    );
+    assert_eq!(
+        store
+            .confirm_factor(second.id, u.id, 101, 21, &hashes)
+            .await
+            .unwrap(),
+        None,
         "confirmed once"
     );
     assert_eq!(store.count_recovery_codes(u.id).await.unwrap(), 3);
+    // A second factor, confirmed later, leaves the codes as they are.
+    let third = totp_factor(u.id, false);
+    store.create_factor(&third).await.unwrap();
+    let other: Vec<String> = vec!["other".into()];
+    assert_eq!(
+        store
+            .confirm_factor(third.id, u.id, 100, 22, &other)
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert!(!store.use_recovery_code(u.id, "other", 23).await.unwrap());
+    assert!(store.delete_factor(u.id, third.id, false).await.unwrap());
 
     // A step is accepted once, and only a later one after it; in parallel, one wins.
     assert!(
@@ -1031,6 +1050,36 @@ async fn second_factors_steps_codes_and_challenges_are_spent_once(store: Arc<dyn
     assert_eq!(store.delete_all_factors(u.id).await.unwrap(), 1);
     assert_eq!(store.count_recovery_codes(u.id).await.unwrap(), 0);
     assert!(store.list_factors(u.id).await.unwrap().is_empty());
+}
+
+async fn parallel_first_enrollments_keep_one_set_of_codes(store: Arc<dyn Store>) {
+    let u = user("first@example.com");
+    store.create_user(&u).await.unwrap();
+    let mut a = totp_factor(u.id, false);
+    a.kind = FactorKind::Passkey;
+    a.secret_sealed = None;
+    a.credential_id = Some("first-a".into());
+    let mut b = a.clone();
+    b.id = Uuid::now_v7();
+    b.credential_id = Some("first-b".into());
+    store.create_factor(&a).await.unwrap();
+    store.create_factor(&b).await.unwrap();
+    let (codes_a, codes_b) = (vec!["code-a".to_string()], vec!["code-b".to_string()]);
+    let (ra, rb) = tokio::join!(
+        store.confirm_factor(a.id, u.id, 0, 30, &codes_a),
+        store.confirm_factor(b.id, u.id, 0, 30, &codes_b)
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(
+        [ra, rb].iter().filter(|r| **r == Some(true)).count(),
+        1,
+        "exactly one is the first factor: {ra:?} {rb:?}"
+    );
+    let shown = if ra == Some(true) { "code-a" } else { "code-b" };
+    assert!(
+        store.use_recovery_code(u.id, shown, 31).await.unwrap(),
+        "the shown set works"
+    );
 }
 
 async fn parallel_removals_keep_the_last_required_factor(store: Arc<dyn Store>) {

@@ -325,7 +325,6 @@ impl MfaService {
         {
             return Err(already_registered());
         }
-        let first = self.factors(user.id).await?.is_empty();
         let name = record.name.unwrap_or_else(|| DEFAULT_NAME.into());
         let now = self.clock.now();
         let factor = MfaFactor {
@@ -348,22 +347,26 @@ impl MfaService {
             Err(StoreError::Conflict(_)) => return Err(already_registered()),
             Err(e) => return Err(store_failed(e)),
         }
-        let codes = first.then(recovery::generate);
-        let hashes: Option<Vec<String>> = codes.as_ref().map(|c| {
-            c.iter()
-                .map(|code| recovery::hash(self.keys.master(), user.id, code))
-                .collect()
-        });
+        // Made every time; kept (and shown) only if this turns out to be the first factor.
+        let all_codes = recovery::generate();
+        let hashes: Vec<String> = all_codes
+            .iter()
+            .map(|code| recovery::hash(self.keys.master(), user.id, code))
+            .collect();
         let confirmed = self
             .store
-            .confirm_factor(factor.id, user.id, 0, now, hashes.as_deref())
+            .confirm_factor(factor.id, user.id, 0, now, &hashes)
             .await;
-        if !matches!(confirmed, Ok(true)) {
-            if let Err(e) = self.store.delete_factor(user.id, factor.id, false).await {
-                tracing::error!(error = %e, "an unconfirmed passkey could not be removed");
+        let first = match confirmed {
+            Ok(Some(first)) => first,
+            other => {
+                if let Err(e) = self.store.delete_factor(user.id, factor.id, false).await {
+                    tracing::error!(error = %e, "an unconfirmed passkey could not be removed");
+                }
+                return Err(other.map_or_else(store_failed, |_| MfaError::Internal));
             }
-            return Err(confirmed.map_or_else(store_failed, |_| MfaError::Internal));
-        }
+        };
+        let codes = first.then_some(all_codes);
         self.audit(
             meta,
             "mfa.enrolled",

@@ -213,7 +213,6 @@ impl MfaService {
         else {
             return Err(MfaError::NoEnrollment);
         };
-        let first = !all.iter().any(|f| f.confirmed_at.is_some());
         let code = normalize_code(code).ok_or(MfaError::InvalidCode)?;
         let now = self.clock.now();
         let totp = self.totp_of(pending, user)?;
@@ -224,20 +223,21 @@ impl MfaService {
             );
             return Err(MfaError::InvalidCode);
         };
-        let codes = first.then(recovery::generate);
-        let hashes: Option<Vec<String>> = codes.as_ref().map(|c| {
-            c.iter()
-                .map(|code| recovery::hash(self.keys.master(), user.id, code))
-                .collect()
-        });
-        if !self
+        // Made every time; kept (and shown) only if this turns out to be the first factor.
+        let codes = recovery::generate();
+        let hashes: Vec<String> = codes
+            .iter()
+            .map(|code| recovery::hash(self.keys.master(), user.id, code))
+            .collect();
+        let Some(first) = self
             .store
-            .confirm_factor(pending.id, user.id, step, now, hashes.as_deref())
+            .confirm_factor(pending.id, user.id, step, now, &hashes)
             .await
             .map_err(store_failed)?
-        {
+        else {
             return Err(MfaError::NoEnrollment);
-        }
+        };
+        let codes = first.then_some(codes);
         self.audit(
             meta,
             "mfa.enrolled",
