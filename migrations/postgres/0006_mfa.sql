@@ -39,6 +39,9 @@ CREATE TABLE mfa_challenges (
 );
 CREATE INDEX mfa_challenges_expiry ON mfa_challenges (expires_at);
 
+-- Consecutive failed second-factor attempts (NIST SP 800-63B §5.2.2: at most 100).
+ALTER TABLE users ADD COLUMN mfa_failures BIGINT NOT NULL DEFAULT 0;
+
 -- Tokens from a refresh keep how the user signed in.
 ALTER TABLE refresh_tokens ADD COLUMN amr TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE refresh_tokens ADD COLUMN acr TEXT;

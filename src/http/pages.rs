@@ -430,13 +430,38 @@ fn mfa_failure(state: &AppState, req: &Request, e: MfaError) -> Response {
             "Second factors are off",
             "This server does not offer second factors, and this sign-in needs one.",
         ),
-        _ => error_page(
+        MfaError::Internal => error_page(
             state,
             req,
             StatusCode::INTERNAL_SERVER_ERROR,
             "Something went wrong",
             "Please try again in a moment.",
         ),
+        MfaError::Locked => error_page(
+            state,
+            req,
+            StatusCode::FORBIDDEN,
+            "Second factor locked",
+            &sentence_of(&MfaError::Locked),
+        ),
+        // Every other refusal is the user's to fix, and says how.
+        other => error_page(
+            state,
+            req,
+            StatusCode::BAD_REQUEST,
+            "Second factor",
+            &sentence_of(&other),
+        ),
+    }
+}
+
+/// An error's message as a sentence for a page.
+fn sentence_of(e: &MfaError) -> String {
+    let text = e.to_string();
+    let mut c = text.chars();
+    match c.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), c.as_str()),
+        None => String::new(),
     }
 }
 

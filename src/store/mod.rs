@@ -304,6 +304,12 @@ pub trait MfaStore: Send + Sync {
     /// Deletes every factor and recovery code of the user (an admin's reset); returns how
     /// many factors went.
     async fn delete_all_factors(&self, user_id: Uuid) -> StoreResult<u64>;
+    /// Counts one more consecutive failed second-factor attempt; returns the new count.
+    async fn record_mfa_failure(&self, user_id: Uuid) -> StoreResult<i64>;
+    /// Consecutive failed second-factor attempts of the user.
+    async fn mfa_failures(&self, user_id: Uuid) -> StoreResult<i64>;
+    /// A success (or an admin's reset) starts the count again.
+    async fn reset_mfa_failures(&self, user_id: Uuid) -> StoreResult<()>;
     /// Replaces the user's recovery codes (hashes) in one transaction.
     async fn replace_recovery_codes(
         &self,

@@ -260,8 +260,43 @@ macro_rules! impl_sql_mfa_store {
                     .bind(user_id)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query("UPDATE users SET mfa_failures = 0 WHERE id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected())
+            }
+
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
+            async fn record_mfa_failure(&self, user_id: Uuid) -> StoreResult<i64> {
+                let n: Option<i64> = sqlx::query_scalar(
+                    "UPDATE users SET mfa_failures = mfa_failures + 1 WHERE id = $1 \
+                     RETURNING mfa_failures",
+                )
+                .bind(user_id)
+                .fetch_optional(&self.writer)
+                .await?;
+                Ok(n.unwrap_or(0))
+            }
+
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
+            async fn mfa_failures(&self, user_id: Uuid) -> StoreResult<i64> {
+                let n: Option<i64> =
+                    sqlx::query_scalar("SELECT mfa_failures FROM users WHERE id = $1")
+                        .bind(user_id)
+                        .fetch_optional(&self.writer)
+                        .await?;
+                Ok(n.unwrap_or(0))
+            }
+
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
+            async fn reset_mfa_failures(&self, user_id: Uuid) -> StoreResult<()> {
+                sqlx::query("UPDATE users SET mfa_failures = 0 WHERE id = $1 AND mfa_failures <> 0")
+                    .bind(user_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]

@@ -1121,3 +1121,81 @@ async fn with_mfa_switched_off_a_client_requiring_it_gets_no_tokens() {
     let user = app.create_user("ada@example.com", PASSWORD).await;
     assert_error(&login(&app, &user).await, 403, "mfa_disabled");
 }
+
+#[tokio::test]
+async fn a_hundred_wrong_codes_in_a_row_lock_the_factor_until_an_admin_resets_it() {
+    // With the rate limits off, only the consecutive-failure count (NIST SP 800-63B §5.2.2)
+    // stands between a guesser and the code.
+    let (app, clock) = app_on_clock(|s| s.rate_limits.enabled = false).await;
+    first_party(&app).await;
+    let user = app.create_user("ada@example.com", PASSWORD).await;
+    let (secret, _) = enroll_totp(&app, &clock, &user).await;
+    clock.advance(30);
+    let token = mfa_token(&app, &user).await;
+    // A success in between starts the count again.
+    for _ in 0..60 {
+        assert_error(
+            &login_mfa(&app, &token, "000000").await,
+            401,
+            "invalid_code",
+        );
+    }
+    let (s, _) = login_mfa(&app, &token, &code_at(&secret, clock_now(&clock))).await;
+    assert_eq!(s, StatusCode::OK);
+    let token = mfa_token(&app, &user).await;
+    for _ in 0..100 {
+        assert_error(
+            &login_mfa(&app, &token, "000000").await,
+            401,
+            "invalid_code",
+        );
+    }
+    clock.advance(30);
+    let right = code_at(&secret, clock_now(&clock));
+    assert_error(&login_mfa(&app, &token, &right).await, 403, "mfa_locked");
+    let kinds: Vec<String> = app
+        .state
+        .store
+        .recent_audit(20)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.iter().any(|k| k == "mfa.locked"), "{kinds:?}");
+
+    // An admin's reset clears the lock with the factors.
+    let admin = app.create_user("root@example.com", PASSWORD).await;
+    let mut row = app.state.store.get_user(admin.id).await.unwrap().unwrap();
+    row.roles = vec!["admin".into()];
+    app.state.store.update_user(&row).await.unwrap();
+    let got = login(&app, &admin).await;
+    let pending = got.1["mfaToken"].as_str().unwrap().to_string();
+    let (_, started) = api(
+        &app,
+        Method::POST,
+        "/auth/mfa/totp",
+        None,
+        Some(json!({"mfaToken": pending})),
+    )
+    .await;
+    let (_, admin_tokens) = login_mfa(
+        &app,
+        &pending,
+        &code_at(started["secret"].as_str().unwrap(), clock_now(&clock)),
+    )
+    .await;
+    let bearer = admin_tokens["accessToken"].as_str().unwrap();
+    let (s, _) = api(
+        &app,
+        Method::DELETE,
+        &format!("/users/{}/mfa", user.id),
+        Some(bearer),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(app.state.store.mfa_failures(user.id).await.unwrap(), 0);
+    let (s, _) = login(&app, &user).await;
+    assert_eq!(s, StatusCode::OK);
+}

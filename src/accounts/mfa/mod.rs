@@ -54,6 +54,8 @@ pub enum MfaError {
     ReauthRequired(u64),
     #[error("this sign-in needs a passkey or security key")]
     NeedsPasskey,
+    #[error("the second factor of this account is locked after too many wrong attempts in a row; an administrator must reset it")]
+    Locked,
     #[error("passkeys are not offered on this server")]
     PasskeysUnavailable,
     #[error("{message}")]
@@ -76,6 +78,7 @@ impl MfaError {
             MfaError::NoFactor => "no_factor",
             MfaError::ReauthRequired(_) => "reauthentication_required",
             MfaError::NeedsPasskey => "passkey_required",
+            MfaError::Locked => "mfa_locked",
             MfaError::PasskeysUnavailable => "passkeys_unavailable",
             MfaError::Invalid { code, .. } => code,
             MfaError::Internal => "internal_error",
@@ -87,6 +90,10 @@ fn store_failed(e: StoreError) -> MfaError {
     tracing::error!(error = %e, "storage failure in the MFA service");
     MfaError::Internal
 }
+
+/// Consecutive failed second-factor attempts after which the factor is locked until an
+/// administrator resets it (NIST SP 800-63B §5.2.2 allows at most 100).
+pub const MAX_CONSECUTIVE_FAILURES: i64 = 100;
 
 /// A confirmed factor as the user sees it (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,6 +331,19 @@ impl MfaService {
         meta: &RequestMeta,
         user_id: Uuid,
     ) -> Result<Option<String>, MfaError> {
+        // NIST SP 800-63B §5.2.2: at most 100 consecutive failures, whatever the rate.
+        let failures = self
+            .store
+            .mfa_failures(user_id)
+            .await
+            .map_err(store_failed)?;
+        if failures >= MAX_CONSECUTIVE_FAILURES {
+            self.metrics.count(
+                "portcullis_mfa_verifications_total",
+                &[("method", "any"), ("result", "locked")],
+            );
+            return Err(MfaError::Locked);
+        }
         let limits = &self.settings.rate_limits;
         if !limits.enabled {
             return Ok(None);
@@ -343,5 +363,34 @@ impl MfaService {
             });
         }
         Ok(Some(key))
+    }
+
+    /// Counts a wrong second factor towards the lockout; at the limit the owner is mailed.
+    pub(crate) async fn failed_attempt(&self, meta: &RequestMeta, user: &User) {
+        match self.store.record_mfa_failure(user.id).await {
+            Ok(n) if n == MAX_CONSECUTIVE_FAILURES => {
+                self.audit(
+                    meta,
+                    "mfa.locked",
+                    user.id,
+                    serde_json::json!({"failures": n}),
+                )
+                .await;
+                self.accounts.send_security_notice(
+                    user,
+                    "Your second factor was locked after too many wrong codes in a row. \
+                     Ask an administrator to reset it.",
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not count a failed second factor"),
+        }
+    }
+
+    /// A passed second factor starts the lockout count again.
+    pub(crate) async fn passed_attempt(&self, user_id: Uuid) {
+        if let Err(e) = self.store.reset_mfa_failures(user_id).await {
+            tracing::error!(error = %e, "could not reset the failed second-factor count");
+        }
     }
 }

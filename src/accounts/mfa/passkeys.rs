@@ -440,7 +440,10 @@ impl MfaService {
         let used = match rp.finish_authentication(user.id, &record.state, credential, &credentials)
         {
             Ok(used) => used,
-            Err(e) => return Err(self.passkey_failed(meta, user.id, e).await),
+            Err(e) => {
+                self.failed_attempt(meta, &user).await;
+                return Err(self.passkey_failed(meta, user.id, e).await);
+            }
         };
         let factor = passkeys
             .iter()

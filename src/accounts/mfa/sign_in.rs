@@ -246,6 +246,7 @@ impl MfaService {
             None
         };
         let Some(method) = method else {
+            self.failed_attempt(meta, &user).await;
             self.audit(meta, "mfa.failed", user.id, serde_json::json!({}))
                 .await;
             self.metrics.count(
@@ -304,6 +305,7 @@ impl MfaService {
         if let Some(key) = reset_key {
             self.limiter.reset(&key).await;
         }
+        self.passed_attempt(user.id).await;
         let amr = combine_amr(&data.amr, added_amr);
         let acr = Acr::of_amr(&amr);
         self.audit(

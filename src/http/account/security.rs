@@ -124,12 +124,19 @@ pub(super) fn failure(state: &AppState, req: &Request, e: MfaError) -> Response 
             "Second factors are off",
             "This server does not offer second factors (accounts.mfa.enabled = false).",
         ),
-        _ => error_page(
+        MfaError::Internal => error_page(
             state,
             req,
             StatusCode::INTERNAL_SERVER_ERROR,
             "Something went wrong",
             "Please try again in a moment.",
+        ),
+        other => error_page(
+            state,
+            req,
+            StatusCode::BAD_REQUEST,
+            "Second factors",
+            &format!("{}.", capitalise(&other.to_string())),
         ),
     }
 }

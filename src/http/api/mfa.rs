@@ -32,7 +32,9 @@ pub(super) fn mfa_error(e: MfaError, trace: &Trace) -> ApiError {
         }
         MfaError::NoEnrollment | MfaError::LastFactor | MfaError::NoFactor => StatusCode::CONFLICT,
         MfaError::NotFound => StatusCode::NOT_FOUND,
-        MfaError::ReauthRequired(_) | MfaError::NeedsPasskey => StatusCode::FORBIDDEN,
+        MfaError::ReauthRequired(_) | MfaError::NeedsPasskey | MfaError::Locked => {
+            StatusCode::FORBIDDEN
+        }
         MfaError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         MfaError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     };
