@@ -309,6 +309,10 @@ impl Portcullis {
                 post(http::pages::passkey::second_factor),
             )
             .at(
+                "/login/mfa/passkey/register",
+                post(http::pages::passkey::enroll),
+            )
+            .at(
                 "/login/passkey/options",
                 post(http::pages::passkey::passwordless_options),
             )

@@ -98,6 +98,10 @@ pub struct MfaPage {
     /// WebAuthn ceremony id and request options (JSON, `<` escaped), when a passkey can be used.
     pub passkey_ceremony: String,
     pub passkey_options: String,
+    /// WebAuthn registration ceremony id and creation options, when this sign-in needs a
+    /// passkey the account does not have yet: "Add a passkey to continue".
+    pub enroll_ceremony: String,
+    pub enroll_options: String,
 }
 
 #[derive(Template)]
@@ -350,7 +354,30 @@ pub async fn mfa_page(
         None
     };
     let client_name = oauth::client_name_for(state, &pending.return_to).await;
-    let reason = if passkey_only && !pending.methods.passkey {
+    let (enroll_ceremony, enroll_options) = if passkey_only && !pending.methods.passkey {
+        match state.mfa.passkey_enrollment_for(pending).await {
+            Ok(Some(c)) => (c.ceremony, options_for_html(&c.options)),
+            Ok(None) => Default::default(),
+            // The page then says what is needed, as where passkeys are not offered.
+            Err(e) => {
+                tracing::warn!(error = %e, "no passkey registration for the second-factor page");
+                Default::default()
+            }
+        }
+    } else {
+        Default::default()
+    };
+    let reason = if passkey_only && !pending.methods.passkey && !enroll_ceremony.is_empty() {
+        match &client_name {
+            Some(name) => format!(
+                "{name} asks for a passkey or security key, and your account has none yet. \
+                 Add one to continue."
+            ),
+            None => "This sign-in needs a passkey or security key, and your account has none \
+                     yet. Add one to continue."
+                .to_string(),
+        }
+    } else if passkey_only && !pending.methods.passkey {
         "This sign-in needs a passkey or security key, and your account has none yet. \
          Sign in somewhere you can add one, then try again."
             .to_string()
@@ -400,6 +427,8 @@ pub async fn mfa_page(
         methods: pending.methods,
         passkey_ceremony,
         passkey_options,
+        enroll_ceremony,
+        enroll_options,
     };
     let status = if error.is_some() {
         StatusCode::UNAUTHORIZED

@@ -1,8 +1,8 @@
 //! Passkeys over HTTP against the real server, with a software authenticator speaking the
 //! script's JSON: registered on /account/security, used as the second factor (acr `phr`), used
-//! alone from the login page (passwordless), required by `acr_values=phr`, each ceremony once,
-//! a ceremony begun on one instance finished on another, and hostile input refused with a 4xx
-//! that writes nothing.
+//! alone from the login page (passwordless), required by `acr_values=phr` (and added on the spot
+//! by an account without one), each ceremony once, a ceremony begun on one instance finished on
+//! another, and hostile input refused with a 4xx that writes nothing.
 
 use std::sync::Arc;
 
@@ -443,12 +443,126 @@ async fn acr_values_phr_accepts_a_passkey_and_refuses_an_authenticator_code() {
     assert_eq!(id["acr"], "phr");
     assert_eq!(id["amr"], json!(["pwd", "hwk", "user", "mfa"]));
 
-    // An account without a passkey is told so, and offered nothing else.
+    // An account without a passkey is told so, and offered to add one: nothing else.
     let other = app.create_user("bob@example.com", PASSWORD).await;
     let url = auth_url(&app, &client, &[("acr_values", "phr")]);
     let (_, page) = password_step(&app, &url, &other).await;
     assert!(page.contains("your account has none yet"), "{page}");
-    assert!(!page.contains("action=\"/login/mfa"), "{page}");
+    assert!(page.contains("Add a passkey to continue"), "{page}");
+    assert!(
+        page.contains("action=\"/login/mfa/passkey/register\""),
+        "{page}"
+    );
+    assert!(!page.contains("action=\"/login/mfa\""), "{page}");
+    assert!(!page.contains("action=\"/login/mfa/passkey\""), "{page}");
+}
+
+/// The "Add a passkey to continue" form of a second-factor page, answered by `authenticator`.
+fn enrollment_answer(
+    app: &TestApp,
+    page: &str,
+    authenticator: &mut ResidentPasskey,
+) -> Vec<(&'static str, String)> {
+    assert!(
+        page.contains("action=\"/login/mfa/passkey/register\""),
+        "{page}"
+    );
+    let credential = authenticator.create(&origin(app), &embedded_options(page));
+    vec![
+        ("csrf", form_value(page, "csrf").unwrap()),
+        ("mfa_token", form_value(page, "mfa_token").unwrap()),
+        ("ceremony", form_value(page, "ceremony").unwrap()),
+        ("credential", credential),
+        ("name", "Laptop".to_string()),
+    ]
+}
+
+/// The recovery-codes page's "continue", followed to the client.
+async fn past_recovery_codes(app: &TestApp, b: &reqwest::Client, page: &str) -> Url {
+    assert!(page.contains("id=\"recovery-codes\""), "{page}");
+    let href = page
+        .split("class=\"btn btn-primary btn-block\" href=\"")
+        .nth(1)
+        .expect("a continue link");
+    let href = crate::common::unescape(href.split('"').next().unwrap());
+    let href = if href.starts_with('/') {
+        app.url(&href)
+    } else {
+        href
+    };
+    let next = b.get(href).send().await.unwrap();
+    to_client(app, b, next).await
+}
+
+#[tokio::test]
+async fn acr_values_phr_enrolls_a_passkey_for_an_account_without_one() {
+    let app = passkey_app().await;
+    let client = rp(&app).await;
+    let user = app.create_user("ada@example.com", PASSWORD).await;
+    let mut authenticator = ResidentPasskey::new();
+    let url = auth_url(&app, &client, &[("acr_values", "phr")]);
+    let (b, page) = password_step(&app, &url, &user).await;
+    assert!(page.contains("Add a passkey to continue"), "{page}");
+    assert!(page.contains("Demo RP asks for a passkey"), "{page}");
+    assert!(!page.contains("action=\"/login/mfa\""), "{page}");
+
+    // A garbage answer is refused, spends the ceremony and writes no factor.
+    let kept = enrollment_answer(&app, &page, &mut authenticator);
+    let mut garbage = kept.clone();
+    garbage[3].1 = "{\"id\": \"garbage\"}".to_string();
+    let (status, again) =
+        text(post_pairs(&b, &app.url("/login/mfa/passkey/register"), &garbage).await).await;
+    assert!((400..500).contains(&status), "{status}: {again}");
+    assert!(passkeys_of(&app, &user).await.is_empty());
+    assert!(app.state.mfa.factors(user.id).await.unwrap().is_empty());
+
+    // The spent ceremony takes no answer, even a good one.
+    let (status, again) =
+        text(post_pairs(&b, &app.url("/login/mfa/passkey/register"), &kept).await).await;
+    assert!((400..500).contains(&status), "{status}: {again}");
+    assert!(passkeys_of(&app, &user).await.is_empty());
+
+    // The page's new ceremony adds the passkey, shows the recovery codes, then the code comes.
+    let answer = enrollment_answer(&app, &again, &mut authenticator);
+    let (status, codes) =
+        text(post_pairs(&b, &app.url("/login/mfa/passkey/register"), &answer).await).await;
+    assert_eq!(status, 200, "{codes}");
+    let passkeys = passkeys_of(&app, &user).await;
+    assert_eq!(passkeys.len(), 1);
+    assert_eq!(passkeys[0].name, "Laptop");
+    assert!(passkeys[0].confirmed_at.is_some());
+    assert_eq!(
+        app.state.mfa.recovery_codes_left(user.id).await.unwrap(),
+        10
+    );
+    let at_client = past_recovery_codes(&app, &b, &codes).await;
+    let id = id_token(&app, &client, &at_client).await;
+    assert_eq!(id["acr"], "phr", "{id}");
+    assert_eq!(id["amr"], json!(["pwd", "hwk", "user", "mfa"]), "{id}");
+    let kinds = audit_kinds(&app).await;
+    assert!(kinds.iter().any(|k| k == "mfa.enrolled"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "mfa.succeeded"), "{kinds:?}");
+
+    // Replaying the answer that worked changes nothing.
+    let (status, replay) =
+        text(post_pairs(&b, &app.url("/login/mfa/passkey/register"), &answer).await).await;
+    assert!((400..500).contains(&status), "{status}: {replay}");
+    assert_eq!(passkeys_of(&app, &user).await.len(), 1);
+
+    // A password-only session stepping up to phr enrolls the same way.
+    let other = app.create_user("bob@example.com", PASSWORD).await;
+    let session = signed_in(&app, &client, &other).await;
+    let (status, page) = get_page(&session, &url).await;
+    assert_eq!(status, 200, "{page}");
+    let answer = enrollment_answer(&app, &page, &mut ResidentPasskey::new());
+    let (status, codes) =
+        text(post_pairs(&session, &app.url("/login/mfa/passkey/register"), &answer).await).await;
+    assert_eq!(status, 200, "{codes}");
+    let at_client = past_recovery_codes(&app, &session, &codes).await;
+    let id = id_token(&app, &client, &at_client).await;
+    assert_eq!(id["acr"], "phr", "{id}");
+    assert_eq!(id["amr"], json!(["pwd", "hwk", "user", "mfa"]), "{id}");
+    assert_eq!(passkeys_of(&app, &other).await.len(), 1);
 }
 
 #[tokio::test]

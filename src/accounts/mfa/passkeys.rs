@@ -18,6 +18,8 @@ use crate::store::{FactorKind, MfaChallenge, MfaFactor, StoreError, User};
 /// The purposes of ceremony records; a record only finishes the ceremony it was made for.
 const REGISTRATION: &str = "passkey_registration";
 const SECOND_FACTOR: &str = "passkey_second_factor";
+/// Registering the first passkey of an account during a sign-in that needs `phr`.
+const SIGN_IN_REGISTRATION: &str = "passkey_sign_in_registration";
 pub(super) const PASSWORDLESS: &str = "passkey_passwordless";
 
 /// What a passkey is called when its owner gives no name.
@@ -47,8 +49,8 @@ pub(super) struct CeremonyRecord {
     /// Registration: the name the user gave the new passkey.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) name: Option<String>,
-    /// Second factor: the hash of the pending sign-in's token, so the answer completes that
-    /// sign-in and no other.
+    /// Second factor, and registration during a sign-in: the hash of the pending sign-in's
+    /// token, so the answer completes that sign-in and no other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) sign_in: Option<String>,
 }
@@ -157,6 +159,22 @@ pub(super) fn stored(factor: &MfaFactor) -> Option<StoredPasskey> {
         data: data.clone(),
         backup_eligible,
     })
+}
+
+/// What a passkey just registered proved, as a use of it: the registration ceremony is bound to
+/// our origin like an assertion, and the authenticator reports whether it verified the user.
+fn registered_use(passkey: &StoredPasskey) -> PasskeyUse {
+    let user_verified = serde_json::from_str::<Value>(&passkey.data)
+        .ok()
+        .and_then(|v| v.pointer("/cred/user_verified").and_then(Value::as_bool))
+        .unwrap_or(false);
+    PasskeyUse {
+        credential_id: passkey.credential_id.clone(),
+        user_verified,
+        backup_eligible: passkey.backup_eligible,
+        backup_state: false,
+        updated: None,
+    }
 }
 
 /// The RFC 8176 methods one verified passkey adds: the key (`hwk`/`swk`), the user-presence
@@ -315,6 +333,20 @@ impl MfaService {
                 return Err(refused(e));
             }
         };
+        let name = record.name.unwrap_or_else(|| DEFAULT_NAME.into());
+        self.store_passkey(meta, user, &passkey, &name).await
+    }
+
+    /// Stores a verified new passkey, confirmed at once, audits and mails it. At the first factor
+    /// of the account, answers the new recovery codes (shown once), written in the same
+    /// transaction as the confirmation.
+    async fn store_passkey(
+        &self,
+        meta: &RequestMeta,
+        user: &User,
+        passkey: &StoredPasskey,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, MfaError> {
         // WebAuthn §7.1 step 22: a credential id registered to anyone is refused.
         if self
             .store
@@ -325,13 +357,12 @@ impl MfaService {
         {
             return Err(already_registered());
         }
-        let name = record.name.unwrap_or_else(|| DEFAULT_NAME.into());
         let now = self.clock.now();
         let factor = MfaFactor {
             id: Uuid::now_v7(),
             user_id: user.id,
             kind: FactorKind::Passkey,
-            name: name.clone(),
+            name: name.to_string(),
             secret_sealed: None,
             last_step: None,
             credential_id: Some(passkey.credential_id.clone()),
@@ -415,6 +446,88 @@ impl MfaService {
         self.hold_ceremony(SECOND_FACTOR, Some(pending.user.id), &record, options)
             .await
             .map(Some)
+    }
+
+    /// The registration ceremony of a pending sign-in that needs `phr` from an account with no
+    /// passkey, bound to that sign-in and its user; `None` when this server offers no passkeys,
+    /// the sign-in needs less, or the account already has a passkey to use.
+    #[tracing::instrument(skip_all, fields(user = %pending.user.id))]
+    pub async fn passkey_enrollment_for(
+        &self,
+        pending: &super::PendingSignIn,
+    ) -> Result<Option<PasskeyCeremony>, MfaError> {
+        let Some(rp) = self.passkeys.as_ref().filter(|_| self.enabled()) else {
+            return Ok(None);
+        };
+        if pending.required != Some(super::Acr::PhishingResistant) {
+            return Ok(None);
+        }
+        let exclude: Vec<StoredPasskey> = self
+            .passkeys_of(pending.user.id)
+            .await?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        if !exclude.is_empty() {
+            return Ok(None);
+        }
+        let user = &pending.user;
+        let (options, state) = rp
+            .start_registration(
+                user.id,
+                &user.email,
+                user.name.as_deref().unwrap_or(""),
+                &exclude,
+            )
+            .map_err(refused)?;
+        let record = CeremonyRecord {
+            state,
+            name: None,
+            sign_in: Some(random::hash_secret(&pending.token)),
+        };
+        self.hold_ceremony(SIGN_IN_REGISTRATION, Some(user.id), &record, options)
+            .await
+            .map(Some)
+    }
+
+    /// Adds a passkey named `name` during a pending sign-in that needs `phr` (the answer to
+    /// [`Self::passkey_enrollment_for`]) and completes the sign-in with it. Attempts count
+    /// against the account's second-factor budget before anything is checked; the ceremony is
+    /// spent whatever the outcome. A first factor comes with its recovery codes, shown once.
+    #[tracing::instrument(skip_all)]
+    pub async fn enroll_passkey_for_sign_in(
+        &self,
+        meta: &RequestMeta,
+        token: &str,
+        ceremony: &str,
+        credential: &str,
+        name: &str,
+    ) -> Result<SignedIn, MfaError> {
+        let rp = self.relying_party()?;
+        let (data, user) = self.load(token).await?;
+        let reset_key = self.throttle(meta, user.id).await?;
+        let name = passkey_name(name)?;
+        let (owner, record) = self.spend_ceremony(SIGN_IN_REGISTRATION, ceremony).await?;
+        if owner != Some(user.id) || record.sign_in != Some(random::hash_secret(token)) {
+            return Err(ceremony_invalid());
+        }
+        let passkey = match rp.finish_registration(user.id, &record.state, credential) {
+            Ok(p) => p,
+            Err(e) => return Err(self.passkey_failed(meta, user.id, e).await),
+        };
+        let recovery_codes = self.store_passkey(meta, &user, &passkey, &name).await?;
+        let used = registered_use(&passkey);
+        self.finish(
+            meta,
+            token,
+            user,
+            data,
+            &methods_of(&used),
+            "passkey_enroll",
+            recovery_codes,
+            reset_key,
+        )
+        .await
     }
 
     /// Completes a pending sign-in with a passkey. Attempts count against the account's

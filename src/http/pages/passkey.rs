@@ -1,5 +1,6 @@
 //! The passkey side of the sign-in pages: the browser script, a passkey as the second factor
-//! (`POST /login/mfa/passkey`) and passwordless sign-in from the login page (`POST
+//! (`POST /login/mfa/passkey`), the first passkey of an account added during a sign-in that
+//! needs one (`POST /login/mfa/passkey/register`) and passwordless sign-in from the login page (`POST
 //! /login/passkey/options`, then `POST /login/passkey`). Every form is CSRF-checked; what a
 //! browser posts is judged by the MFA service, and a bad answer is a 4xx page, never a 500.
 
@@ -59,6 +60,40 @@ pub async fn second_factor(req: &Request, body: Body, state: Data<&AppState>) ->
             token,
             form.get("ceremony").unwrap_or(""),
             form.get("credential").unwrap_or(""),
+        )
+        .await;
+    match done {
+        Ok(done) => signed_in(state, req, &meta, done).await,
+        Err(e @ (MfaError::Invalid { .. } | MfaError::PasskeysUnavailable)) => {
+            match state.mfa.pending(token).await {
+                Ok(pending) => mfa_page(state, req, &pending, Some(&sentence(&e))).await,
+                Err(other) => mfa_failure(state, req, other),
+            }
+        }
+        Err(e) => mfa_failure(state, req, e),
+    }
+}
+
+/// `POST /login/mfa/passkey/register`: the first passkey of an account, added during a sign-in
+/// that needs one (`acr_values=phr`); it completes that sign-in. A refused answer shows the
+/// second-factor page again, with a new ceremony.
+#[handler]
+pub async fn enroll(req: &Request, body: Body, state: Data<&AppState>) -> Response {
+    let state = *state;
+    let form = match checked_form(state, req, body).await {
+        Ok(form) => form,
+        Err(resp) => return resp,
+    };
+    let token = form.get("mfa_token").unwrap_or("");
+    let meta = crate::http::api::meta_of(req);
+    let done = state
+        .mfa
+        .enroll_passkey_for_sign_in(
+            &meta,
+            token,
+            form.get("ceremony").unwrap_or(""),
+            form.get("credential").unwrap_or(""),
+            form.get("name").unwrap_or(""),
         )
         .await;
     match done {
