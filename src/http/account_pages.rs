@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::http::api::meta_of;
 use crate::http::middleware::rate_limit::too_many_page;
 use crate::http::pages::{error_page, html, Brand, MessagePage};
-use crate::http::{read_form, session};
+use crate::http::{checked_form, session};
 use crate::protocol::params::Params;
 
 pub struct Field {
@@ -120,23 +120,6 @@ fn message(state: &AppState, title: &str, text: String) -> Response {
     html(StatusCode::OK, &page, &[])
 }
 
-/// Reads the form and checks its CSRF token, or answers the error page.
-async fn checked_form(state: &AppState, req: &Request, body: Body) -> Result<Params, Response> {
-    let form = read_form(req, body)
-        .await
-        .map_err(|m| error_page(state, req, StatusCode::BAD_REQUEST, "Bad request", &m))?;
-    if !session::csrf_ok(state, req, form.get("csrf")) {
-        return Err(error_page(
-            state,
-            req,
-            StatusCode::BAD_REQUEST,
-            "This form has expired",
-            "Go back, reload the page and try again.",
-        ));
-    }
-    Ok(form)
-}
-
 /// The status and text a failed form shows again, or the whole answer for throttling and
 /// internal failures.
 #[allow(clippy::result_large_err)] // a cold path; the response is built once
@@ -158,18 +141,14 @@ fn form_error(
             "Something went wrong",
             "Please try again in a moment.",
         )),
-        AccountError::Invalid { message, .. } => {
-            Ok((StatusCode::UNPROCESSABLE_ENTITY, capitalise(&message)))
-        }
-        other => Ok((StatusCode::BAD_REQUEST, capitalise(&other.to_string()))),
-    }
-}
-
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(first) => first.to_uppercase().chain(c).collect::<String>() + ".",
-        None => String::new(),
+        AccountError::Invalid { message, .. } => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            crate::http::sentence(&message),
+        )),
+        other => Ok((
+            StatusCode::BAD_REQUEST,
+            crate::http::sentence(&other.to_string()),
+        )),
     }
 }
 

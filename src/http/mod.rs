@@ -48,6 +48,47 @@ pub async fn read_form(req: &Request, body: Body) -> Result<Params, String> {
     Params::parse(&bytes).map_err(|e| e.to_string())
 }
 
+/// A hosted page's form, if it parses and carries this browser's CSRF token; otherwise the
+/// error page to answer with.
+pub async fn checked_form(
+    state: &crate::app::AppState,
+    req: &Request,
+    body: Body,
+) -> Result<Params, Response> {
+    let form = read_form(req, body)
+        .await
+        .map_err(|m| pages::error_page(state, req, StatusCode::BAD_REQUEST, "Bad request", &m))?;
+    if !session::csrf_ok(state, req, form.get("csrf")) {
+        return Err(pages::error_page(
+            state,
+            req,
+            StatusCode::BAD_REQUEST,
+            "This form has expired",
+            "Go back, reload the page and try again.",
+        ));
+    }
+    Ok(form)
+}
+
+/// `s` with its first letter in upper case, for a message shown on a page.
+pub fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// `s` as a sentence for a page: capitalised, ending in one full stop.
+pub fn sentence(s: &str) -> String {
+    let text = capitalise(s.trim_end_matches('.'));
+    if text.is_empty() {
+        text
+    } else {
+        text + "."
+    }
+}
+
 /// The JSON body of an error: RFC 6749 §5.2's `error` and `error_description`, and the
 /// request's `trace_id` (§5.2 lets a server add members) so a report can be found in the logs.
 pub fn error_body(error: &str, description: &str) -> serde_json::Value {

@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::config::BrandingSettings;
 use crate::http::middleware::rate_limit::too_many_page;
 use crate::http::middleware::request_id::{RequestId, TraceId};
-use crate::http::{oauth, read_form, session};
+use crate::http::{oauth, session};
 use crate::protocol::claims::describe_scope;
 use crate::protocol::params::Params;
 use crate::protocol::scope::Scope;
@@ -280,21 +280,10 @@ pub fn login_form(req: &Request, state: Data<&AppState>) -> Response {
 #[handler]
 pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> Response {
     let state = *state;
-    let form = match read_form(req, body).await {
+    let form = match crate::http::checked_form(state, req, body).await {
         Ok(form) => form,
-        Err(message) => {
-            return error_page(state, req, StatusCode::BAD_REQUEST, "Bad request", &message)
-        }
+        Err(resp) => return resp,
     };
-    if !session::csrf_ok(state, req, form.get("csrf")) {
-        return error_page(
-            state,
-            req,
-            StatusCode::BAD_REQUEST,
-            "This form has expired",
-            "Go back, reload the page and try again.",
-        );
-    }
     let return_to = safe_return_to(form.get("return_to")).unwrap_or("");
     let username = form.get("username").unwrap_or("").trim().to_string();
     let password = form.get("password").unwrap_or("");
@@ -471,7 +460,7 @@ fn mfa_failure(state: &AppState, req: &Request, e: MfaError) -> Response {
             req,
             StatusCode::FORBIDDEN,
             "Second factor locked",
-            &sentence_of(&MfaError::Locked),
+            &crate::http::sentence(&MfaError::Locked.to_string()),
         ),
         // Every other refusal is the user's to fix, and says how.
         other => error_page(
@@ -479,18 +468,8 @@ fn mfa_failure(state: &AppState, req: &Request, e: MfaError) -> Response {
             req,
             StatusCode::BAD_REQUEST,
             "Second factor",
-            &sentence_of(&other),
+            &crate::http::sentence(&other.to_string()),
         ),
-    }
-}
-
-/// An error's message as a sentence for a page.
-fn sentence_of(e: &MfaError) -> String {
-    let text = e.to_string();
-    let mut c = text.chars();
-    match c.next() {
-        Some(first) => format!("{}{}.", first.to_uppercase(), c.as_str()),
-        None => String::new(),
     }
 }
 
@@ -499,21 +478,10 @@ fn sentence_of(e: &MfaError) -> String {
 #[handler]
 pub async fn mfa_submit(req: &Request, body: Body, state: Data<&AppState>) -> Response {
     let state = *state;
-    let form = match read_form(req, body).await {
+    let form = match crate::http::checked_form(state, req, body).await {
         Ok(form) => form,
-        Err(message) => {
-            return error_page(state, req, StatusCode::BAD_REQUEST, "Bad request", &message)
-        }
+        Err(resp) => return resp,
     };
-    if !session::csrf_ok(state, req, form.get("csrf")) {
-        return error_page(
-            state,
-            req,
-            StatusCode::BAD_REQUEST,
-            "This form has expired",
-            "Go back, reload the page and try again.",
-        );
-    }
     let token = form.get("mfa_token").unwrap_or("");
     let code = form.get("code").unwrap_or("");
     let meta = crate::http::api::meta_of(req);
@@ -615,21 +583,10 @@ async fn start_session(
 #[handler]
 pub async fn consent_submit(req: &Request, body: Body, state: Data<&AppState>) -> Response {
     let state = *state;
-    let form = match read_form(req, body).await {
+    let form = match crate::http::checked_form(state, req, body).await {
         Ok(form) => form,
-        Err(message) => {
-            return error_page(state, req, StatusCode::BAD_REQUEST, "Bad request", &message)
-        }
+        Err(resp) => return resp,
     };
-    if !session::csrf_ok(state, req, form.get("csrf")) {
-        return error_page(
-            state,
-            req,
-            StatusCode::BAD_REQUEST,
-            "This form has expired",
-            "Go back, reload the page and try again.",
-        );
-    }
     let Some(return_to) = safe_return_to(form.get("return_to")) else {
         return error_page(
             state,

@@ -34,6 +34,15 @@ async fn app_on_clock(
     (app, clock)
 }
 
+/// `root@example.com` with the admin role (whom the default policy makes enroll a factor).
+async fn admin_user(app: &TestApp) -> TestUser {
+    let admin = app.create_user("root@example.com", PASSWORD).await;
+    let mut row = app.state.store.get_user(admin.id).await.unwrap().unwrap();
+    row.roles = vec!["admin".into()];
+    app.state.store.update_user(&row).await.unwrap();
+    admin
+}
+
 async fn first_party(app: &TestApp) -> TestClient {
     app.register_client(portcullis::clients::ClientRegistration {
         name: "Product app".into(),
@@ -400,10 +409,7 @@ async fn factor_changes_need_a_recent_sign_in_and_admins_can_reset() {
     )
     .await;
     assert_error(&mine, 403, "forbidden");
-    let admin = app.create_user("root@example.com", PASSWORD).await;
-    let mut row = app.state.store.get_user(admin.id).await.unwrap().unwrap();
-    row.roles = vec!["admin".into()];
-    app.state.store.update_user(&row).await.unwrap();
+    let admin = admin_user(&app).await;
     // The admin has no factor, and the policy makes admins enroll before any token.
     let got = login(&app, &admin).await;
     assert_error(&got, 401, "mfa_enrollment_required");
@@ -534,10 +540,7 @@ fn shown_key(html: &str) -> String {
 async fn an_admin_without_a_factor_enrolls_on_the_hosted_pages_before_any_session() {
     let (app, clock) = app_on_clock(|_| {}).await;
     let client = rp(&app, false).await;
-    let admin = app.create_user("root@example.com", PASSWORD).await;
-    let mut row = app.state.store.get_user(admin.id).await.unwrap().unwrap();
-    row.roles = vec!["admin".into()];
-    app.state.store.update_user(&row).await.unwrap();
+    let admin = admin_user(&app).await;
 
     let b = browser();
     let url = auth_url(&app, &client, &[("scope", "openid email offline_access")]);
@@ -1165,10 +1168,7 @@ async fn a_hundred_wrong_codes_in_a_row_lock_the_factor_until_an_admin_resets_it
     assert!(kinds.iter().any(|k| k == "mfa.locked"), "{kinds:?}");
 
     // An admin's reset clears the lock with the factors.
-    let admin = app.create_user("root@example.com", PASSWORD).await;
-    let mut row = app.state.store.get_user(admin.id).await.unwrap().unwrap();
-    row.roles = vec!["admin".into()];
-    app.state.store.update_user(&row).await.unwrap();
+    let admin = admin_user(&app).await;
     let got = login(&app, &admin).await;
     let pending = got.1["mfaToken"].as_str().unwrap().to_string();
     let (_, started) = api(

@@ -57,6 +57,16 @@ async fn get_page(b: &reqwest::Client, url: &str) -> (u16, String) {
     text(b.get(url).send().await.unwrap()).await
 }
 
+/// Starts adding a passkey on the security page: (the page's CSRF token, the setup page).
+async fn passkey_setup(b: &reqwest::Client, app: &TestApp) -> (String, String) {
+    let (_, html) = get_page(b, &app.url("/account/security")).await;
+    let csrf = form_value(&html, "csrf").unwrap();
+    let setup = text(post(b, &app.url("/account/security/passkey"), &[("csrf", &csrf)]).await)
+        .await
+        .1;
+    (csrf, setup)
+}
+
 async fn post(b: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
     b.post(url).form(form).send().await.unwrap()
 }
@@ -226,18 +236,7 @@ async fn a_passkey_added_on_the_security_page_is_a_phishing_resistant_second_fac
         .contains(&"mfa.enrolled".to_string()));
 
     // A second one, unnamed, excludes the first from the authenticator's choice.
-    let (_, html) = get_page(&b, &app.url("/account/security")).await;
-    let csrf = form_value(&html, "csrf").unwrap();
-    let setup = text(
-        post(
-            &b,
-            &app.url("/account/security/passkey"),
-            &[("csrf", &csrf)],
-        )
-        .await,
-    )
-    .await
-    .1;
+    let (csrf, setup) = passkey_setup(&b, &app).await;
     let options = embedded_options(&setup);
     assert_eq!(options["publicKey"]["rp"]["id"], "localhost");
     assert_eq!(
@@ -579,18 +578,7 @@ async fn a_ceremony_begun_on_one_instance_finishes_on_another() {
     let session = signed_in(&a, &client, &user).await;
 
     // Registration: options from A, the answer to B.
-    let (_, html) = get_page(&session, &a.url("/account/security")).await;
-    let csrf = form_value(&html, "csrf").unwrap();
-    let setup = text(
-        post(
-            &session,
-            &a.url("/account/security/passkey"),
-            &[("csrf", &csrf)],
-        )
-        .await,
-    )
-    .await
-    .1;
+    let (csrf, setup) = passkey_setup(&session, &a).await;
     let mut authenticator = ResidentPasskey::new();
     let credential = authenticator.create(&origin(&a), &embedded_options(&setup));
     let finish = [
@@ -639,18 +627,7 @@ async fn hostile_passkey_input_gets_4xx_and_writes_nothing() {
     let client = rp(&app).await;
     let user = app.create_user("ada@example.com", PASSWORD).await;
     let b = signed_in(&app, &client, &user).await;
-    let (_, html) = get_page(&b, &app.url("/account/security")).await;
-    let csrf = form_value(&html, "csrf").unwrap();
-    let setup = text(
-        post(
-            &b,
-            &app.url("/account/security/passkey"),
-            &[("csrf", &csrf)],
-        )
-        .await,
-    )
-    .await
-    .1;
+    let (csrf, setup) = passkey_setup(&b, &app).await;
     let ceremony = form_value(&setup, "ceremony").unwrap();
     let long_name = "n".repeat(65);
     let huge = format!("{{\"id\": \"{}\"}}", "a".repeat(5000));

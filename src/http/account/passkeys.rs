@@ -8,10 +8,11 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
-use super::security::{capitalise, failure, for_change, page, recovery_page};
+use super::security::{failure, for_change, page, recovery_page};
 use crate::accounts::mfa::webauthn::options_for_html;
 use crate::accounts::mfa::MfaError;
 use crate::app::AppState;
+use crate::http::capitalise;
 use crate::http::pages::{html, Brand};
 use crate::http::session;
 

@@ -11,7 +11,7 @@ use crate::accounts::mfa::MfaError;
 use crate::app::AppState;
 use crate::http::middleware::rate_limit::too_many_page;
 use crate::http::pages::{error_page, html, login_page, Brand, RecoveryCodesPage};
-use crate::http::{read_form, session};
+use crate::http::{capitalise, checked_form, sentence, session};
 use crate::protocol::params::Params;
 use crate::store::{BrowserSession, User};
 
@@ -136,7 +136,7 @@ pub(super) fn failure(state: &AppState, req: &Request, e: MfaError) -> Response 
             req,
             StatusCode::BAD_REQUEST,
             "Second factors",
-            &format!("{}.", capitalise(&other.to_string())),
+            &sentence(&other.to_string()),
         ),
     }
 }
@@ -147,18 +147,7 @@ pub(super) async fn for_change(
     req: &Request,
     body: Body,
 ) -> Result<(Params, User), Response> {
-    let form = read_form(req, body)
-        .await
-        .map_err(|m| error_page(state, req, StatusCode::BAD_REQUEST, "Bad request", &m))?;
-    if !session::csrf_ok(state, req, form.get("csrf")) {
-        return Err(error_page(
-            state,
-            req,
-            StatusCode::BAD_REQUEST,
-            "This form has expired",
-            "Go back, reload the page and try again.",
-        ));
-    }
+    let form = checked_form(state, req, body).await?;
     let (session, user) = signed_in(state, req, None).await?;
     if let Err(e) = state.mfa.ensure_recent(session.auth_time) {
         return Err(login_page(
@@ -166,19 +155,11 @@ pub(super) async fn for_change(
             req,
             PATH,
             &user.email,
-            Some(&format!("{}.", capitalise(&e.to_string()))),
+            Some(&sentence(&e.to_string())),
             None,
         ));
     }
     Ok((form, user))
-}
-
-pub(super) fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(first) => first.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
 }
 
 /// `GET /account/security`.

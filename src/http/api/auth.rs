@@ -516,58 +516,77 @@ pub(super) async fn issue_tokens(
     acr: crate::accounts::mfa::Acr,
     recovery_codes: Option<Vec<String>>,
 ) -> Result<LoginResponse, ApiError> {
-    {
-        let ring = state.keys.ring();
-        let ctx = token_context(state, &ring);
-        let scope = Scope::parse(&client.scope).unwrap_or_default();
-        let jti = new_jti();
-        let internal = |_| ApiError::internal(trace);
-        let refresh = refresh_token::issue_first(
-            &ctx,
-            &FirstToken {
-                client_id: &client.id,
-                user_id: user.id,
-                scope: &scope,
-                session_id_hash: None,
-                auth_code_hash: None,
-                auth_time: ctx.now,
-                amr,
-                acr: Some(acr.as_str()),
-                access_token_jti: &jti,
-            },
-        )
-        .await
-        .map_err(internal)?;
-        let grant = Grant {
-            issuer: &state.settings.issuer,
+    let ring = state.keys.ring();
+    let ctx = token_context(state, &ring);
+    let scope = Scope::parse(&client.scope).unwrap_or_default();
+    let jti = new_jti();
+    let internal = |_| ApiError::internal(trace);
+    let refresh = refresh_token::issue_first(
+        &ctx,
+        &FirstToken {
             client_id: &client.id,
-            user: Some(user),
+            user_id: user.id,
             scope: &scope,
+            session_id_hash: None,
+            auth_code_hash: None,
             auth_time: ctx.now,
             amr,
             acr: Some(acr.as_str()),
-            nonce: None,
-            sid: None,
-            now: ctx.now,
-        };
-        let tokens = ctx
-            .mint(client, &grant, &jti, Some(refresh))
-            .map_err(internal)?;
-        let mut event = state.accounts.audit_event("login.succeeded", meta);
-        event.subject = Some(user.id.to_string());
-        event.client_id = Some(client.id.clone());
-        event.detail = serde_json::json!({"via": "api", "amr": amr, "acr": acr.as_str()});
-        let _ = state.store.record_audit(&event).await;
-        state.metrics.count(
-            "portcullis_tokens_issued_total",
-            &[("grant", "password_api"), ("client_id", client.id.as_str())],
-        );
-        Ok(LoginResponse {
-            access_token: tokens.access_token,
-            refresh_token: tokens.refresh_token.unwrap_or_default(),
-            expires_in: tokens.expires_in,
-            token_type: "Bearer".into(),
-            recovery_codes,
-        })
-    }
+            access_token_jti: &jti,
+        },
+    )
+    .await
+    .map_err(internal)?;
+    let grant = Grant {
+        issuer: &state.settings.issuer,
+        client_id: &client.id,
+        user: Some(user),
+        scope: &scope,
+        auth_time: ctx.now,
+        amr,
+        acr: Some(acr.as_str()),
+        nonce: None,
+        sid: None,
+        now: ctx.now,
+    };
+    let tokens = ctx
+        .mint(client, &grant, &jti, Some(refresh))
+        .map_err(internal)?;
+    let mut event = state.accounts.audit_event("login.succeeded", meta);
+    event.subject = Some(user.id.to_string());
+    event.client_id = Some(client.id.clone());
+    event.detail = serde_json::json!({"via": "api", "amr": amr, "acr": acr.as_str()});
+    let _ = state.store.record_audit(&event).await;
+    state.metrics.count(
+        "portcullis_tokens_issued_total",
+        &[("grant", "password_api"), ("client_id", client.id.as_str())],
+    );
+    Ok(LoginResponse {
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token.unwrap_or_default(),
+        expires_in: tokens.expires_in,
+        token_type: "Bearer".into(),
+        recovery_codes,
+    })
+}
+
+/// [`issue_tokens`] for a sign-in whose second step just passed.
+pub(super) async fn tokens_for_signed_in(
+    state: &AppState,
+    trace: &Trace,
+    meta: &crate::accounts::service::RequestMeta,
+    client: &Client,
+    done: crate::accounts::mfa::SignedIn,
+) -> Result<LoginResponse, ApiError> {
+    issue_tokens(
+        state,
+        trace,
+        meta,
+        client,
+        &done.user,
+        &done.amr,
+        done.acr,
+        done.recovery_codes,
+    )
+    .await
 }

@@ -8,7 +8,7 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::auth::{first_party_client, issue_tokens, no_store, LoginResponse};
+use super::auth::{first_party_client, no_store, tokens_for_signed_in, LoginResponse};
 use super::{caller, caller_signed_in, meta_of, time, ApiError, ApiTags, BearerAuth, Trace};
 use crate::accounts::mfa::MfaError;
 use crate::app::AppState;
@@ -235,17 +235,7 @@ impl MfaApi {
             .complete_with_code(&meta, &body.mfa_token, &body.code)
             .await
             .map_err(|e| mfa_error(e, &trace))?;
-        let tokens = issue_tokens(
-            &state,
-            &trace,
-            &meta,
-            &client,
-            &done.user,
-            &done.amr,
-            done.acr,
-            done.recovery_codes,
-        )
-        .await?;
+        let tokens = tokens_for_signed_in(&state, &trace, &meta, &client, done).await?;
         Ok(LoginMfaResult::Ok(Json(tokens), no_store()))
     }
 

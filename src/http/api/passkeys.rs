@@ -9,7 +9,7 @@ use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::auth::{first_party_client, issue_tokens, no_store, LoginResponse};
+use super::auth::{first_party_client, no_store, tokens_for_signed_in, LoginResponse};
 use super::mfa::{mfa_error, recent_caller};
 use super::{meta_of, ApiError, ApiTags, BearerAuth, Trace};
 use crate::accounts::mfa::{MfaError, PasskeyCeremony};
@@ -153,17 +153,7 @@ impl PasskeyApi {
             .complete_with_passkey(&meta, &body.mfa_token, &body.ceremony, &body.credential)
             .await
             .map_err(|e| mfa_error(e, &trace))?;
-        let tokens = issue_tokens(
-            &state,
-            &trace,
-            &meta,
-            &client,
-            &done.user,
-            &done.amr,
-            done.acr,
-            done.recovery_codes,
-        )
-        .await?;
+        let tokens = tokens_for_signed_in(&state, &trace, &meta, &client, done).await?;
         Ok(SignInResult::Ok(Json(tokens), no_store()))
     }
 

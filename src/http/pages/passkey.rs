@@ -13,8 +13,7 @@ use crate::accounts::mfa::webauthn::BROWSER_SCRIPT;
 use crate::accounts::mfa::MfaError;
 use crate::app::AppState;
 use crate::http::middleware::rate_limit::too_many_page;
-use crate::http::{error_body, json_response, read_form, session};
-use crate::protocol::params::Params;
+use crate::http::{checked_form, error_body, json_response, read_form, session};
 
 /// `GET /static/webauthn.js`: our one script, cached like the stylesheet.
 #[handler]
@@ -23,23 +22,6 @@ pub fn script() -> Response {
         .content_type("application/javascript; charset=utf-8")
         .header("cache-control", "public, max-age=3600")
         .body(BROWSER_SCRIPT)
-}
-
-/// The form, if it parses and carries the CSRF token of this browser.
-async fn checked_form(state: &AppState, req: &Request, body: Body) -> Result<Params, Response> {
-    let form = read_form(req, body)
-        .await
-        .map_err(|m| error_page(state, req, StatusCode::BAD_REQUEST, "Bad request", &m))?;
-    if !session::csrf_ok(state, req, form.get("csrf")) {
-        return Err(error_page(
-            state,
-            req,
-            StatusCode::BAD_REQUEST,
-            "This form has expired",
-            "Go back, reload the page and try again.",
-        ));
-    }
-    Ok(form)
 }
 
 /// `POST /login/mfa/passkey`: a passkey's answer for a pending sign-in; a session starts only
@@ -62,16 +44,7 @@ pub async fn second_factor(req: &Request, body: Body, state: Data<&AppState>) ->
             form.get("credential").unwrap_or(""),
         )
         .await;
-    match done {
-        Ok(done) => signed_in(state, req, &meta, done).await,
-        Err(e @ (MfaError::Invalid { .. } | MfaError::PasskeysUnavailable)) => {
-            match state.mfa.pending(token).await {
-                Ok(pending) => mfa_page(state, req, &pending, Some(&sentence(&e))).await,
-                Err(other) => mfa_failure(state, req, other),
-            }
-        }
-        Err(e) => mfa_failure(state, req, e),
-    }
+    answer_pending(state, req, &meta, token, done).await
 }
 
 /// `POST /login/mfa/passkey/register`: the first passkey of an account, added during a sign-in
@@ -96,16 +69,7 @@ pub async fn enroll(req: &Request, body: Body, state: Data<&AppState>) -> Respon
             form.get("name").unwrap_or(""),
         )
         .await;
-    match done {
-        Ok(done) => signed_in(state, req, &meta, done).await,
-        Err(e @ (MfaError::Invalid { .. } | MfaError::PasskeysUnavailable)) => {
-            match state.mfa.pending(token).await {
-                Ok(pending) => mfa_page(state, req, &pending, Some(&sentence(&e))).await,
-                Err(other) => mfa_failure(state, req, other),
-            }
-        }
-        Err(e) => mfa_failure(state, req, e),
-    }
+    answer_pending(state, req, &meta, token, done).await
 }
 
 /// `POST /login/passkey/options` (called by the script, CSRF-checked): a new passwordless
@@ -171,7 +135,14 @@ pub async fn passwordless(req: &Request, body: Body, state: Data<&AppState>) -> 
         Ok(done) => signed_in(state, req, &meta, done).await,
         Err(e @ (MfaError::Invalid { .. } | MfaError::PasskeysUnavailable)) => {
             let client_name = crate::http::oauth::client_name_for(state, return_to).await;
-            login_page(state, req, return_to, "", Some(&sentence(&e)), client_name)
+            login_page(
+                state,
+                req,
+                return_to,
+                "",
+                Some(&crate::http::sentence(&e.to_string())),
+                client_name,
+            )
         }
         Err(MfaError::Throttled { policy, decision }) => {
             too_many_page(state, req, "mfa_account", policy, &decision)
@@ -193,15 +164,26 @@ pub async fn passwordless(req: &Request, body: Body, state: Data<&AppState>) -> 
     }
 }
 
-/// An error's message as a sentence for a page.
-fn sentence(e: &MfaError) -> String {
-    let text = e.to_string();
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => {
-            let rest = chars.as_str().trim_end_matches('.');
-            format!("{}{rest}.", first.to_uppercase())
+/// The answer to a passkey form of a pending sign-in: the session, the second-factor page
+/// again (with a new ceremony) for a refused passkey, or the error page.
+async fn answer_pending(
+    state: &AppState,
+    req: &Request,
+    meta: &crate::accounts::service::RequestMeta,
+    token: &str,
+    done: Result<crate::accounts::mfa::SignedIn, MfaError>,
+) -> Response {
+    match done {
+        Ok(done) => signed_in(state, req, meta, done).await,
+        Err(e @ (MfaError::Invalid { .. } | MfaError::PasskeysUnavailable)) => {
+            match state.mfa.pending(token).await {
+                Ok(pending) => {
+                    let message = crate::http::sentence(&e.to_string());
+                    mfa_page(state, req, &pending, Some(&message)).await
+                }
+                Err(other) => mfa_failure(state, req, other),
+            }
         }
-        None => String::new(),
+        Err(e) => mfa_failure(state, req, e),
     }
 }
