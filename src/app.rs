@@ -68,6 +68,8 @@ pub struct AppServices {
     pub accounts: Arc<AccountService>,
     /// Second factors, pending sign-ins and MFA policies.
     pub mfa: Arc<crate::accounts::mfa::MfaService>,
+    /// The operator's client use cases (admin API, console; the CLI builds its own).
+    pub client_admin: Arc<crate::clients::ClientService>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,8 +221,22 @@ impl Portcullis {
             metrics.clone(),
             accounts.clone(),
         ));
+        let client_admin = Arc::new(crate::clients::ClientService::new(
+            store.clone(),
+            clock.clone(),
+            Some(clients.clone()),
+            redis.clone(),
+        ));
+        client_admin
+            .ensure_console_client(&settings.issuer)
+            .await
+            .map_err(|e| StartError::Database {
+                url: crate::config::redact_url(&settings.database.url),
+                reason: format!("cannot create the console's client: {e}"),
+            })?;
         Ok(Portcullis {
             state: AppState(Arc::new(AppServices {
+                client_admin,
                 settings,
                 store,
                 keys,

@@ -64,7 +64,8 @@ impl ClientDirectory {
             }
         }
         let generation = self.generation();
-        let found = self.store.get_client(id).await?;
+        // A switched-off client is unknown to every endpoint.
+        let found = self.store.get_client(id).await?.filter(|c| !c.disabled);
         if let Some(client) = &found {
             self.remember(Some(id), client, generation);
         }
@@ -105,7 +106,11 @@ impl ClientDirectory {
             }
         }
         let generation = self.generation();
-        let found = self.store.first_party_client().await?;
+        let found = self
+            .store
+            .first_party_client()
+            .await?
+            .filter(|c| !c.disabled);
         if let Some(client) = &found {
             self.remember(None, client, generation);
         }

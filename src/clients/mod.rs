@@ -4,8 +4,10 @@
 //! Decides what a valid client is; never touches HTTP, and never stores a secret in clear.
 
 pub mod directory;
+pub mod service;
 
 pub use directory::ClientDirectory;
+pub use service::{ClientError, ClientService, ClientUpdate, CONSOLE_CLIENT_ID};
 
 use std::fmt;
 
@@ -206,6 +208,7 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
         jwks: reg.jwks.clone(),
         jwks_uri: reg.jwks_uri.clone(),
         require_mfa: reg.require_mfa,
+        disabled: false,
         created_at: now,
         updated_at: now,
     };

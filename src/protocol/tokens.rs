@@ -104,6 +104,8 @@ pub struct AccessClaims {
     pub exp: Timestamp,
     /// When the user signed in (user tokens only).
     pub auth_time: Option<Timestamp>,
+    /// The level that sign-in reached (`1fa`, `mfa`, `phr`), when the token carries one.
+    pub acr: Option<String>,
 }
 
 /// RFC 9068 §4: after the signature, check `typ`, `iss`, `aud` and `exp`.
@@ -141,5 +143,6 @@ pub fn check_access_token(
         jti: text("jti").ok_or("no jti")?,
         exp,
         auth_time: set.get("auth_time").and_then(Value::as_i64),
+        acr: text("acr"),
     })
 }

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::denylist::DenyList;
 use crate::keys::KeyManager;
-use crate::store::{AuditEvent, BrowserSession, Store, StoreResult, Timestamp};
+use crate::store::{AuditEvent, BrowserSession, ConsentRecord, Store, StoreResult, Timestamp};
 
 /// Ends sessions; built once in `app.rs`.
 pub struct SessionService {
@@ -56,6 +56,16 @@ impl SessionService {
     /// ones, which outlive the browser session by design), denies their access tokens, and
     /// sends logout tokens to every client that was issued tokens in it.
     pub async fn end_session(&self, session: &BrowserSession, reason: &str) {
+        self.end_session_as(session, reason, None).await
+    }
+
+    /// [`SessionService::end_session`] on someone's behalf: the audit event names `actor`.
+    pub async fn end_session_as(
+        &self,
+        session: &BrowserSession,
+        reason: &str,
+        actor: Option<&str>,
+    ) {
         let now = self.clock.now();
         if let Err(e) = self.store.revoke_session(&session.id_hash, now).await {
             tracing::error!(error = %e, "could not revoke a session");
@@ -70,9 +80,86 @@ impl SessionService {
         }
         let mut event = AuditEvent::new("session.ended", now);
         event.subject = Some(session.user_id.to_string());
+        event.actor = actor.map(str::to_string);
         event.detail = json!({"sid": session.sid, "reason": reason});
         let _ = self.store.record_audit(&event).await;
         self.notify_clients(session).await;
+    }
+
+    /// The user's live sessions, most recently active first.
+    pub async fn user_sessions(&self, user_id: Uuid) -> StoreResult<Vec<BrowserSession>> {
+        self.store.user_sessions(user_id, self.clock.now()).await
+    }
+
+    /// Ends the live session whose public id is `sid`, if it belongs to `owner` (when one is
+    /// given: a person ending one of their own). False when there is no such session.
+    pub async fn end_session_by_sid(
+        &self,
+        sid: &str,
+        owner: Option<Uuid>,
+        actor: &str,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        let Some(session) = self.store.session_by_sid(sid).await? else {
+            return Ok(false);
+        };
+        if owner.is_some_and(|o| o != session.user_id) {
+            return Ok(false);
+        }
+        self.end_session_as(&session, reason, Some(actor)).await;
+        Ok(true)
+    }
+
+    /// Ends every live session of the user except `keep` (the `id_hash` of the session making
+    /// the request); returns how many ended. Each one is ended like a sign-out.
+    pub async fn end_other_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Option<&str>,
+        actor: &str,
+        reason: &str,
+    ) -> StoreResult<usize> {
+        let sessions = self.user_sessions(user_id).await?;
+        let mut ended = 0;
+        for session in sessions.iter().filter(|s| Some(s.id_hash.as_str()) != keep) {
+            self.end_session_as(session, reason, Some(actor)).await;
+            ended += 1;
+        }
+        Ok(ended)
+    }
+
+    /// What the user allowed which client.
+    pub async fn consents(&self, user_id: Uuid) -> StoreResult<Vec<ConsentRecord>> {
+        self.store.user_consents(user_id).await
+    }
+
+    /// Withdraws a consent: the client loses it and every refresh token it holds for the
+    /// user, in one transaction, and their access tokens are denied. With `owner`, only that
+    /// user's consent. False when there is no such consent.
+    pub async fn revoke_consent(
+        &self,
+        id: Uuid,
+        owner: Option<Uuid>,
+        actor: &str,
+    ) -> StoreResult<bool> {
+        let Some(consent) = self.store.get_consent_record(id).await? else {
+            return Ok(false);
+        };
+        if owner.is_some_and(|o| o != consent.user_id) {
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        let Some(jtis) = self.store.revoke_consent(id, now).await? else {
+            return Ok(false);
+        };
+        self.deny_until_expiry(jtis, now).await;
+        let mut event = AuditEvent::new("consent.revoked", now);
+        event.actor = Some(actor.to_string());
+        event.subject = Some(consent.user_id.to_string());
+        event.client_id = Some(consent.client_id.clone());
+        event.detail = json!({"scope": consent.scope});
+        let _ = self.store.record_audit(&event).await;
+        Ok(true)
     }
 
     /// Ends every session of `user_id` (disabling a user): the store revokes the sessions and

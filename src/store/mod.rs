@@ -6,6 +6,7 @@ mod model;
 pub mod postgres;
 mod sql;
 mod sql_accounts;
+mod sql_admin;
 mod sql_mfa;
 pub mod sqlite;
 
@@ -344,9 +345,53 @@ pub trait MfaStore: Send + Sync {
     ) -> StoreResult<Option<MfaChallenge>>;
 }
 
+/// What operators and people's account pages read and change beyond the protocol: client
+/// search and updates, a user's sessions and consents, the dashboard's counts. Every list is
+/// one query (plus one for its total), never one per row.
+#[async_trait]
+pub trait AdminStore: Send + Sync {
+    /// One page of clients matching the query, and how many match on all pages.
+    async fn search_clients(&self, query: &ClientQuery) -> StoreResult<(Vec<Client>, u64)>;
+    /// Writes every field of a client except its id and creation time; false if it is gone.
+    async fn update_client(&self, client: &Client) -> StoreResult<bool>;
+    /// Replaces the secret of a client that has one; false if there is no such client (or it
+    /// authenticates without a secret).
+    async fn set_client_secret(
+        &self,
+        id: &str,
+        secret_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// The user's live sessions (not revoked, not past their absolute end), most recently
+    /// active first.
+    async fn user_sessions(
+        &self,
+        user_id: Uuid,
+        now: Timestamp,
+    ) -> StoreResult<Vec<BrowserSession>>;
+    /// The unrevoked session with this public id (`sid`).
+    async fn session_by_sid(&self, sid: &str) -> StoreResult<Option<BrowserSession>>;
+    /// What the user allowed which client, most recently changed first.
+    async fn user_consents(&self, user_id: Uuid) -> StoreResult<Vec<ConsentRecord>>;
+    async fn get_consent_record(&self, id: Uuid) -> StoreResult<Option<ConsentRecord>>;
+    /// In one transaction: deletes the consent and revokes every refresh token the client
+    /// holds for the user (`offline_access` ones too). Returns the access-token ids to deny,
+    /// or `None` when there is no such consent.
+    async fn revoke_consent(&self, id: Uuid, now: Timestamp) -> StoreResult<Option<Vec<String>>>;
+    async fn admin_counts(&self, now: Timestamp) -> StoreResult<AdminCounts>;
+    /// How many audit events of each of `kinds` were recorded at or after `since` (kinds with
+    /// none are left out).
+    async fn count_audit(
+        &self,
+        kinds: &[&str],
+        since: Timestamp,
+    ) -> StoreResult<Vec<(String, u64)>>;
+}
+
 #[async_trait]
 pub trait Store:
     ClientStore
+    + AdminStore
     + MfaStore
     + AccountStore
     + UserStore

@@ -39,6 +39,8 @@ pub struct Client {
     pub jwks_uri: Option<String>,
     /// Codes are issued only after a second factor (`client create --require-mfa`).
     pub require_mfa: bool,
+    /// Switched off by an operator: every endpoint treats it as unknown until switched on.
+    pub disabled: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -298,9 +300,69 @@ pub struct AccountToken {
 pub struct UserQuery {
     /// Part of the email address, any case.
     pub email_contains: Option<String>,
+    /// The start of the email address or of the name, any case (an index range scan).
+    pub search: Option<String>,
     pub role: Option<String>,
+    pub sort: UserSort,
+    /// Newest, or last in the alphabet, first.
+    pub descending: bool,
     pub offset: u64,
     pub limit: u32,
+}
+
+/// The orders a user list comes in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UserSort {
+    #[default]
+    Created,
+    Email,
+    Name,
+}
+
+/// A page of registered clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientQuery {
+    /// The start of the client's name (any case), or its exact client id.
+    pub search: Option<String>,
+    /// Only switched-off (true) or only active (false) clients.
+    pub disabled: Option<bool>,
+    pub first_party: Option<bool>,
+    pub sort: ClientSort,
+    pub descending: bool,
+    pub offset: u64,
+    pub limit: u32,
+}
+
+/// The orders a client list comes in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClientSort {
+    #[default]
+    Created,
+    Name,
+}
+
+/// What a user allowed a client, as the account pages and the admin API show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub client_id: String,
+    pub client_name: String,
+    pub scope: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// The last token issued to the client for the user (a code or a refresh), if any is
+    /// still on record.
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// Counts for the console's dashboard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminCounts {
+    pub users: u64,
+    pub clients: u64,
+    /// Browser sessions that are neither revoked nor past their absolute end.
+    pub live_sessions: u64,
 }
 
 /// A page of audit events, newest first.

@@ -7,6 +7,7 @@ use sqlx::{PgPool, Postgres};
 
 use super::sql::impl_sql_store;
 use super::sql_accounts::impl_sql_account_store;
+use super::sql_admin::impl_sql_admin_store;
 use super::sql_mfa::impl_sql_mfa_store;
 
 pub struct PostgresStore {
@@ -39,3 +40,4 @@ impl PostgresStore {
 impl_sql_store!(PostgresStore, Postgres, "postgres");
 impl_sql_account_store!(PostgresStore, Postgres, "postgres");
 impl_sql_mfa_store!(PostgresStore, Postgres, "postgres");
+impl_sql_admin_store!(PostgresStore, Postgres, "postgres");

@@ -35,7 +35,8 @@ macro_rules! impl_sql_store {
             post_logout_redirect_uris, grant_types, scope, token_endpoint_auth_method, \
             first_party, id_token_signed_response_alg, access_token_signed_response_alg, \
             always_issue_refresh_token, backchannel_logout_uri, \
-            backchannel_logout_session_required, jwks, jwks_uri, require_mfa, created_at, updated_at";
+            backchannel_logout_session_required, jwks, jwks_uri, require_mfa, disabled, created_at, \
+            updated_at";
         const REFRESH_COLUMNS: &str = "id, token_hash, family_id, parent_id, generation, client_id, \
             user_id, scope, session_id_hash, auth_code_hash, user_agent, auth_time, created_at, \
             expires_at, family_expires_at, used_at, revoked_at, access_token_jti, \
@@ -73,6 +74,7 @@ macro_rules! impl_sql_store {
                 jwks: row.try_get("jwks")?,
                 jwks_uri: row.try_get("jwks_uri")?,
                 require_mfa: row.try_get("require_mfa")?,
+                disabled: row.try_get("disabled")?,
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
             })
@@ -274,9 +276,9 @@ macro_rules! impl_sql_store {
                      first_party, id_token_signed_response_alg, access_token_signed_response_alg, \
                      always_issue_refresh_token, backchannel_logout_uri, \
                      backchannel_logout_session_required, jwks, jwks_uri, require_mfa, created_at, \
-                     updated_at) \
+                     updated_at, disabled, name_lower) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                     $16, $17, $18, $19)",
+                     $16, $17, $18, $19, $20, $21)",
                 )
                 .bind(&c.id)
                 .bind(&c.name)
@@ -297,6 +299,8 @@ macro_rules! impl_sql_store {
                 .bind(c.require_mfa)
                 .bind(c.created_at)
                 .bind(c.updated_at)
+                .bind(c.disabled)
+                .bind(c.name.to_lowercase())
                 .execute(&self.writer)
                 .await?;
                 Ok(())
@@ -319,8 +323,9 @@ macro_rules! impl_sql_store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn first_party_client(&self) -> StoreResult<Option<Client>> {
                 let sql = format!(
-                    "SELECT {CLIENT_COLUMNS} FROM clients WHERE first_party \
-                     ORDER BY created_at, id LIMIT 1"
+                    "SELECT {CLIENT_COLUMNS} FROM clients WHERE first_party AND NOT disabled \
+                     AND id <> '{}' ORDER BY created_at, id LIMIT 1",
+                    $crate::clients::CONSOLE_CLIENT_ID
                 );
                 let row = sqlx::query(&sql).fetch_optional(&self.pool).await?;
                 row.as_ref().map(client_from_row).transpose()
@@ -342,8 +347,8 @@ macro_rules! impl_sql_store {
             async fn create_user(&self, u: &User) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO users (id, email, email_lower, email_verified, name, \
-                     password_hash, roles, disabled, created_at, updated_at, deleted_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     password_hash, roles, disabled, created_at, updated_at, deleted_at, name_lower) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(u.id)
                 .bind(&u.email)
@@ -356,6 +361,7 @@ macro_rules! impl_sql_store {
                 .bind(u.created_at)
                 .bind(u.updated_at)
                 .bind(u.deleted_at)
+                .bind(u.name.as_deref().map(str::to_lowercase))
                 .execute(&self.writer)
                 .await?;
                 Ok(())
@@ -754,14 +760,15 @@ macro_rules! impl_sql_store {
                 now: Timestamp,
             ) -> StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO consents (user_id, client_id, scope, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $4) ON CONFLICT (user_id, client_id) \
+                    "INSERT INTO consents (user_id, client_id, scope, created_at, updated_at, id) \
+                     VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (user_id, client_id) \
                      DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
                 )
                 .bind(user_id)
                 .bind(client_id)
                 .bind(scope)
                 .bind(now)
+                .bind(Uuid::now_v7())
                 .execute(&self.writer)
                 .await?;
                 Ok(())

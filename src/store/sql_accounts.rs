@@ -2,6 +2,23 @@
 //! both dialects). Instantiated next to `impl_sql_store!`, whose row readers it reuses.
 
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.
+/// The bounds of a prefix search as a range of an index: every string that starts with
+/// `prefix` sorts at or after it and before it followed by the last code point (in byte
+/// order, which SQLite's BINARY and PostgreSQL's "C" collations both use).
+pub(super) fn prefix_range(prefix: &str) -> (String, String) {
+    (prefix.to_string(), format!("{prefix}\u{10FFFF}"))
+}
+
+/// ` COLLATE "C"` on PostgreSQL (whose indexes for prefix search are in byte order), nothing
+/// on SQLite (whose default collation already is).
+pub(super) fn byte_order(backend: &str) -> &'static str {
+    if backend == "postgres" {
+        " COLLATE \"C\""
+    } else {
+        ""
+    }
+}
+
 pub(super) fn like_escape(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
@@ -15,8 +32,8 @@ pub(super) fn like_escape(raw: &str) -> String {
 
 macro_rules! impl_sql_account_store {
     ($store:ty, $db:ty, $backend:literal) => {
-        use $crate::store::sql_accounts::like_escape;
-        use $crate::store::{AccountStore, AccountToken, AuditQuery, TokenPurpose, UserQuery};
+        use $crate::store::sql_accounts::{byte_order, like_escape, prefix_range};
+        use $crate::store::{AccountStore, AccountToken, AuditQuery, TokenPurpose, UserQuery, UserSort};
 
         type DbConnection = <$db as sqlx::Database>::Connection;
 
@@ -131,7 +148,8 @@ macro_rules! impl_sql_account_store {
             async fn update_user(&self, u: &User) -> StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE users SET name = $1, roles = $2, disabled = $3, email_verified = $4, \
-                     password_hash = $5, updated_at = $6 WHERE id = $7 AND deleted_at IS NULL",
+                     password_hash = $5, updated_at = $6, name_lower = $8 \
+                     WHERE id = $7 AND deleted_at IS NULL",
                 )
                 .bind(&u.name)
                 .bind(list_to_json(&u.roles))
@@ -140,6 +158,7 @@ macro_rules! impl_sql_account_store {
                 .bind(&u.password_hash)
                 .bind(u.updated_at)
                 .bind(u.id)
+                .bind(u.name.as_deref().map(str::to_lowercase))
                 .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -157,6 +176,23 @@ macro_rules! impl_sql_account_store {
                     binds.push(format!("%{}%", like_escape(&serde_json::Value::from(role.as_str()).to_string())));
                     filter.push_str(&format!(" AND roles LIKE ${} ESCAPE '\\'", binds.len()));
                 }
+                if let Some(prefix) = q.search.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+                    let (low, high) = prefix_range(&prefix.to_lowercase());
+                    binds.push(low);
+                    binds.push(high);
+                    let (l, h) = (binds.len() - 1, binds.len());
+                    let c = byte_order($backend);
+                    filter.push_str(&format!(
+                        " AND ((email_lower{c} >= ${l} AND email_lower{c} < ${h}) \
+                         OR (name_lower{c} >= ${l} AND name_lower{c} < ${h}))"
+                    ));
+                }
+                let direction = if q.descending { "DESC" } else { "ASC" };
+                let order = match q.sort {
+                    UserSort::Created => format!("created_at {direction}, id {direction}"),
+                    UserSort::Email => format!("email_lower {direction}"),
+                    UserSort::Name => format!("name_lower {direction}, email_lower {direction}"),
+                };
                 let count_sql = format!("SELECT COUNT(*) FROM users WHERE {filter}");
                 let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
                 for b in &binds {
@@ -165,7 +201,7 @@ macro_rules! impl_sql_account_store {
                 let total = count.fetch_one(&self.pool).await?;
                 let page_sql = format!(
                     "SELECT {USER_COLUMNS} FROM users WHERE {filter} \
-                     ORDER BY created_at, id LIMIT ${} OFFSET ${}",
+                     ORDER BY {order} LIMIT ${} OFFSET ${}",
                     binds.len() + 1,
                     binds.len() + 2
                 );

@@ -512,9 +512,11 @@ async fn responses_carry_security_headers_and_oversized_requests_are_refused() {
 async fn every_login_policy_refuses_past_its_limit_and_recovers_after_its_window() {
     for policy in ["login_ip", "login_account_ip", "login_account"] {
         let app = app_with(|s| {
+            // Windows of 5 s: two wrong passwords (argon2id each) must fit in one even on a
+            // loaded machine, or the third attempt starts a new window and is let through.
             let tight = Policy {
                 limit: 2,
-                period_secs: 2,
+                period_secs: 5,
             };
             match policy {
                 "login_ip" => s.rate_limits.login_ip = tight,
@@ -522,7 +524,7 @@ async fn every_login_policy_refuses_past_its_limit_and_recovers_after_its_window
                 _ => {
                     s.rate_limits.login_account_ip = Policy {
                         limit: 1,
-                        period_secs: 2,
+                        period_secs: 5,
                     };
                     s.rate_limits.login_account = tight;
                     s.http.trusted_proxies = vec!["127.0.0.1/32".into(), "::1/128".into()];

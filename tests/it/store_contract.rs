@@ -7,6 +7,7 @@ use portcullis::store::{
     FactorKind, KeyState, MfaChallenge, MfaFactor, RefreshToken, SigningKeyRecord, Store,
     StoreError, TokenPurpose, User, UserQuery,
 };
+use portcullis::store::{ClientQuery, ClientSort, UserSort};
 use uuid::Uuid;
 
 use crate::common::{fresh_pg_database, pg_base_url};
@@ -30,6 +31,7 @@ fn client(id: &str) -> Client {
         jwks: None,
         jwks_uri: Some("https://app.example.com/jwks".into()),
         require_mfa: true,
+        disabled: false,
         created_at: 100,
         updated_at: 100,
     }
@@ -601,6 +603,9 @@ macro_rules! contract_suite {
                 second_factors_steps_codes_and_challenges_are_spent_once,
                 parallel_removals_keep_the_last_required_factor,
                 parallel_first_enrollments_keep_one_set_of_codes,
+                clients_are_searched_by_name_prefix_or_id_and_updated,
+                users_are_found_by_email_or_name_prefix_in_any_order,
+                a_users_sessions_and_consents_are_listed_and_revoked,
             );
         }
     };
@@ -744,6 +749,7 @@ async fn users_are_searched_updated_and_soft_deleted(store: Arc<dyn Store>) {
         role: role.map(str::to_string),
         offset,
         limit,
+        ..UserQuery::default()
     };
     let (all, total) = store.search_users(&page(None, None, 0, 2)).await.unwrap();
     assert_eq!((all.len(), total), (2, 3));
@@ -1108,6 +1114,296 @@ async fn parallel_removals_keep_the_last_required_factor(store: Arc<dyn Store>) 
     assert!(store.delete_factor(u.id, last, false).await.unwrap());
 }
 
+async fn clients_are_searched_by_name_prefix_or_id_and_updated(store: Arc<dyn Store>) {
+    for (id, name, at) in [
+        ("a1", "Shop", 10),
+        ("b2", "shopfront", 20),
+        ("c3", "Blog", 30),
+    ] {
+        let mut c = client(id);
+        c.name = name.into();
+        c.created_at = at;
+        store.create_client(&c).await.unwrap();
+    }
+    let query = |search: Option<&str>| ClientQuery {
+        search: search.map(str::to_string),
+        limit: 10,
+        ..ClientQuery::default()
+    };
+    let ids = |list: &[Client]| list.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+    let (found, total) = store.search_clients(&query(Some("SHOP"))).await.unwrap();
+    assert_eq!((ids(&found), total), (vec!["a1".into(), "b2".into()], 2));
+    let (found, _) = store.search_clients(&query(Some("c3"))).await.unwrap();
+    assert_eq!(ids(&found), ["c3"], "an exact client id matches too");
+    let (found, _) = store.search_clients(&query(Some("%"))).await.unwrap();
+    assert!(found.is_empty(), "no wildcards");
+    let (found, total) = store
+        .search_clients(&ClientQuery {
+            sort: ClientSort::Name,
+            descending: true,
+            limit: 2,
+            offset: 1,
+            ..ClientQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((ids(&found), total), (vec!["a1".into(), "c3".into()], 3));
+
+    let mut c = store.get_client("b2").await.unwrap().unwrap();
+    c.name = "Storefront".into();
+    c.disabled = true;
+    c.redirect_uris = vec!["https://store.example.com/cb".into()];
+    c.updated_at = 50;
+    assert!(store.update_client(&c).await.unwrap());
+    assert_eq!(store.get_client("b2").await.unwrap().unwrap(), c);
+    let (found, _) = store.search_clients(&query(Some("store"))).await.unwrap();
+    assert_eq!(ids(&found), ["b2"], "the name index follows the update");
+    let (found, _) = store
+        .search_clients(&ClientQuery {
+            disabled: Some(true),
+            limit: 10,
+            ..ClientQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&found), ["b2"]);
+    let mut gone = c.clone();
+    gone.id = "nope".into();
+    assert!(!store.update_client(&gone).await.unwrap());
+
+    assert!(store
+        .set_client_secret("a1", &"cd".repeat(32), 60)
+        .await
+        .unwrap());
+    let a1 = store.get_client("a1").await.unwrap().unwrap();
+    assert_eq!(a1.secret_hash, Some("cd".repeat(32)));
+    let mut public = client("p");
+    public.secret_hash = None;
+    public.token_endpoint_auth_method = "none".into();
+    store.create_client(&public).await.unwrap();
+    assert!(
+        !store
+            .set_client_secret("p", &"ef".repeat(32), 60)
+            .await
+            .unwrap(),
+        "a client without a secret does not get one this way"
+    );
+}
+
+async fn users_are_found_by_email_or_name_prefix_in_any_order(store: Arc<dyn Store>) {
+    let mut made = Vec::new();
+    for (i, (email, name)) in [
+        ("zed@example.com", Some("Ada Lovelace")),
+        ("adam@example.com", Some("Zoë")),
+        ("bob@example.com", None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut u = user(email);
+        u.name = name.map(str::to_string);
+        u.created_at = 100 + i as i64;
+        store.create_user(&u).await.unwrap();
+        made.push(u);
+    }
+    let emails = |list: &[User]| list.iter().map(|u| u.email.clone()).collect::<Vec<_>>();
+    let search = |text: &str, sort: UserSort, descending: bool| UserQuery {
+        search: Some(text.into()),
+        sort,
+        descending,
+        limit: 10,
+        ..UserQuery::default()
+    };
+    let (found, total) = store
+        .search_users(&search("AD", UserSort::Email, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        (emails(&found), total),
+        (vec!["adam@example.com".into(), "zed@example.com".into()], 2),
+        "the start of the email or of the name, any case"
+    );
+    let (found, _) = store
+        .search_users(&search("zo", UserSort::Created, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        emails(&found),
+        ["adam@example.com"],
+        "non-ASCII names too (Zoë)"
+    );
+    let (found, _) = store
+        .search_users(&search("example", UserSort::Created, false))
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "a prefix, not a substring");
+    let (found, _) = store
+        .search_users(&UserQuery {
+            sort: UserSort::Created,
+            descending: true,
+            limit: 10,
+            ..UserQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        emails(&found),
+        ["bob@example.com", "adam@example.com", "zed@example.com"]
+    );
+    let mut renamed = made[2].clone();
+    renamed.name = Some("Robert".into());
+    assert!(store.update_user(&renamed).await.unwrap());
+    let (found, _) = store
+        .search_users(&search("rob", UserSort::Name, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        emails(&found),
+        ["bob@example.com"],
+        "the name index follows updates"
+    );
+}
+
+async fn a_users_sessions_and_consents_are_listed_and_revoked(store: Arc<dyn Store>) {
+    let u = user("ada@example.org");
+    let other = user("bob@example.org");
+    store.create_user(&u).await.unwrap();
+    store.create_user(&other).await.unwrap();
+    store.create_client(&client("c")).await.unwrap();
+    store.create_client(&client("d")).await.unwrap();
+    let session = |hash: &str, sid: &str, user_id: Uuid, seen: i64, expires: i64| BrowserSession {
+        id_hash: hash.into(),
+        sid: sid.into(),
+        user_id,
+        auth_time: 100,
+        amr: vec!["pwd".into()],
+        acr: Some("1fa".into()),
+        user_agent: None,
+        ip: None,
+        created_at: 100,
+        last_seen_at: seen,
+        expires_at: expires,
+        revoked_at: None,
+    };
+    store
+        .create_session(&session("h1", "s1", u.id, 150, 1000))
+        .await
+        .unwrap();
+    store
+        .create_session(&session("h2", "s2", u.id, 180, 1000))
+        .await
+        .unwrap();
+    store
+        .create_session(&session("h3", "s3", u.id, 190, 200))
+        .await
+        .unwrap();
+    store
+        .create_session(&session("h4", "s4", other.id, 190, 1000))
+        .await
+        .unwrap();
+    let live = store.user_sessions(u.id, 300).await.unwrap();
+    let sids: Vec<&str> = live.iter().map(|s| s.sid.as_str()).collect();
+    assert_eq!(sids, ["s2", "s1"], "live ones, most recently seen first");
+    assert_eq!(
+        store.session_by_sid("s1").await.unwrap().unwrap().id_hash,
+        "h1"
+    );
+    store.revoke_session("h1", 310).await.unwrap();
+    assert_eq!(store.session_by_sid("s1").await.unwrap(), None);
+    assert_eq!(store.session_by_sid("").await.unwrap(), None);
+
+    store.save_consent(u.id, "c", "openid", 100).await.unwrap();
+    store
+        .save_consent(u.id, "d", "openid email", 120)
+        .await
+        .unwrap();
+    store
+        .save_consent(other.id, "c", "openid", 100)
+        .await
+        .unwrap();
+    let mut token = refresh(Uuid::new_v4(), Uuid::new_v4(), "r1", "c", u.id, "openid");
+    token.created_at = 130;
+    token.session_id_hash = None;
+    token.auth_code_hash = None;
+    store.create_refresh_token(&token).await.unwrap();
+    let mut other_client = refresh(Uuid::new_v4(), Uuid::new_v4(), "r2", "d", u.id, "openid");
+    other_client.created_at = 140;
+    other_client.session_id_hash = None;
+    other_client.auth_code_hash = None;
+    store.create_refresh_token(&other_client).await.unwrap();
+    let consents = store.user_consents(u.id).await.unwrap();
+    let clients: Vec<&str> = consents.iter().map(|c| c.client_id.as_str()).collect();
+    assert_eq!(clients, ["d", "c"], "most recently changed first");
+    assert_eq!(consents[1].client_name, "Demo");
+    assert_eq!(consents[1].last_used_at, Some(130));
+    assert_ne!(consents[0].id, consents[1].id);
+    let kept_id = store.user_consents(u.id).await.unwrap()[1].id;
+    store
+        .save_consent(u.id, "c", "openid profile", 200)
+        .await
+        .unwrap();
+    let again = store.get_consent_record(kept_id).await.unwrap().unwrap();
+    assert_eq!(
+        (again.scope.as_str(), again.id),
+        ("openid profile", kept_id),
+        "a consent keeps its id"
+    );
+
+    let jtis = store.revoke_consent(kept_id, 300).await.unwrap().unwrap();
+    assert_eq!(jtis, ["jti-r1"]);
+    assert_eq!(store.get_consent(u.id, "c").await.unwrap(), None);
+    assert!(store
+        .get_refresh_token(&token.token_hash)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    assert!(
+        store
+            .get_refresh_token(&other_client.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none(),
+        "only that client's tokens"
+    );
+    assert_eq!(
+        store.get_consent(other.id, "c").await.unwrap().as_deref(),
+        Some("openid")
+    );
+    assert_eq!(store.revoke_consent(kept_id, 300).await.unwrap(), None);
+
+    let counts = store.admin_counts(300).await.unwrap();
+    assert_eq!(
+        (counts.users, counts.clients, counts.live_sessions),
+        (2, 2, 2)
+    );
+    let mut e = AuditEvent::new("login.succeeded", 250);
+    store.record_audit(&e).await.unwrap();
+    e.id = Uuid::now_v7();
+    store.record_audit(&e).await.unwrap();
+    let old = AuditEvent::new("login.succeeded", 10);
+    store.record_audit(&old).await.unwrap();
+    store
+        .record_audit(&AuditEvent::new("login.failed", 260))
+        .await
+        .unwrap();
+    let mut counted = store
+        .count_audit(&["login.succeeded", "login.failed", "nothing"], 100)
+        .await
+        .unwrap();
+    counted.sort();
+    assert_eq!(
+        counted,
+        [
+            ("login.failed".to_string(), 1),
+            ("login.succeeded".to_string(), 2)
+        ]
+    );
+}
+
 async fn migrations_can_be_applied_again(store: Arc<dyn Store>) {
     // `open` already migrated; a second open on the same database must be a no-op.
     store.create_client(&client("c")).await.unwrap();
@@ -1134,3 +1430,73 @@ async fn postgres_db() -> Option<(String, tempfile::TempDir)> {
 
 contract_suite!(sqlite, sqlite_db);
 contract_suite!(postgres, postgres_db);
+
+/// The prefix searches of the user and client lists, as `search_users`/`search_clients` shape
+/// them: with the planner told to avoid full scans, both databases answer from an index.
+const USER_PREFIX: &str = "SELECT id FROM users WHERE deleted_at IS NULL AND \
+    ((email_lower{C} >= 'ad' AND email_lower{C} < 'ad\u{10FFFF}') OR \
+     (name_lower{C} >= 'ad' AND name_lower{C} < 'ad\u{10FFFF}'))";
+const CLIENT_PREFIX: &str = "SELECT id FROM clients WHERE \
+    (name_lower{C} >= 'sh' AND name_lower{C} < 'sh\u{10FFFF}') OR id = 'sh'";
+
+#[tokio::test]
+async fn prefix_search_is_an_index_range_scan_on_sqlite() {
+    let (url, _dir) = sqlite_db().await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    for (sql, wanted) in [
+        (
+            USER_PREFIX,
+            ["INDEX sqlite_autoindex_users_", "users_name_lower"].as_slice(),
+        ),
+        (
+            CLIENT_PREFIX,
+            ["clients_name_lower", "INDEX sqlite_autoindex_clients_"].as_slice(),
+        ),
+    ] {
+        let sql = format!("EXPLAIN QUERY PLAN {}", sql.replace("{C}", ""));
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&sql).fetch_all(&pool).await.unwrap();
+        let text: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+        for index in wanted {
+            assert!(
+                text.iter().any(|line| line.contains(index)),
+                "{index} unused: {text:?}"
+            );
+        }
+        assert!(!text.iter().any(|l| l.starts_with("SCAN")), "{text:?}");
+    }
+}
+
+#[tokio::test]
+async fn prefix_search_is_an_index_range_scan_on_postgres() {
+    let Some((url, _dir)) = postgres_db().await else {
+        return;
+    };
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for (sql, wanted) in [
+        (
+            USER_PREFIX,
+            ["users_email_lower_c", "users_name_lower"].as_slice(),
+        ),
+        (
+            CLIENT_PREFIX,
+            ["clients_name_lower", "clients_pkey"].as_slice(),
+        ),
+    ] {
+        let sql = format!("EXPLAIN {}", sql.replace("{C}", " COLLATE \"C\""));
+        let plan: Vec<String> = sqlx::query_scalar(&sql).fetch_all(&mut conn).await.unwrap();
+        for index in wanted {
+            assert!(
+                plan.iter().any(|line| line.contains(index)),
+                "{index} unused: {plan:#?}"
+            );
+        }
+        assert!(!plan.iter().any(|l| l.contains("Seq Scan")), "{plan:#?}");
+    }
+}

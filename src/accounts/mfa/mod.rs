@@ -226,6 +226,13 @@ impl MfaService {
             )
     }
 
+    /// Whether an admin whose sign-in reached `acr` may change things (admin API and console
+    /// writes): always when the MFA policy does not cover them, else only after a second
+    /// factor (`mfa` or `phr`).
+    pub fn allows_admin_write(&self, user: &User, acr: Option<&str>) -> bool {
+        !self.required_for(user) || Acr::of_session(acr) >= Acr::Mfa
+    }
+
     /// Changing factors needs a sign-in no older than `accounts.mfa.reauth_max_age_secs`.
     pub fn ensure_recent(&self, auth_time: Timestamp) -> Result<(), MfaError> {
         let max = self.settings.accounts.mfa.reauth_max_age_secs;

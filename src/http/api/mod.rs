@@ -214,6 +214,16 @@ pub async fn caller_signed_in(
     auth: &BearerAuth,
     trace: &Trace,
 ) -> Result<(User, Option<i64>, String), ApiError> {
+    let (user, claims) = caller_claims(state, auth, trace).await?;
+    Ok((user, claims.auth_time, claims.client_id))
+}
+
+/// The bearer's user and the token's claims (for its `acr`, `auth_time` and client).
+pub async fn caller_claims(
+    state: &AppState,
+    auth: &BearerAuth,
+    trace: &Trace,
+) -> Result<(User, crate::protocol::tokens::AccessClaims), ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", m, trace);
     let claims = crate::http::oidc::check_bearer(state, &auth.0.token)
         .await
@@ -229,7 +239,7 @@ pub async fn caller_signed_in(
             "the access token was issued to a client, not a user",
         ));
     };
-    state
+    let user = state
         .store
         .get_user(id)
         .await
@@ -238,8 +248,30 @@ pub async fn caller_signed_in(
             ApiError::internal(trace)
         })?
         .filter(|u| !u.disabled && u.deleted_at.is_none())
-        .map(|u| (u, claims.auth_time, claims.client_id.clone()))
-        .ok_or_else(|| unauthorized("the access token's user no longer exists or is disabled"))
+        .ok_or_else(|| unauthorized("the access token's user no longer exists or is disabled"))?;
+    Ok((user, claims))
+}
+
+/// The guard of every admin route that changes something: [`admin_guard`], and when the MFA
+/// policy covers the admin (`accounts.mfa.required_for_roles`, by default `["admin"]`), a
+/// token whose sign-in used a second factor (`acr` `mfa` or `phr`).
+pub async fn admin_write_guard(
+    state: &AppState,
+    auth: &BearerAuth,
+    trace: &Trace,
+) -> Result<User, ApiError> {
+    let (user, claims) = caller_claims(state, auth, trace).await?;
+    require_admin(&user, trace)?;
+    if !state.mfa.allows_admin_write(&user, claims.acr.as_deref()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "mfa_required",
+            "changes need a sign-in with a second factor: sign in again with your \
+             authenticator app or passkey, then retry with the new access token",
+            trace,
+        ));
+    }
+    Ok(user)
 }
 
 /// The one guard of every admin-only route: a valid bearer token of a live user who holds
@@ -250,15 +282,20 @@ pub async fn admin_guard(
     trace: &Trace,
 ) -> Result<User, ApiError> {
     let user = caller(state, auth, trace).await?;
-    if !crate::accounts::service::is_admin(&user) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this needs the admin role",
-            trace,
-        ));
-    }
+    require_admin(&user, trace)?;
     Ok(user)
+}
+
+fn require_admin(user: &User, trace: &Trace) -> Result<(), ApiError> {
+    if crate::accounts::service::is_admin(user) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this needs the admin role",
+        trace,
+    ))
 }
 
 /// A user as the API shows it to the user themself and to admins.

@@ -96,6 +96,7 @@ impl UsersApi {
             role: role.0.filter(|r| !r.is_empty()),
             offset: u64::from(page.0 - 1) * u64::from(per_page.0),
             limit: per_page.0,
+            ..UserQuery::default()
         };
         let (users, total) = state.store.search_users(&query).await.map_err(|e| {
             tracing::error!(error = %e, "storage failure listing users");

@@ -1,0 +1,21 @@
+-- Administration: clients can be switched off; consents get an id of their own (for the admin
+-- API and the account pages); lower-cased names beside the emails, so that search by prefix
+-- of email, name or client name is a range scan of an index (byte order, COLLATE "C", so the
+-- range holds whatever the database's collation).
+ALTER TABLE clients ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE clients ADD COLUMN name_lower TEXT NOT NULL DEFAULT '';
+UPDATE clients SET name_lower = lower(name);
+CREATE INDEX clients_name_lower ON clients (name_lower COLLATE "C");
+CREATE INDEX clients_created ON clients (created_at);
+
+ALTER TABLE users ADD COLUMN name_lower TEXT;
+UPDATE users SET name_lower = lower(name);
+CREATE INDEX users_name_lower ON users (name_lower COLLATE "C");
+CREATE INDEX users_email_lower_c ON users (email_lower COLLATE "C");
+
+ALTER TABLE consents ADD COLUMN id UUID NOT NULL DEFAULT gen_random_uuid();
+CREATE UNIQUE INDEX consents_id ON consents (id);
+
+CREATE INDEX browser_sessions_sid ON browser_sessions (sid);
+CREATE INDEX refresh_tokens_user_client ON refresh_tokens (user_id, client_id);
+CREATE INDEX authorization_codes_user_client ON authorization_codes (user_id, client_id);
