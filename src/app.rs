@@ -196,7 +196,6 @@ impl Portcullis {
             store.clone(),
             clock.clone(),
             deny.clone(),
-            clients.clone(),
             keys.clone(),
             http_client.clone(),
         ));
@@ -226,7 +225,15 @@ impl Portcullis {
             clock.clone(),
             Some(clients.clone()),
             redis.clone(),
+            settings.tokens.access_token_ttl_secs,
         ));
+        match store.refresh_search_names().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "recomputed lower-cased names for search"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not recompute lower-cased names for search")
+            }
+        }
         client_admin
             .ensure_console_client(&settings.issuer)
             .await

@@ -18,3 +18,10 @@ CREATE UNIQUE INDEX consents_id ON consents (id);
 CREATE INDEX browser_sessions_sid ON browser_sessions (sid);
 CREATE INDEX refresh_tokens_user_client ON refresh_tokens (user_id, client_id);
 CREATE INDEX authorization_codes_user_client ON authorization_codes (user_id, client_id);
+
+-- SQLite cannot add a NOT NULL column without a constant default: a consent inserted without
+-- an id (by an older binary during an upgrade) gets one here.
+CREATE TRIGGER consents_id_default AFTER INSERT ON consents WHEN NEW.id IS NULL
+BEGIN
+    UPDATE consents SET id = randomblob(16) WHERE rowid = NEW.rowid;
+END;

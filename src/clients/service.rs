@@ -11,6 +11,7 @@ use serde_json::json;
 use super::{prepare, ClientDirectory, ClientRegistration, Registered, RegistrationError};
 use crate::cache::RedisHandle;
 use crate::clock::Clock;
+use crate::denylist::DenyList;
 use crate::protocol::redirect_uri::RedirectUri;
 use crate::random;
 use crate::store::{AuditEvent, Client, ClientQuery, Store, StoreError};
@@ -91,6 +92,9 @@ pub struct ClientService {
     clock: Arc<dyn Clock>,
     directory: Option<Arc<ClientDirectory>>,
     redis: Option<Arc<RedisHandle>>,
+    deny: DenyList,
+    /// `tokens.access_token_ttl_secs`: how long a denied access token stays listed.
+    access_ttl_secs: i64,
 }
 
 impl ClientService {
@@ -99,12 +103,15 @@ impl ClientService {
         clock: Arc<dyn Clock>,
         directory: Option<Arc<ClientDirectory>>,
         redis: Option<Arc<RedisHandle>>,
+        access_ttl_secs: u64,
     ) -> ClientService {
         ClientService {
+            deny: DenyList::new(store.clone(), redis.clone()),
             store,
             clock,
             directory,
             redis,
+            access_ttl_secs: access_ttl_secs as i64,
         }
     }
 
@@ -128,7 +135,10 @@ impl ClientService {
         Ok(super::register(&*self.store, reg, self.clock.now(), actor).await?)
     }
 
-    /// Applies `update` to the client, validated as a whole by the registration rules.
+    /// Applies `update` to the client, validated as a whole by the registration rules. A
+    /// client that starts or stops authenticating with a secret loses its outstanding grants
+    /// (a refresh token issued to an authenticated client must not become usable without
+    /// authentication, RFC 6749 §10.4).
     pub async fn update(
         &self,
         id: &str,
@@ -142,17 +152,22 @@ impl ClientService {
         let now = self.clock.now();
         let (mut client, secret) = apply(&before, update, now)?;
         client.updated_at = now;
-        let changed = changed_fields(&before, &client);
-        if !self.store.update_client(&client).await? {
-            return Err(ClientError::NotFound(id.to_string()));
+        let mut changed = changed_fields(&before, &client);
+        let method_changed = before.token_endpoint_auth_method != client.token_endpoint_auth_method;
+        if !changed.is_empty() {
+            if !self.store.update_client(&client, method_changed).await? {
+                return Err(ClientError::NotFound(id.to_string()));
+            }
+            if method_changed {
+                self.revoke_grants(id, now).await?;
+            }
+            let detail = json!({"changed": changed, "secret_issued": secret.is_some()});
+            self.audit("client.updated", id, actor, detail).await?;
         }
-        let kind = match (before.disabled, client.disabled) {
-            (false, true) => "client.disabled",
-            (true, false) => "client.enabled",
-            _ => "client.updated",
-        };
-        self.audit(kind, id, actor, json!({"changed": changed}))
-            .await?;
+        if let Some(disabled) = update.disabled.filter(|d| *d != before.disabled) {
+            client = self.switch(id, disabled, actor).await?;
+            changed.push("disabled");
+        }
         self.changed().await;
         Ok(Updated {
             client,
@@ -161,18 +176,47 @@ impl ClientService {
         })
     }
 
-    /// Switches a client off (every endpoint treats it as unknown) or on again.
+    /// Switches a client off (every endpoint treats it as unknown, its refresh tokens and
+    /// codes are revoked, its access tokens denied) or on again.
     pub async fn set_disabled(
         &self,
         id: &str,
         disabled: bool,
         actor: &str,
     ) -> Result<Client, ClientError> {
-        let update = ClientUpdate {
-            disabled: Some(disabled),
-            ..ClientUpdate::default()
+        if id == CONSOLE_CLIENT_ID {
+            return Err(ClientError::BuiltIn);
+        }
+        let client = self.switch(id, disabled, actor).await?;
+        self.changed().await;
+        Ok(client)
+    }
+
+    async fn switch(&self, id: &str, disabled: bool, actor: &str) -> Result<Client, ClientError> {
+        let now = self.clock.now();
+        if !self.store.set_client_disabled(id, disabled, now).await? {
+            return Err(ClientError::NotFound(id.to_string()));
+        }
+        if disabled {
+            self.revoke_grants(id, now).await?;
+        }
+        let kind = if disabled {
+            "client.disabled"
+        } else {
+            "client.enabled"
         };
-        Ok(self.update(id, &update, actor).await?.client)
+        self.audit(kind, id, actor, json!({})).await?;
+        self.get(id).await
+    }
+
+    async fn revoke_grants(&self, id: &str, now: i64) -> Result<(), ClientError> {
+        let jtis = self.store.revoke_client_grants(id, now).await?;
+        for jti in jtis {
+            if let Err(e) = self.deny.deny(&jti, now + self.access_ttl_secs, now).await {
+                tracing::error!(error = %e, "could not deny an access token");
+            }
+        }
+        Ok(())
     }
 
     /// A new secret for a confidential client; the old one stops working at once.
@@ -204,6 +248,9 @@ impl ClientService {
         if id == CONSOLE_CLIENT_ID {
             return Err(ClientError::BuiltIn);
         }
+        self.get(id).await?;
+        // The rows go with the client; the access tokens they were issued with are denied.
+        self.revoke_grants(id, self.clock.now()).await?;
         if !self.store.delete_client(id).await? {
             return Err(ClientError::NotFound(id.to_string()));
         }
@@ -234,7 +281,15 @@ impl ClientService {
                     updated_at: now,
                     ..existing
                 };
-                self.store.update_client(&client).await?;
+                self.store.update_client(&client, false).await?;
+                self.audit(
+                    "client.updated",
+                    CONSOLE_CLIENT_ID,
+                    "portcullis",
+                    json!({"changed": ["redirect_uris"]}),
+                )
+                .await?;
+                self.changed().await;
                 Ok(())
             }
             Some(_) => Ok(()),
@@ -303,11 +358,22 @@ fn apply(
     update: &ClientUpdate,
     now: i64,
 ) -> Result<(Client, Option<SecretString>), ClientError> {
+    // A client registered with --allow-insecure-redirect keeps that allowance for its
+    // existing URIs; new URIs need it asked for again.
+    let uris_change = update.redirect_uris.is_some()
+        || update.post_logout_redirect_uris.is_some()
+        || update.backchannel_logout_uri.is_some();
     let was_insecure = before
         .redirect_uris
         .iter()
         .chain(&before.post_logout_redirect_uris)
-        .any(|u| RedirectUri::parse(u, false).is_err());
+        .any(|u| RedirectUri::parse(u, false).is_err())
+        || before.backchannel_logout_uri.as_deref().is_some_and(|u| {
+            url::Url::parse(u).is_ok_and(|u| {
+                u.scheme() == "http" && !crate::protocol::redirect_uri::is_loopback(&u)
+            })
+        });
+    let inherit_insecure = was_insecure && !uris_change;
     let pick = |new: &Option<Option<String>>, old: &Option<String>| match new {
         Some(v) => v.clone(),
         None => old.clone(),
@@ -329,7 +395,7 @@ fn apply(
         scope: Some(update.scope.clone().unwrap_or_else(|| before.scope.clone())),
         public: update.public.unwrap_or_else(|| before.is_public()),
         first_party: update.first_party.unwrap_or(before.first_party),
-        allow_insecure_redirect: update.allow_insecure_redirect.unwrap_or(was_insecure),
+        allow_insecure_redirect: update.allow_insecure_redirect.unwrap_or(inherit_insecure),
         id_token_alg: pick(&update.id_token_alg, &before.id_token_signed_response_alg),
         access_token_alg: pick(
             &update.access_token_alg,
@@ -362,7 +428,7 @@ fn apply(
         secret_hash,
         created_at: before.created_at,
         updated_at: before.updated_at,
-        disabled: update.disabled.unwrap_or(before.disabled),
+        disabled: before.disabled,
         ..fresh.client
     };
     Ok((client, secret))
@@ -411,7 +477,6 @@ fn changed_fields(a: &Client, b: &Client) -> Vec<&'static str> {
     check("jwks", a.jwks == b.jwks);
     check("jwks_uri", a.jwks_uri == b.jwks_uri);
     check("require_mfa", a.require_mfa == b.require_mfa);
-    check("disabled", a.disabled == b.disabled);
     out
 }
 

@@ -560,6 +560,7 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
         ring: &ring,
         master: state.keys.master(),
         deny: &state.deny,
+        clients: &state.clients,
         metrics: &state.metrics,
         settings: &state.settings,
         now: state.clock.now(),

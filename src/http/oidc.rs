@@ -90,6 +90,18 @@ pub async fn check_bearer(state: &AppState, token: &str) -> Result<AccessClaims,
         state.clock.now(),
     )
     .map_err(|reason| invalid(&format!("the access token is {reason}")))?;
+    match state.clients.get(&claims.client_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(invalid(
+                "the access token's client was switched off or deleted",
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "client lookup failed");
+            return Err(OAuthError::server_error());
+        }
+    }
     match state.deny.is_denied(&claims.jti).await {
         Ok(false) => Ok(claims),
         Ok(true) => Err(invalid("the access token was revoked")),

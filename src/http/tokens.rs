@@ -31,6 +31,7 @@ fn context<'a>(state: &'a AppState, ring: &'a crate::keys::KeyRing) -> TokenCont
         ring,
         master: state.keys.master(),
         deny: &state.deny,
+        clients: &state.clients,
         metrics: &state.metrics,
         settings: &state.settings,
         now: state.clock.now(),

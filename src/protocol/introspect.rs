@@ -58,6 +58,17 @@ pub async fn introspect(
         {
             return Ok(inactive());
         }
+        // A token of a client that was switched off or deleted is no longer active
+        // (RFC 7662 §2.2: "active" means the server would still accept it).
+        if ctx
+            .clients
+            .get(&claims.client_id)
+            .await
+            .map_err(storage_failed)?
+            .is_none()
+        {
+            return Ok(inactive());
+        }
         let set = payload.claims_set();
         return Ok(json!({
             "active": true,

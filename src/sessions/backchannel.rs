@@ -26,7 +26,8 @@ impl SessionService {
             .await
             .unwrap_or_default();
         for client_id in client_ids {
-            let Ok(Some(client)) = self.clients.get(&client_id).await else {
+            // From the store, not the directory: a switched-off client is still told.
+            let Ok(Some(client)) = self.store.get_client(&client_id).await else {
                 continue;
             };
             let Some(uri) = client.backchannel_logout_uri.clone() else {

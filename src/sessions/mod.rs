@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 pub use backchannel::BACKCHANNEL_EVENT;
 
-use crate::clients::ClientDirectory;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::denylist::DenyList;
@@ -25,7 +24,6 @@ pub struct SessionService {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     deny: Arc<DenyList>,
-    clients: Arc<ClientDirectory>,
     keys: Arc<KeyManager>,
     /// For back-channel logout deliveries.
     http: reqwest::Client,
@@ -37,7 +35,6 @@ impl SessionService {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         deny: Arc<DenyList>,
-        clients: Arc<ClientDirectory>,
         keys: Arc<KeyManager>,
         http: reqwest::Client,
     ) -> SessionService {
@@ -46,7 +43,6 @@ impl SessionService {
             store,
             clock,
             deny,
-            clients,
             keys,
             http,
         }
@@ -66,9 +62,22 @@ impl SessionService {
         reason: &str,
         actor: Option<&str>,
     ) {
-        let now = self.clock.now();
-        if let Err(e) = self.store.revoke_session(&session.id_hash, now).await {
+        if let Err(e) = self.try_end_session(session, reason, actor).await {
             tracing::error!(error = %e, "could not revoke a session");
+        }
+    }
+
+    /// Ends the session if it is still live: false (nothing else done) when another request
+    /// ended it first; an error when the store failed to revoke it.
+    async fn try_end_session(
+        &self,
+        session: &BrowserSession,
+        reason: &str,
+        actor: Option<&str>,
+    ) -> StoreResult<bool> {
+        let now = self.clock.now();
+        if !self.store.revoke_session(&session.id_hash, now).await? {
+            return Ok(false);
         }
         match self
             .store
@@ -84,11 +93,20 @@ impl SessionService {
         event.detail = json!({"sid": session.sid, "reason": reason});
         let _ = self.store.record_audit(&event).await;
         self.notify_clients(session).await;
+        Ok(true)
     }
 
     /// The user's live sessions, most recently active first.
     pub async fn user_sessions(&self, user_id: Uuid) -> StoreResult<Vec<BrowserSession>> {
-        self.store.user_sessions(user_id, self.clock.now()).await
+        let now = self.clock.now();
+        self.store
+            .user_sessions(user_id, now, self.idle_since(now))
+            .await
+    }
+
+    /// Sessions last seen at or before this are idle, hence over (`sessions.idle_timeout_secs`).
+    pub fn idle_since(&self, now: Timestamp) -> Timestamp {
+        now - self.settings.sessions.idle_timeout_secs as i64
     }
 
     /// Ends the live session whose public id is `sid`, if it belongs to `owner` (when one is
@@ -106,8 +124,7 @@ impl SessionService {
         if owner.is_some_and(|o| o != session.user_id) {
             return Ok(false);
         }
-        self.end_session_as(&session, reason, Some(actor)).await;
-        Ok(true)
+        self.try_end_session(&session, reason, Some(actor)).await
     }
 
     /// Ends every live session of the user except `keep` (the `id_hash` of the session making
@@ -122,8 +139,9 @@ impl SessionService {
         let sessions = self.user_sessions(user_id).await?;
         let mut ended = 0;
         for session in sessions.iter().filter(|s| Some(s.id_hash.as_str()) != keep) {
-            self.end_session_as(session, reason, Some(actor)).await;
-            ended += 1;
+            if self.try_end_session(session, reason, Some(actor)).await? {
+                ended += 1;
+            }
         }
         Ok(ended)
     }
@@ -142,22 +160,16 @@ impl SessionService {
         owner: Option<Uuid>,
         actor: &str,
     ) -> StoreResult<bool> {
-        let Some(consent) = self.store.get_consent_record(id).await? else {
-            return Ok(false);
-        };
-        if owner.is_some_and(|o| o != consent.user_id) {
-            return Ok(false);
-        }
         let now = self.clock.now();
-        let Some(jtis) = self.store.revoke_consent(id, now).await? else {
+        let Some(gone) = self.store.revoke_consent(id, owner, now).await? else {
             return Ok(false);
         };
-        self.deny_until_expiry(jtis, now).await;
+        self.deny_until_expiry(gone.jtis, now).await;
         let mut event = AuditEvent::new("consent.revoked", now);
         event.actor = Some(actor.to_string());
-        event.subject = Some(consent.user_id.to_string());
-        event.client_id = Some(consent.client_id.clone());
-        event.detail = json!({"scope": consent.scope});
+        event.subject = Some(gone.user_id.to_string());
+        event.client_id = Some(gone.client_id);
+        event.detail = json!({"scope": gone.scope});
         let _ = self.store.record_audit(&event).await;
         Ok(true)
     }
@@ -189,7 +201,7 @@ impl SessionService {
     /// in the old session and the relying parties' sessions are left alone (as they always
     /// were); a user who wants them gone signs out.
     pub async fn replace_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<()> {
-        self.store.revoke_session(id_hash, now).await
+        self.store.revoke_session(id_hash, now).await.map(|_| ())
     }
 
     /// Puts access tokens on the deny-list until they would have expired anyway.

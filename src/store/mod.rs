@@ -124,7 +124,9 @@ pub trait SessionStore: Send + Sync {
     /// The session, if it exists and was not revoked (expiry is the caller's rule).
     async fn get_session(&self, id_hash: &str) -> StoreResult<Option<BrowserSession>>;
     async fn touch_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<()>;
-    async fn revoke_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<()>;
+    /// False when the session was already revoked (or never existed): of two parallel
+    /// sign-outs of one session exactly one gets true.
+    async fn revoke_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<bool>;
 }
 
 #[async_trait]
@@ -352,8 +354,17 @@ pub trait MfaStore: Send + Sync {
 pub trait AdminStore: Send + Sync {
     /// One page of clients matching the query, and how many match on all pages.
     async fn search_clients(&self, query: &ClientQuery) -> StoreResult<(Vec<Client>, u64)>;
-    /// Writes every field of a client except its id and creation time; false if it is gone.
-    async fn update_client(&self, client: &Client) -> StoreResult<bool>;
+    /// Writes the registration fields of a client (never its id, creation time or `disabled`;
+    /// its secret hash only with `write_secret`, when it starts or stops using a secret);
+    /// false if it is gone.
+    async fn update_client(&self, client: &Client, write_secret: bool) -> StoreResult<bool>;
+    /// Switches a client off or on, touching nothing else; false if it is gone.
+    async fn set_client_disabled(
+        &self,
+        id: &str,
+        disabled: bool,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
     /// Replaces the secret of a client that has one; false if there is no such client (or it
     /// authenticates without a secret).
     async fn set_client_secret(
@@ -362,23 +373,35 @@ pub trait AdminStore: Send + Sync {
         secret_hash: &str,
         now: Timestamp,
     ) -> StoreResult<bool>;
-    /// The user's live sessions (not revoked, not past their absolute end), most recently
-    /// active first.
+    /// In one transaction: revokes every refresh token of the client and spends its unused
+    /// codes (a client switched off, deleted, or changing how it authenticates). Returns the
+    /// access-token ids they were issued with.
+    async fn revoke_client_grants(&self, id: &str, now: Timestamp) -> StoreResult<Vec<String>>;
+    /// The user's live sessions (not revoked, not past their absolute end, seen after
+    /// `seen_after`: the idle timeout), most recently active first.
     async fn user_sessions(
         &self,
         user_id: Uuid,
         now: Timestamp,
+        seen_after: Timestamp,
     ) -> StoreResult<Vec<BrowserSession>>;
     /// The unrevoked session with this public id (`sid`).
     async fn session_by_sid(&self, sid: &str) -> StoreResult<Option<BrowserSession>>;
     /// What the user allowed which client, most recently changed first.
     async fn user_consents(&self, user_id: Uuid) -> StoreResult<Vec<ConsentRecord>>;
     async fn get_consent_record(&self, id: Uuid) -> StoreResult<Option<ConsentRecord>>;
-    /// In one transaction: deletes the consent and revokes every refresh token the client
-    /// holds for the user (`offline_access` ones too). Returns the access-token ids to deny,
-    /// or `None` when there is no such consent.
-    async fn revoke_consent(&self, id: Uuid, now: Timestamp) -> StoreResult<Option<Vec<String>>>;
-    async fn admin_counts(&self, now: Timestamp) -> StoreResult<AdminCounts>;
+    /// In one transaction: deletes the consent (only `owner`'s, when given), revokes every
+    /// refresh token the client holds for the user (`offline_access` ones too) and spends the
+    /// codes not yet redeemed. `None` when there is no such consent.
+    async fn revoke_consent(
+        &self,
+        id: Uuid,
+        owner: Option<Uuid>,
+        now: Timestamp,
+    ) -> StoreResult<Option<RevokedConsent>>;
+    /// Counts for the dashboard; sessions count as live as in [`AdminStore::user_sessions`].
+    async fn admin_counts(&self, now: Timestamp, seen_after: Timestamp)
+        -> StoreResult<AdminCounts>;
     /// How many audit events of each of `kinds` were recorded at or after `since` (kinds with
     /// none are left out).
     async fn count_audit(
@@ -386,6 +409,10 @@ pub trait AdminStore: Send + Sync {
         kinds: &[&str],
         since: Timestamp,
     ) -> StoreResult<Vec<(String, u64)>>;
+    /// Recomputes the lower-cased search names of users and clients whose names are not plain
+    /// ASCII (the migration lower-cased with the database's `lower`, which may fold ASCII
+    /// only); returns how many rows changed. Cheap when there is nothing to do.
+    async fn refresh_search_names(&self) -> StoreResult<u64>;
 }
 
 #[async_trait]

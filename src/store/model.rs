@@ -356,6 +356,16 @@ pub struct ConsentRecord {
     pub last_used_at: Option<Timestamp>,
 }
 
+/// What [`crate::store::AdminStore::revoke_consent`] took away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedConsent {
+    pub user_id: Uuid,
+    pub client_id: String,
+    pub scope: String,
+    /// The access tokens to deny.
+    pub jtis: Vec<String>,
+}
+
 /// Counts for the console's dashboard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdminCounts {

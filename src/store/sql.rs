@@ -323,7 +323,7 @@ macro_rules! impl_sql_store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn first_party_client(&self) -> StoreResult<Option<Client>> {
                 let sql = format!(
-                    "SELECT {CLIENT_COLUMNS} FROM clients WHERE first_party AND NOT disabled \
+                    "SELECT {CLIENT_COLUMNS} FROM clients WHERE first_party \
                      AND id <> '{}' ORDER BY created_at, id LIMIT 1",
                     $crate::clients::CONSOLE_CLIENT_ID
                 );
@@ -643,8 +643,8 @@ macro_rules! impl_sql_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn revoke_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<()> {
-                sqlx::query(
+            async fn revoke_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<bool> {
+                let done = sqlx::query(
                     "UPDATE browser_sessions SET revoked_at = $1 \
                      WHERE id_hash = $2 AND revoked_at IS NULL",
                 )
@@ -652,7 +652,7 @@ macro_rules! impl_sql_store {
                 .bind(id_hash)
                 .execute(&self.writer)
                 .await?;
-                Ok(())
+                Ok(done.rows_affected() == 1)
             }
         }
 

@@ -6,7 +6,7 @@
 macro_rules! impl_sql_admin_store {
     ($store:ty, $db:ty, $backend:literal) => {
         use $crate::store::sql_accounts::{byte_order as admin_byte_order, prefix_range as admin_prefix_range};
-        use $crate::store::{AdminCounts, AdminStore, ClientQuery, ClientSort, ConsentRecord};
+        use $crate::store::{AdminCounts, AdminStore, ClientQuery, ClientSort, ConsentRecord, RevokedConsent};
 
         const CONSENT_SELECT: &str = "SELECT c.id, c.user_id, c.client_id, cl.name AS client_name, \
             c.scope, c.created_at, c.updated_at, \
@@ -29,6 +29,52 @@ macro_rules! impl_sql_admin_store {
                 updated_at: row.try_get("updated_at")?,
                 last_used_at: last_refresh.max(last_code),
             })
+        }
+
+        /// Revokes the refresh tokens of `client_id` (for one user, or all) and spends its
+        /// unredeemed codes; returns the access-token ids issued with the tokens and codes.
+        /// Every revoking statement returns what it revoked: on PostgreSQL a rotation that
+        /// commits while the first one waits adds a child the second one catches.
+        async fn revoke_grants_of(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            user_id: Option<Uuid>,
+            client_id: &str,
+            now: Timestamp,
+        ) -> StoreResult<Vec<String>> {
+            let user = if user_id.is_some() { " AND user_id = $3" } else { "" };
+            let mut jtis: Vec<String> = Vec::new();
+            for _ in 0..2 {
+                let sql = format!(
+                    "UPDATE refresh_tokens SET revoked_at = $1, successor_sealed = NULL \
+                     WHERE client_id = $2{user} AND revoked_at IS NULL \
+                     RETURNING access_token_jti"
+                );
+                let mut query = sqlx::query_scalar::<_, Option<String>>(&sql).bind(now).bind(client_id);
+                if let Some(u) = user_id {
+                    query = query.bind(u);
+                }
+                jtis.extend(query.fetch_all(&mut *conn).await?.into_iter().flatten());
+            }
+            let sql = format!(
+                "UPDATE authorization_codes SET used_at = $1 \
+                 WHERE client_id = $2{user} AND used_at IS NULL"
+            );
+            let mut query = sqlx::query(&sql).bind(now).bind(client_id);
+            if let Some(u) = user_id {
+                query = query.bind(u);
+            }
+            query.execute(&mut *conn).await?;
+            let sql = format!(
+                "SELECT access_token_jti FROM authorization_codes \
+                 WHERE client_id = $1{} AND access_token_jti IS NOT NULL",
+                if user_id.is_some() { " AND user_id = $2" } else { "" }
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql).bind(client_id);
+            if let Some(u) = user_id {
+                query = query.bind(u);
+            }
+            jtis.extend(query.fetch_all(&mut *conn).await?);
+            Ok(jtis)
         }
 
         #[async_trait]
@@ -85,40 +131,67 @@ macro_rules! impl_sql_admin_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn update_client(&self, c: &Client) -> StoreResult<bool> {
-                let done = sqlx::query(
+            async fn update_client(&self, c: &Client, write_secret: bool) -> StoreResult<bool> {
+                let secret = if write_secret { ", secret_hash = $19" } else { "" };
+                let sql = format!(
                     "UPDATE clients SET name = $1, name_lower = $2, redirect_uris = $3, \
                      post_logout_redirect_uris = $4, grant_types = $5, scope = $6, \
                      token_endpoint_auth_method = $7, first_party = $8, \
                      id_token_signed_response_alg = $9, access_token_signed_response_alg = $10, \
                      always_issue_refresh_token = $11, backchannel_logout_uri = $12, \
                      backchannel_logout_session_required = $13, jwks = $14, jwks_uri = $15, \
-                     require_mfa = $16, disabled = $17, secret_hash = $18, updated_at = $19 \
-                     WHERE id = $20",
+                     require_mfa = $16, updated_at = $17{secret} WHERE id = $18"
+                );
+                let mut query = sqlx::query(&sql)
+                    .bind(&c.name)
+                    .bind(c.name.to_lowercase())
+                    .bind(list_to_json(&c.redirect_uris))
+                    .bind(list_to_json(&c.post_logout_redirect_uris))
+                    .bind(list_to_json(&c.grant_types))
+                    .bind(&c.scope)
+                    .bind(&c.token_endpoint_auth_method)
+                    .bind(c.first_party)
+                    .bind(&c.id_token_signed_response_alg)
+                    .bind(&c.access_token_signed_response_alg)
+                    .bind(c.always_issue_refresh_token)
+                    .bind(&c.backchannel_logout_uri)
+                    .bind(c.backchannel_logout_session_required)
+                    .bind(&c.jwks)
+                    .bind(&c.jwks_uri)
+                    .bind(c.require_mfa)
+                    .bind(c.updated_at)
+                    .bind(&c.id);
+                if write_secret {
+                    query = query.bind(&c.secret_hash);
+                }
+                let done = query.execute(&self.writer).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
+            async fn set_client_disabled(
+                &self,
+                id: &str,
+                disabled: bool,
+                now: Timestamp,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE clients SET disabled = $1, updated_at = $2 WHERE id = $3",
                 )
-                .bind(&c.name)
-                .bind(c.name.to_lowercase())
-                .bind(list_to_json(&c.redirect_uris))
-                .bind(list_to_json(&c.post_logout_redirect_uris))
-                .bind(list_to_json(&c.grant_types))
-                .bind(&c.scope)
-                .bind(&c.token_endpoint_auth_method)
-                .bind(c.first_party)
-                .bind(&c.id_token_signed_response_alg)
-                .bind(&c.access_token_signed_response_alg)
-                .bind(c.always_issue_refresh_token)
-                .bind(&c.backchannel_logout_uri)
-                .bind(c.backchannel_logout_session_required)
-                .bind(&c.jwks)
-                .bind(&c.jwks_uri)
-                .bind(c.require_mfa)
-                .bind(c.disabled)
-                .bind(&c.secret_hash)
-                .bind(c.updated_at)
-                .bind(&c.id)
+                .bind(disabled)
+                .bind(now)
+                .bind(id)
                 .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
+            async fn revoke_client_grants(&self, id: &str, now: Timestamp) -> StoreResult<Vec<String>> {
+                let mut tx = self.writer.begin().await?;
+                let jtis = revoke_grants_of(&mut tx, None, id, now).await?;
+                tx.commit().await?;
+                Ok(jtis)
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
@@ -145,15 +218,17 @@ macro_rules! impl_sql_admin_store {
                 &self,
                 user_id: Uuid,
                 now: Timestamp,
+                seen_after: Timestamp,
             ) -> StoreResult<Vec<BrowserSession>> {
                 let sql = format!(
                     "SELECT {SESSION_COLUMNS} FROM browser_sessions \
                      WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
-                     ORDER BY last_seen_at DESC, id_hash"
+                     AND last_seen_at > $3 ORDER BY last_seen_at DESC, id_hash"
                 );
                 let rows = sqlx::query(&sql)
                     .bind(user_id)
                     .bind(now)
+                    .bind(seen_after)
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter().map(session_from_row).collect()
@@ -192,59 +267,47 @@ macro_rules! impl_sql_admin_store {
             async fn revoke_consent(
                 &self,
                 id: Uuid,
+                owner: Option<Uuid>,
                 now: Timestamp,
-            ) -> StoreResult<Option<Vec<String>>> {
+            ) -> StoreResult<Option<RevokedConsent>> {
                 let mut tx = self.writer.begin().await?;
-                let gone: Option<(Uuid, String)> = sqlx::query_as(
-                    "DELETE FROM consents WHERE id = $1 RETURNING user_id, client_id",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((user_id, client_id)) = gone else {
+                let sql = if owner.is_some() {
+                    "DELETE FROM consents WHERE id = $1 AND user_id = $2 \
+                     RETURNING user_id, client_id, scope"
+                } else {
+                    "DELETE FROM consents WHERE id = $1 RETURNING user_id, client_id, scope"
+                };
+                let mut query = sqlx::query_as::<_, (Uuid, String, String)>(sql).bind(id);
+                if let Some(o) = owner {
+                    query = query.bind(o);
+                }
+                let Some((user_id, client_id, scope)) = query.fetch_optional(&mut *tx).await? else {
                     return Ok(None);
                 };
-                let mut jtis: Vec<String> = sqlx::query_scalar(
-                    "UPDATE refresh_tokens SET revoked_at = $1, successor_sealed = NULL \
-                     WHERE user_id = $2 AND client_id = $3 AND revoked_at IS NULL \
-                     AND access_token_jti IS NOT NULL RETURNING access_token_jti",
-                )
-                .bind(now)
-                .bind(user_id)
-                .bind(&client_id)
-                .fetch_all(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE refresh_tokens SET revoked_at = $1, successor_sealed = NULL \
-                     WHERE user_id = $2 AND client_id = $3 AND revoked_at IS NULL",
-                )
-                .bind(now)
-                .bind(user_id)
-                .bind(&client_id)
-                .execute(&mut *tx)
-                .await?;
-                let from_codes: Vec<String> = sqlx::query_scalar(
-                    "SELECT access_token_jti FROM authorization_codes \
-                     WHERE user_id = $1 AND client_id = $2 AND access_token_jti IS NOT NULL",
-                )
-                .bind(user_id)
-                .bind(&client_id)
-                .fetch_all(&mut *tx)
-                .await?;
-                jtis.extend(from_codes);
+                let jtis = revoke_grants_of(&mut tx, Some(user_id), &client_id, now).await?;
                 tx.commit().await?;
-                Ok(Some(jtis))
+                Ok(Some(RevokedConsent {
+                    user_id,
+                    client_id,
+                    scope,
+                    jtis,
+                }))
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn admin_counts(&self, now: Timestamp) -> StoreResult<AdminCounts> {
+            async fn admin_counts(
+                &self,
+                now: Timestamp,
+                seen_after: Timestamp,
+            ) -> StoreResult<AdminCounts> {
                 let (users, clients, live): (i64, i64, i64) = sqlx::query_as(
                     "SELECT (SELECT COUNT(*) FROM users WHERE deleted_at IS NULL), \
                      (SELECT COUNT(*) FROM clients), \
                      (SELECT COUNT(*) FROM browser_sessions \
-                       WHERE revoked_at IS NULL AND expires_at > $1)",
+                       WHERE revoked_at IS NULL AND expires_at > $1 AND last_seen_at > $2)",
                 )
                 .bind(now)
+                .bind(seen_after)
                 .fetch_one(&self.pool)
                 .await?;
                 let n = |v: i64| u64::try_from(v).unwrap_or(0);
@@ -279,6 +342,48 @@ macro_rules! impl_sql_admin_store {
                     .into_iter()
                     .map(|(k, n)| (k, u64::try_from(n).unwrap_or(0)))
                     .collect())
+            }
+
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
+            async fn refresh_search_names(&self) -> StoreResult<u64> {
+                // Rows whose name has a byte outside printable ASCII: only those can differ.
+                let non_ascii = if $backend == "postgres" {
+                    "name ~ '[^ -~]'"
+                } else {
+                    "name GLOB '*[^ -~]*'"
+                };
+                let mut changed = 0;
+                let sql = format!(
+                    "SELECT id, name, name_lower FROM users WHERE name IS NOT NULL AND {non_ascii}"
+                );
+                let users: Vec<(Uuid, String, Option<String>)> =
+                    sqlx::query_as(&sql).fetch_all(&self.pool).await?;
+                for (id, name, stored) in users {
+                    let wanted = name.to_lowercase();
+                    if stored.as_deref() != Some(wanted.as_str()) {
+                        sqlx::query("UPDATE users SET name_lower = $1 WHERE id = $2")
+                            .bind(&wanted)
+                            .bind(id)
+                            .execute(&self.writer)
+                            .await?;
+                        changed += 1;
+                    }
+                }
+                let sql = format!("SELECT id, name, name_lower FROM clients WHERE {non_ascii}");
+                let clients: Vec<(String, String, String)> =
+                    sqlx::query_as(&sql).fetch_all(&self.pool).await?;
+                for (id, name, stored) in clients {
+                    let wanted = name.to_lowercase();
+                    if stored != wanted {
+                        sqlx::query("UPDATE clients SET name_lower = $1 WHERE id = $2")
+                            .bind(&wanted)
+                            .bind(&id)
+                            .execute(&self.writer)
+                            .await?;
+                        changed += 1;
+                    }
+                }
+                Ok(changed)
             }
         }
     };

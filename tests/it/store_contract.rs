@@ -1151,10 +1151,21 @@ async fn clients_are_searched_by_name_prefix_or_id_and_updated(store: Arc<dyn St
 
     let mut c = store.get_client("b2").await.unwrap().unwrap();
     c.name = "Storefront".into();
-    c.disabled = true;
     c.redirect_uris = vec!["https://store.example.com/cb".into()];
     c.updated_at = 50;
-    assert!(store.update_client(&c).await.unwrap());
+    let kept_secret = c.secret_hash.clone();
+    c.secret_hash = None;
+    c.disabled = true;
+    assert!(store.update_client(&c, false).await.unwrap());
+    let stored = store.get_client("b2").await.unwrap().unwrap();
+    assert_eq!(
+        stored.secret_hash, kept_secret,
+        "the secret only with write_secret"
+    );
+    assert!(!stored.disabled, "switching off is its own statement");
+    assert!(store.set_client_disabled("b2", true, 55).await.unwrap());
+    c.secret_hash = kept_secret;
+    c.updated_at = 55;
     assert_eq!(store.get_client("b2").await.unwrap().unwrap(), c);
     let (found, _) = store.search_clients(&query(Some("store"))).await.unwrap();
     assert_eq!(ids(&found), ["b2"], "the name index follows the update");
@@ -1169,7 +1180,8 @@ async fn clients_are_searched_by_name_prefix_or_id_and_updated(store: Arc<dyn St
     assert_eq!(ids(&found), ["b2"]);
     let mut gone = c.clone();
     gone.id = "nope".into();
-    assert!(!store.update_client(&gone).await.unwrap());
+    assert!(!store.update_client(&gone, true).await.unwrap());
+    assert!(!store.set_client_disabled("nope", true, 60).await.unwrap());
 
     assert!(store
         .set_client_secret("a1", &"cd".repeat(32), 60)
@@ -1301,9 +1313,17 @@ async fn a_users_sessions_and_consents_are_listed_and_revoked(store: Arc<dyn Sto
         .create_session(&session("h4", "s4", other.id, 190, 1000))
         .await
         .unwrap();
-    let live = store.user_sessions(u.id, 300).await.unwrap();
+    let live = store.user_sessions(u.id, 300, 0).await.unwrap();
     let sids: Vec<&str> = live.iter().map(|s| s.sid.as_str()).collect();
     assert_eq!(sids, ["s2", "s1"], "live ones, most recently seen first");
+    let live = store.user_sessions(u.id, 300, 160).await.unwrap();
+    assert_eq!(live.len(), 1, "idle ones are over");
+    assert!(store.revoke_session("h2", 305).await.unwrap());
+    assert!(
+        !store.revoke_session("h2", 306).await.unwrap(),
+        "revoked once"
+    );
+    assert!(!store.revoke_session("nope", 306).await.unwrap());
     assert_eq!(
         store.session_by_sid("s1").await.unwrap().unwrap().id_hash,
         "h1"
@@ -1349,8 +1369,21 @@ async fn a_users_sessions_and_consents_are_listed_and_revoked(store: Arc<dyn Sto
         "a consent keeps its id"
     );
 
-    let jtis = store.revoke_consent(kept_id, 300).await.unwrap().unwrap();
-    assert_eq!(jtis, ["jti-r1"]);
+    assert_eq!(
+        store
+            .revoke_consent(kept_id, Some(other.id), 300)
+            .await
+            .unwrap(),
+        None,
+        "not someone else's"
+    );
+    let gone = store
+        .revoke_consent(kept_id, Some(u.id), 300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((gone.user_id, gone.client_id.as_str()), (u.id, "c"));
+    assert_eq!(gone.jtis, ["jti-r1"]);
     assert_eq!(store.get_consent(u.id, "c").await.unwrap(), None);
     assert!(store
         .get_refresh_token(&token.token_hash)
@@ -1373,12 +1406,23 @@ async fn a_users_sessions_and_consents_are_listed_and_revoked(store: Arc<dyn Sto
         store.get_consent(other.id, "c").await.unwrap().as_deref(),
         Some("openid")
     );
-    assert_eq!(store.revoke_consent(kept_id, 300).await.unwrap(), None);
+    assert_eq!(
+        store.revoke_consent(kept_id, None, 300).await.unwrap(),
+        None
+    );
 
-    let counts = store.admin_counts(300).await.unwrap();
+    let jtis = store.revoke_client_grants("d", 320).await.unwrap();
+    assert_eq!(jtis, ["jti-r2"]);
+    let revoked = store
+        .get_refresh_token(&other_client.token_hash)
+        .await
+        .unwrap();
+    assert!(revoked.unwrap().revoked_at.is_some());
+
+    let counts = store.admin_counts(300, 0).await.unwrap();
     assert_eq!(
         (counts.users, counts.clients, counts.live_sessions),
-        (2, 2, 2)
+        (2, 2, 1)
     );
     let mut e = AuditEvent::new("login.succeeded", 250);
     store.record_audit(&e).await.unwrap();

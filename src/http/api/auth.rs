@@ -215,6 +215,7 @@ pub(super) fn token_context<'a>(
         ring,
         master: state.keys.master(),
         deny: &state.deny,
+        clients: &state.clients,
         metrics: &state.metrics,
         settings: &state.settings,
         now: state.clock.now(),

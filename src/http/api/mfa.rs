@@ -9,7 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::auth::{first_party_client, no_store, tokens_for_signed_in, LoginResponse};
-use super::{caller, caller_signed_in, meta_of, time, ApiError, ApiTags, BearerAuth, Trace};
+use super::{caller_signed_in, meta_of, time, ApiError, ApiTags, BearerAuth, Trace};
 use crate::accounts::mfa::MfaError;
 use crate::app::AppState;
 
@@ -184,7 +184,7 @@ async fn own_app_caller(
         .get(&client_id)
         .await
         .map_err(|_| ApiError::internal(trace))?
-        .is_some_and(|c| c.first_party);
+        .is_some_and(|c| c.first_party && c.id != crate::clients::CONSOLE_CLIENT_ID);
     if !first_party {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -417,18 +417,12 @@ impl MfaApi {
         id: Path<uuid::Uuid>,
     ) -> Result<ResetResponse, ApiError> {
         let trace = Trace::of(req);
-        let actor = caller(&state, &auth, &trace).await?;
+        let actor = super::admin_write_guard(&state, &auth, &trace).await?;
         let user = state
             .accounts
             .visible_user(&actor, id.0)
             .await
             .map_err(|e| ApiError::from_account(e, &trace))?;
-        if !actor.roles.iter().any(|r| r == "admin") {
-            return Err(ApiError::from_account(
-                crate::accounts::service::AccountError::Forbidden,
-                &trace,
-            ));
-        }
         let removed = state
             .mfa
             .reset(&meta_of(req), Some(&actor), &user)

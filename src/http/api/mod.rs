@@ -254,21 +254,29 @@ pub async fn caller_claims(
 
 /// The guard of every admin route that changes something: [`admin_guard`], and when the MFA
 /// policy covers the admin (`accounts.mfa.required_for_roles`, by default `["admin"]`), a
-/// token whose sign-in used a second factor (`acr` `mfa` or `phr`).
+/// token whose sign-in used a second factor (`acr` `mfa` or `phr`). Otherwise a 401 with the
+/// step-up challenge of RFC 9470 §3 (`insufficient_user_authentication`, `acr_values`).
 pub async fn admin_write_guard(
     state: &AppState,
     auth: &BearerAuth,
     trace: &Trace,
 ) -> Result<User, ApiError> {
-    let (user, claims) = caller_claims(state, auth, trace).await?;
-    require_admin(&user, trace)?;
+    let (user, claims) = admin_caller(state, auth, trace).await?;
     if !state.mfa.allows_admin_write(&user, claims.acr.as_deref()) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "mfa_required",
-            "changes need a sign-in with a second factor: sign in again with your \
-             authenticator app or passkey, then retry with the new access token",
-            trace,
+        let message = "changes need a sign-in with a second factor: sign in again with your \
+                       authenticator app or passkey (acr_values=mfa), then retry with the new \
+                       access token";
+        return Err(ApiError::Unauthorized(
+            Json(ErrorResponse {
+                message: message.into(),
+                code: "insufficient_user_authentication".into(),
+                trace_id: trace.0.clone(),
+            }),
+            Some(
+                "Bearer realm=\"portcullis\", error=\"insufficient_user_authentication\", \
+                 error_description=\"a second factor is required\", acr_values=\"mfa\""
+                    .into(),
+            ),
         ));
     }
     Ok(user)
@@ -281,21 +289,34 @@ pub async fn admin_guard(
     auth: &BearerAuth,
     trace: &Trace,
 ) -> Result<User, ApiError> {
-    let user = caller(state, auth, trace).await?;
-    require_admin(&user, trace)?;
-    Ok(user)
+    Ok(admin_caller(state, auth, trace).await?.0)
 }
 
-fn require_admin(user: &User, trace: &Trace) -> Result<(), ApiError> {
-    if crate::accounts::service::is_admin(user) {
-        return Ok(());
+/// An admin speaking through a token of a first-party app (the product's own, or the
+/// console): a relying party an admin signed in to must not hold admin powers.
+async fn admin_caller(
+    state: &AppState,
+    auth: &BearerAuth,
+    trace: &Trace,
+) -> Result<(User, crate::protocol::tokens::AccessClaims), ApiError> {
+    let (user, claims) = caller_claims(state, auth, trace).await?;
+    let forbidden = |m: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m, trace);
+    if !crate::accounts::service::is_admin(&user) {
+        return Err(forbidden("this needs the admin role"));
     }
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        "this needs the admin role",
-        trace,
-    ))
+    let first_party = state
+        .clients
+        .get(&claims.client_id)
+        .await
+        .map_err(|_| ApiError::internal(trace))?
+        .is_some_and(|c| c.first_party);
+    if !first_party {
+        return Err(forbidden(
+            "administration needs a token of a first-party app (POST /auth/login, or the \
+             console); a relying party's access token is not accepted",
+        ));
+    }
+    Ok((user, claims))
 }
 
 /// A user as the API shows it to the user themself and to admins.

@@ -33,6 +33,8 @@ pub struct TokenContext<'a> {
     pub ring: &'a KeyRing,
     pub master: &'a MasterKey,
     pub deny: &'a DenyList,
+    /// Registered clients (switched-off ones are unknown), for tokens issued to them.
+    pub clients: &'a crate::clients::ClientDirectory,
     pub metrics: &'a crate::metrics::Metrics,
     pub settings: &'a Settings,
     pub now: Timestamp,
