@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 
-use crate::browser::{artifacts_dir, connect, find_chromedriver, ChromeDriver};
+use crate::browser::{
+    artifacts_dir, connect, find_chromedriver, wait_for_url_prefix, ChromeDriver,
+};
 use crate::common::{browser as http_browser, sign_in_at, Landing, TestApp, TestUser};
 use crate::console::{admin, user_with_roles};
 
@@ -146,6 +148,8 @@ async fn an_operator_runs_the_console_in_a_real_browser() {
 
     // Rotate its secret.
     click(&browser, "a.btn-primary").await;
+    wait_for(&browser, "#rotate-secret").await;
+    screenshot(&browser, "console-client.png").await;
     click(&browser, "#rotate-secret").await;
     let second = wait_for(&browser, "#client-secret")
         .await
@@ -174,8 +178,21 @@ async fn an_operator_runs_the_console_in_a_real_browser() {
 
     // Find Ada and end her session.
     click(&browser, "a[href='/console/users']").await;
+    wait_for_url_prefix(
+        &browser,
+        &app.url("/console/users"),
+        Duration::from_secs(10),
+    )
+    .await;
     type_into(&browser, "#q", "ada").await;
     click(&browser, "form.filters button[type=submit]").await;
+    // The list of the search, not the one before it.
+    wait_for_url_prefix(
+        &browser,
+        &app.url("/console/users?q=ada"),
+        Duration::from_secs(10),
+    )
+    .await;
     click(&browser, "#users a.strong").await;
     wait_for(&browser, "#sessions").await;
     screenshot(&browser, "console-user.png").await;
@@ -210,6 +227,12 @@ async fn an_operator_runs_the_console_in_a_real_browser() {
         .await
         .unwrap();
     assert!(row.contains(&client_id), "{row}");
+    browser.goto(&app.url("/console/audit")).await.unwrap();
+    wait_for(&browser, "#audit").await;
+    screenshot(&browser, "console-audit.png").await;
+    browser.goto(&app.url("/console/keys")).await.unwrap();
+    wait_for(&browser, "#keys").await;
+    screenshot(&browser, "console-keys.png").await;
 
     browser.close().await.expect("close the browser session");
     drop(driver);
