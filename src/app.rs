@@ -283,6 +283,7 @@ impl Portcullis {
             .nest_no_strip("/auth", api.clone())
             .nest_no_strip("/users", api.clone())
             .nest_no_strip("/admin", api)
+            .nest_no_strip("/console", http::console::routes())
             .at("/openapi.json", get(spec))
             .nest("/docs", docs)
             .at(

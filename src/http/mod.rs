@@ -4,6 +4,7 @@
 pub mod account;
 pub mod account_pages;
 pub mod api;
+pub mod console;
 pub mod health;
 pub mod logout;
 pub mod middleware;

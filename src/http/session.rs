@@ -13,7 +13,7 @@ const CSRF: &str = "portcullis-csrf";
 
 /// `__Host-` prefixed names (RFC 6265bis §4.1.3.2) when served over https: the cookie is then
 /// bound to this host, path `/`, and `Secure`.
-fn cookie_name(state: &AppState, base: &str) -> String {
+pub(crate) fn cookie_name(state: &AppState, base: &str) -> String {
     name_for(state.settings.is_https(), base)
 }
 
@@ -25,7 +25,12 @@ fn name_for(https: bool, base: &str) -> String {
     }
 }
 
-fn set_cookie(state: &AppState, base: &str, value: &str, max_age: Option<u64>) -> String {
+pub(crate) fn set_cookie(
+    state: &AppState,
+    base: &str,
+    value: &str,
+    max_age: Option<u64>,
+) -> String {
     cookie_header(state.settings.is_https(), base, value, max_age)
 }
 
@@ -47,6 +52,11 @@ fn cookie_header(https: bool, base: &str, value: &str, max_age: Option<u64>) -> 
 
 /// The value of the named cookie, if the request has exactly one.
 pub fn read_cookie(req: &Request, name: &str) -> Option<String> {
+    read_cookie_up_to(req, name, 128)
+}
+
+/// [`read_cookie`] for values up to `max` characters (the console's cookie holds a JWT).
+pub fn read_cookie_up_to(req: &Request, name: &str, max: usize) -> Option<String> {
     let mut found = None;
     for header in req.headers().get_all("cookie") {
         let Ok(text) = header.to_str() else { continue };
@@ -61,7 +71,7 @@ pub fn read_cookie(req: &Request, name: &str) -> Option<String> {
             }
         }
     }
-    found.filter(|v| !v.is_empty() && v.len() <= 128)
+    found.filter(|v| !v.is_empty() && v.len() <= max)
 }
 
 /// The signed-in browser's live session and its user, if any. Expired, revoked, or idle

@@ -25,7 +25,8 @@ async fn authenticated(
     Ok((client, params))
 }
 
-fn context<'a>(state: &'a AppState, ring: &'a crate::keys::KeyRing) -> TokenContext<'a> {
+/// What a grant needs, from the running server.
+pub(crate) fn context<'a>(state: &'a AppState, ring: &'a crate::keys::KeyRing) -> TokenContext<'a> {
     TokenContext {
         store: &*state.store,
         ring,

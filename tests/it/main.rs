@@ -3,12 +3,14 @@
 mod abuse;
 mod accounts;
 mod browser;
+mod browser_console;
 mod browser_passkeys;
 mod cli;
 mod cluster;
 mod code_flow;
 mod common;
 mod config;
+mod console;
 mod documents;
 mod flow_errors;
 mod ipv6_limits;
