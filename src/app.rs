@@ -341,31 +341,7 @@ impl Portcullis {
                 post(http::pages::passkey::passwordless_options),
             )
             .at("/login/passkey", post(http::pages::passkey::passwordless))
-            .at("/account/security", get(http::account::security::show))
-            .at(
-                "/account/security/totp",
-                post(http::account::security::totp_start),
-            )
-            .at(
-                "/account/security/totp/confirm",
-                post(http::account::security::totp_confirm),
-            )
-            .at(
-                "/account/security/passkey",
-                post(http::account::passkey_start),
-            )
-            .at(
-                "/account/security/passkey/finish",
-                post(http::account::passkey_finish),
-            )
-            .at(
-                "/account/security/remove",
-                post(http::account::security::remove),
-            )
-            .at(
-                "/account/security/recovery-codes",
-                post(http::account::security::regenerate),
-            )
+            .nest("/account", http::account::routes())
             .at("/consent", post(http::pages::consent_submit))
             .at(
                 "/register",

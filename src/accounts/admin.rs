@@ -123,6 +123,25 @@ impl AccountService {
         if !is_admin(actor) {
             return Err(AccountError::Forbidden);
         }
+        self.soft_delete(meta, actor, id).await
+    }
+
+    /// The same soft delete for a person deleting their own account (after the caller's
+    /// [`AccountService::reauthenticate`]); audited with the person as actor.
+    pub async fn delete_own_account(
+        &self,
+        meta: &RequestMeta,
+        user: &User,
+    ) -> Result<(), AccountError> {
+        self.soft_delete(meta, user, user.id).await
+    }
+
+    async fn soft_delete(
+        &self,
+        meta: &RequestMeta,
+        actor: &User,
+        id: Uuid,
+    ) -> Result<(), AccountError> {
         let jtis = self
             .store
             .soft_delete_user(id, self.clock.now())
@@ -133,6 +152,7 @@ impl AccountService {
         let mut event = self.audit_event("user.deleted", meta);
         event.actor = Some(actor.id.to_string());
         event.subject = Some(id.to_string());
+        event.detail = serde_json::json!({"by_owner": actor.id == id});
         self.record(event).await;
         Ok(())
     }

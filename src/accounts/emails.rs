@@ -1,5 +1,6 @@
-//! The account mails: verification links, reset links, and the note to an owner whose
-//! address someone tried to register again. Decides what each mail says and how long its link
+//! The account mails: verification links, reset links, email-change links and the note to
+//! the previous address, and the note to an owner whose address someone tried to register
+//! again. Decides what each mail says and how long its link
 //! lives; never sends on the request's time (delivery is queued) and never stores a link.
 
 use askama::Template;
@@ -64,6 +65,43 @@ struct ExistsHtml<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "email/email_change.txt")]
+struct EmailChangeText<'a> {
+    product: &'a str,
+    email: &'a str,
+    old: &'a str,
+    link: &'a str,
+    valid_for: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email/email_change.html")]
+struct EmailChangeHtml<'a> {
+    product: &'a str,
+    email: &'a str,
+    old: &'a str,
+    link: &'a str,
+    valid_for: &'a str,
+    color: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email/email_changed.txt")]
+struct EmailChangedText<'a> {
+    product: &'a str,
+    email: &'a str,
+    old: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email/email_changed.html")]
+struct EmailChangedHtml<'a> {
+    product: &'a str,
+    email: &'a str,
+    old: &'a str,
+}
+
+#[derive(Template)]
 #[template(path = "email/security.txt")]
 struct SecurityText<'a> {
     what: &'a str,
@@ -112,20 +150,22 @@ impl AccountService {
         );
     }
 
-    /// Stores a new link token and mails the link; `compose` renders (subject, text, html) from
-    /// the link and its lifetime in words.
+    /// Stores a new link token for the address `to` and mails the link there; `compose` renders
+    /// (subject, text, html) from the link and its lifetime in words.
+    #[allow(clippy::too_many_arguments)] // the facts of one link
     async fn send_link(
         &self,
         user: &User,
+        to: &str,
         purpose: TokenPurpose,
         ttl: u64,
         path: &str,
         compose: impl FnOnce(&str, &str) -> Result<(String, String, String), AccountError>,
     ) -> Result<(), AccountError> {
-        let value = self.new_token(user, purpose, ttl).await?;
+        let value = self.new_token(user, to, purpose, ttl).await?;
         let link = format!("{}{path}?token={value}", self.settings.issuer);
         let (subject, text, html) = compose(&link, &human_duration(ttl))?;
-        self.deliver(&user.email, subject, text, html);
+        self.deliver(to, subject, text, html);
         Ok(())
     }
 
@@ -134,6 +174,7 @@ impl AccountService {
         let b = &self.settings.branding;
         self.send_link(
             user,
+            &user.email,
             TokenPurpose::VerifyEmail,
             ttl,
             "/verify-email",
@@ -165,6 +206,7 @@ impl AccountService {
         let b = &self.settings.branding;
         self.send_link(
             user,
+            &user.email,
             TokenPurpose::PasswordReset,
             ttl,
             "/reset-password",
@@ -189,6 +231,68 @@ impl AccountService {
             },
         )
         .await
+    }
+
+    /// Mails `new_email` the link that makes it the address of `user`'s account.
+    pub(super) async fn send_email_change(
+        &self,
+        user: &User,
+        new_email: &str,
+    ) -> Result<(), AccountError> {
+        let ttl = self.settings.accounts.verify_email_ttl_secs;
+        let b = &self.settings.branding;
+        self.send_link(
+            user,
+            new_email,
+            TokenPurpose::EmailChange,
+            ttl,
+            "/account/email/confirm",
+            |link, valid_for| {
+                let product = b.product_name.as_str();
+                let (email, old) = (new_email, user.email.as_str());
+                Ok((
+                    format!("Confirm your new email address for {product}"),
+                    render(&EmailChangeText {
+                        product,
+                        email,
+                        old,
+                        link,
+                        valid_for,
+                    })?,
+                    render(&EmailChangeHtml {
+                        product,
+                        email,
+                        old,
+                        link,
+                        valid_for,
+                        color: &b.primary_color,
+                    })?,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Tells the previous address of an account that the account moved to `new_email`.
+    pub(super) fn send_email_changed(
+        &self,
+        old: &str,
+        new_email: &str,
+    ) -> Result<(), AccountError> {
+        let product = self.settings.branding.product_name.as_str();
+        let text = render(&EmailChangedText {
+            product,
+            email: new_email,
+            old,
+        })?;
+        let html = render(&EmailChangedHtml {
+            product,
+            email: new_email,
+            old,
+        })?;
+        let subject = format!("The email address of your {product} account was changed");
+        self.deliver(old, subject, text, html);
+        Ok(())
     }
 
     pub(super) fn send_already_registered(&self, email: &str) -> Result<(), AccountError> {

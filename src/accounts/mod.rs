@@ -3,6 +3,7 @@
 //! Decides what a valid account value is and what an account may do; never touches HTTP or SQL.
 
 mod admin;
+mod email_change;
 mod emails;
 pub mod mfa;
 mod password;

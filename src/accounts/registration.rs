@@ -5,9 +5,8 @@
 use uuid::Uuid;
 
 use super::policy::check_password;
-use super::service::{parse_email, parse_name, store_failed, AccountError, RequestMeta};
+use super::service::{link_hash, parse_email, parse_name, store_failed, AccountError, RequestMeta};
 use super::AccountService;
-use crate::random;
 use crate::store::{StoreError, User};
 
 pub struct Registration<'a> {
@@ -104,12 +103,9 @@ impl AccountService {
         meta: &RequestMeta,
         token: &str,
     ) -> Result<Uuid, AccountError> {
-        if token.is_empty() || token.len() > 256 {
-            return Err(AccountError::InvalidToken);
-        }
         let user_id = self
             .store
-            .verify_email(&random::hash_secret(token), self.clock.now())
+            .verify_email(&link_hash(token)?, self.clock.now())
             .await
             .map_err(store_failed)?
             .ok_or(AccountError::InvalidToken)?;

@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use super::policy::check_password;
-use super::service::{store_failed, AccountError, RequestMeta};
+use super::service::{link_hash, store_failed, AccountError, RequestMeta};
 use super::{AccountService, Email};
 use crate::random;
 use crate::store::{TokenPurpose, User};
@@ -34,13 +34,10 @@ impl AccountService {
 
     /// The account a reset link is for, if the link is live (for the reset page's form).
     pub async fn reset_link_user(&self, token: &str) -> Result<User, AccountError> {
-        if token.is_empty() || token.len() > 256 {
-            return Err(AccountError::InvalidToken);
-        }
         let token = self
             .store
             .get_account_token(
-                &random::hash_secret(token),
+                &link_hash(token)?,
                 TokenPurpose::PasswordReset,
                 self.clock.now(),
             )

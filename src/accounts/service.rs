@@ -52,6 +52,10 @@ pub enum AccountError {
     Forbidden,
     #[error("no such user")]
     NotFound,
+    /// A grave change (a new email address, deleting the account) of an account without a
+    /// password needs a recent sign-in.
+    #[error("sign in again first: this change needs a sign-in from the last {0} seconds")]
+    ReauthRequired(u64),
     #[error("something went wrong; try again in a moment")]
     Internal,
 }
@@ -158,10 +162,12 @@ impl AccountService {
         self.limiter.hit(&key, limits.account_email).await.allowed
     }
 
-    /// Stores a new single-use token for `user` and returns its value (mailed, never stored).
+    /// Stores a new single-use token for `user`, proving the address `email` it is mailed to,
+    /// and returns its value (mailed, never stored).
     pub(super) async fn new_token(
         &self,
         user: &User,
+        email: &str,
         purpose: TokenPurpose,
         ttl_secs: u64,
     ) -> Result<String, AccountError> {
@@ -172,7 +178,7 @@ impl AccountService {
             token_hash: random::hash_secret(&value),
             purpose,
             user_id: user.id,
-            email: user.email.clone(),
+            email: email.to_string(),
             created_at: now,
             expires_at: now + ttl_secs as i64,
             used_at: None,
@@ -213,6 +219,15 @@ pub fn parse_name(raw: Option<&str>) -> Result<Option<String>, AccountError> {
         ));
     }
     Ok(Some(name.to_string()))
+}
+
+/// The stored hash of a mailed link's token, if the value can be one (a link that was cut
+/// or padded is simply invalid).
+pub(super) fn link_hash(token: &str) -> Result<String, AccountError> {
+    if token.is_empty() || token.len() > 256 {
+        return Err(AccountError::InvalidToken);
+    }
+    Ok(random::hash_secret(token))
 }
 
 pub(super) fn parse_email(raw: &str) -> Result<Email, AccountError> {

@@ -6,7 +6,7 @@ use super::policy::needs_rehash;
 use super::service::{AccountError, RequestMeta};
 use super::{AccountService, Email};
 use crate::limiter::Decision;
-use crate::store::User;
+use crate::store::{Timestamp, User};
 
 impl AccountService {
     /// Password sign-in for the login page and `POST /auth/login`. Attempts are counted before
@@ -57,6 +57,39 @@ impl AccountService {
         self.metrics
             .count("portcullis_logins_total", &[("result", "success")]);
         Ok(user)
+    }
+
+    /// Confirms that the person at a signed-in browser is the account's owner before a grave
+    /// change (a new email address, deleting the account): the current password when the
+    /// account has one, checked like a sign-in (the same limits, on the hashing pool); for an
+    /// account without one, a sign-in (`auth_time`) within `accounts.mfa.reauth_max_age_secs`.
+    #[tracing::instrument(skip_all, fields(user = %user.id))]
+    pub async fn reauthenticate(
+        &self,
+        meta: &RequestMeta,
+        user: &User,
+        auth_time: Timestamp,
+        password: &str,
+    ) -> Result<(), AccountError> {
+        let Some(hash) = user.password_hash.as_deref() else {
+            let max = self.settings.accounts.mfa.reauth_max_age_secs;
+            if self.clock.now() - auth_time > max as i64 {
+                return Err(AccountError::ReauthRequired(max));
+            }
+            return Ok(());
+        };
+        let account_keys = self.throttle(meta, &user.email).await?;
+        if !self.passwords.verify(password, hash).await {
+            let mut event = self.audit_event("reauth.failed", meta);
+            event.subject = Some(user.id.to_string());
+            self.record(event).await;
+            self.slow_down(&account_keys).await;
+            return Err(AccountError::InvalidCredentials);
+        }
+        for (key, _) in &account_keys {
+            self.limiter.reset(key).await;
+        }
+        Ok(())
     }
 
     /// Hashes the password again at the configured cost, after the answer has gone out; only if

@@ -123,7 +123,7 @@ fn message(state: &AppState, title: &str, text: String) -> Response {
 /// The status and text a failed form shows again, or the whole answer for throttling and
 /// internal failures.
 #[allow(clippy::result_large_err)] // a cold path; the response is built once
-fn form_error(
+pub(crate) fn form_error(
     state: &AppState,
     req: &Request,
     e: AccountError,

@@ -252,18 +252,18 @@ pub fn consent_page(
     )
 }
 
-/// Only our own authorization endpoint, or the account security page, may be a place to
+/// Only our own authorization endpoint, or one of the account pages, may be a place to
 /// return to (no open redirect).
 pub fn safe_return_to(raw: Option<&str>) -> Option<&str> {
     raw.filter(|r| {
-        (r.starts_with("/authorize?") || *r == crate::http::account::security::PATH)
+        (r.starts_with("/authorize?") || crate::http::account::is_page(r))
             && !r.contains(['\r', '\n', '#'])
     })
 }
 
 /// Where a finished sign-in goes: the authorization request it interrupted, or a page of ours.
 fn next_after_sign_in(state: &AppState, return_to: &str) -> String {
-    if return_to == crate::http::account::security::PATH {
+    if crate::http::account::is_page(return_to) {
         crate::protocol::discovery::endpoint(&state.settings.issuer, return_to)
     } else {
         oauth::resume_url(state, return_to, "login")

@@ -105,6 +105,49 @@ pub async fn start(
     amr: &[String],
     acr: crate::accounts::mfa::Acr,
 ) -> Result<(BrowserSession, String), crate::store::StoreError> {
+    let signed_in = SignIn {
+        user_id: user.id,
+        auth_time: state.clock.now(),
+        amr: amr.to_vec(),
+        acr: Some(acr.as_str().to_string()),
+        expires_at: None,
+    };
+    open(state, req, signed_in).await
+}
+
+/// A new session for the same sign-in as `old` (its user, time, methods and absolute end)
+/// after everything of the account was signed out (a password change made in this browser):
+/// this browser stays signed in, under a new id.
+pub async fn renew(
+    state: &AppState,
+    req: &Request,
+    old: &BrowserSession,
+) -> Result<(BrowserSession, String), crate::store::StoreError> {
+    let signed_in = SignIn {
+        user_id: old.user_id,
+        auth_time: old.auth_time,
+        amr: old.amr.clone(),
+        acr: old.acr.clone(),
+        expires_at: Some(old.expires_at),
+    };
+    open(state, req, signed_in).await
+}
+
+/// What a session records of the sign-in that started it.
+struct SignIn {
+    user_id: uuid::Uuid,
+    auth_time: crate::store::Timestamp,
+    amr: Vec<String>,
+    acr: Option<String>,
+    /// The absolute end of a continued sign-in; a new one runs `absolute_timeout_secs`.
+    expires_at: Option<crate::store::Timestamp>,
+}
+
+async fn open(
+    state: &AppState,
+    req: &Request,
+    signed_in: SignIn,
+) -> Result<(BrowserSession, String), crate::store::StoreError> {
     let now = state.clock.now();
     if let Some(old) = read_cookie(req, &cookie_name(state, SESSION)) {
         state
@@ -113,14 +156,16 @@ pub async fn start(
             .await?;
     }
     let id = random::token(32);
-    let absolute = state.settings.sessions.absolute_timeout_secs;
+    let expires_at = signed_in
+        .expires_at
+        .unwrap_or(now + state.settings.sessions.absolute_timeout_secs as i64);
     let session = BrowserSession {
         id_hash: random::hash_secret(&id),
         sid: random::token(16),
-        user_id: user.id,
-        auth_time: now,
-        amr: amr.to_vec(),
-        acr: Some(acr.as_str().to_string()),
+        user_id: signed_in.user_id,
+        auth_time: signed_in.auth_time,
+        amr: signed_in.amr,
+        acr: signed_in.acr,
         user_agent: req
             .headers()
             .get("user-agent")
@@ -132,11 +177,12 @@ pub async fn start(
             .map(|a| a.ip().to_string()),
         created_at: now,
         last_seen_at: now,
-        expires_at: now + absolute as i64,
+        expires_at,
         revoked_at: None,
     };
     state.store.create_session(&session).await?;
-    Ok((session, set_cookie(state, SESSION, &id, Some(absolute))))
+    let max_age = u64::try_from(expires_at - now).unwrap_or(0);
+    Ok((session, set_cookie(state, SESSION, &id, Some(max_age))))
 }
 
 /// A `Set-Cookie` value that removes the session cookie.

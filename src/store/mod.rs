@@ -260,6 +260,15 @@ pub trait AccountStore: Send + Sync {
     /// Spends a verification token and marks the address verified if it is still the
     /// user's; returns the user id, or `None` if the token was spent or expired.
     async fn verify_email(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Uuid>>;
+    /// In one transaction: spends an email-change token, gives its live user the address it
+    /// was mailed to (verified), and spends every other unused token of the user (links mailed
+    /// to the old address). `None`, with nothing written, if the token was spent or expired,
+    /// the user is gone or disabled, or another account has the address by now.
+    async fn change_email(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<EmailChange>>;
     /// Audit events matching the query, newest first.
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
 }

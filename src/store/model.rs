@@ -271,6 +271,8 @@ pub struct RefreshToken {
 pub enum TokenPurpose {
     VerifyEmail,
     PasswordReset,
+    /// Makes the token's `email` (a new address) the user's.
+    EmailChange,
 }
 
 impl TokenPurpose {
@@ -278,8 +280,17 @@ impl TokenPurpose {
         match self {
             TokenPurpose::VerifyEmail => "verify_email",
             TokenPurpose::PasswordReset => "password_reset",
+            TokenPurpose::EmailChange => "email_change",
         }
     }
+}
+
+/// An applied email change: the account and its previous and new address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailChange {
+    pub user_id: Uuid,
+    pub from: String,
+    pub to: String,
 }
 
 /// A mailed link's token: only its SHA-256 hash is stored.

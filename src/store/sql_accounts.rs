@@ -33,7 +33,9 @@ pub(super) fn like_escape(raw: &str) -> String {
 macro_rules! impl_sql_account_store {
     ($store:ty, $db:ty, $backend:literal) => {
         use $crate::store::sql_accounts::{byte_order, like_escape, prefix_range};
-        use $crate::store::{AccountStore, AccountToken, AuditQuery, TokenPurpose, UserQuery, UserSort};
+        use $crate::store::{
+            AccountStore, AccountToken, AuditQuery, EmailChange, TokenPurpose, UserQuery, UserSort,
+        };
 
         type DbConnection = <$db as sqlx::Database>::Connection;
 
@@ -44,6 +46,7 @@ macro_rules! impl_sql_account_store {
                 purpose: match purpose.as_str() {
                     "verify_email" => TokenPurpose::VerifyEmail,
                     "password_reset" => TokenPurpose::PasswordReset,
+                    "email_change" => TokenPurpose::EmailChange,
                     other => return Err(StoreError::Corrupt(format!("token purpose {other:?}"))),
                 },
                 user_id: row.try_get("user_id")?,
@@ -95,6 +98,28 @@ macro_rules! impl_sql_account_store {
             .await?;
             jtis.extend(from_codes);
             Ok(jtis)
+        }
+
+        /// Spends the live token `token_hash` of `purpose`: its user and the address it was
+        /// mailed to, or `None` if it is spent, expired or for something else.
+        async fn spend_token(
+            conn: &mut DbConnection,
+            token_hash: &str,
+            purpose: TokenPurpose,
+            now: Timestamp,
+        ) -> StoreResult<Option<(Uuid, String)>> {
+            let row = sqlx::query(
+                "UPDATE account_tokens SET used_at = $1 WHERE token_hash = $2 \
+                 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 \
+                 RETURNING user_id, email",
+            )
+            .bind(now)
+            .bind(token_hash)
+            .bind(purpose.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+            row.map(|row| Ok((row.try_get("user_id")?, row.try_get("email")?)))
+                .transpose()
         }
 
         /// Spends every unused token of `purpose` of the user.
@@ -325,16 +350,8 @@ macro_rules! impl_sql_account_store {
                 now: Timestamp,
             ) -> StoreResult<Option<(Uuid, Vec<String>)>> {
                 let mut tx = self.writer.begin().await?;
-                let user_id: Option<Uuid> = sqlx::query_scalar(
-                    "UPDATE account_tokens SET used_at = $1 WHERE token_hash = $2 \
-                     AND purpose = 'password_reset' AND used_at IS NULL AND expires_at > $1 \
-                     RETURNING user_id",
-                )
-                .bind(now)
-                .bind(token_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(user_id) = user_id else {
+                let spent = spend_token(&mut tx, token_hash, TokenPurpose::PasswordReset, now).await?;
+                let Some((user_id, _)) = spent else {
                     return Ok(None);
                 };
                 let Some(jtis) = write_password(&mut tx, user_id, password_hash, now).await? else {
@@ -348,20 +365,10 @@ macro_rules! impl_sql_account_store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn verify_email(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Uuid>> {
                 let mut tx = self.writer.begin().await?;
-                let row = sqlx::query(
-                    "UPDATE account_tokens SET used_at = $1 WHERE token_hash = $2 \
-                     AND purpose = 'verify_email' AND used_at IS NULL AND expires_at > $1 \
-                     RETURNING user_id, email",
-                )
-                .bind(now)
-                .bind(token_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(row) = row else {
+                let spent = spend_token(&mut tx, token_hash, TokenPurpose::VerifyEmail, now).await?;
+                let Some((user_id, email)) = spent else {
                     return Ok(None);
                 };
-                let user_id: Uuid = row.try_get("user_id")?;
-                let email: String = row.try_get("email")?;
                 // The link proves the address it was sent to, and only while it is the user's.
                 let done = sqlx::query(
                     "UPDATE users SET email_verified = TRUE, updated_at = $1 \
@@ -378,6 +385,48 @@ macro_rules! impl_sql_account_store {
                 spend_user_tokens(&mut tx, user_id, Some(TokenPurpose::VerifyEmail), now).await?;
                 tx.commit().await?;
                 Ok(Some(user_id))
+            }
+
+            #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
+            async fn change_email(
+                &self,
+                token_hash: &str,
+                now: Timestamp,
+            ) -> StoreResult<Option<EmailChange>> {
+                let mut tx = self.writer.begin().await?;
+                let spent = spend_token(&mut tx, token_hash, TokenPurpose::EmailChange, now).await?;
+                let Some((user_id, to)) = spent else {
+                    return Ok(None);
+                };
+                let from: Option<String> = sqlx::query_scalar(
+                    "SELECT email FROM users WHERE id = $1 AND deleted_at IS NULL \
+                     AND disabled = FALSE",
+                )
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(from) = from else {
+                    return Ok(None);
+                };
+                let done = sqlx::query(
+                    "UPDATE users SET email = $1, email_lower = $2, email_verified = TRUE, \
+                     updated_at = $3 WHERE id = $4 AND deleted_at IS NULL",
+                )
+                .bind(&to)
+                .bind(User::email_key(&to))
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await;
+                match done.map_err(StoreError::from) {
+                    Ok(d) if d.rows_affected() == 1 => {}
+                    // Taken meanwhile: dropping the transaction writes nothing.
+                    Ok(_) | Err(StoreError::Conflict(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+                spend_user_tokens(&mut tx, user_id, None, now).await?;
+                tx.commit().await?;
+                Ok(Some(EmailChange { user_id, from, to }))
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]

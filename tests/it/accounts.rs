@@ -93,7 +93,7 @@ fn unquote(raw: &str) -> String {
 }
 
 /// The decoded messages in the outbox addressed to `to`, waiting up to 5 s for `at_least`.
-async fn mails_to(app: &TestApp, to: &str, at_least: usize) -> Vec<String> {
+pub(crate) async fn mails_to(app: &TestApp, to: &str, at_least: usize) -> Vec<String> {
     let dir = app.settings.mail.outbox_dir.clone();
     for _ in 0..100 {
         let mut found = Vec::new();
@@ -123,7 +123,7 @@ async fn mails_to(app: &TestApp, to: &str, at_least: usize) -> Vec<String> {
 }
 
 /// The token of the newest link to `path` mailed to `to`.
-async fn mailed_token(app: &TestApp, to: &str, path: &str, nth: usize) -> String {
+pub(crate) async fn mailed_token(app: &TestApp, to: &str, path: &str, nth: usize) -> String {
     let mails = mails_to(app, to, nth).await;
     let needle = format!("{path}?token=");
     let mail = mails

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, the real server over HTTP, a fresh database per test.
 
 mod abuse;
+mod account_pages;
 mod accounts;
 mod browser;
 mod browser_console;

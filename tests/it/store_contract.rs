@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use portcullis::store::{
     self, AccountToken, AuditEvent, AuditQuery, AuthorizationCode, BrowserSession, Client,
-    FactorKind, KeyState, MfaChallenge, MfaFactor, RefreshToken, SigningKeyRecord, Store,
-    StoreError, TokenPurpose, User, UserQuery,
+    EmailChange, FactorKind, KeyState, MfaChallenge, MfaFactor, RefreshToken, SigningKeyRecord,
+    Store, StoreError, TokenPurpose, User, UserQuery,
 };
 use portcullis::store::{ClientQuery, ClientSort, UserSort};
 use uuid::Uuid;
@@ -606,6 +606,7 @@ macro_rules! contract_suite {
                 clients_are_searched_by_name_prefix_or_id_and_updated,
                 users_are_found_by_email_or_name_prefix_in_any_order,
                 a_users_sessions_and_consents_are_listed_and_revoked,
+                an_email_change_is_one_transaction_and_needs_a_free_address,
             );
         }
     };
@@ -725,6 +726,65 @@ async fn mailed_tokens_are_single_use_and_a_reset_is_one_transaction(store: Arc<
     assert!(store.purge_expired(500, 100).await.unwrap() >= 4);
     assert!(store
         .reset_password("hash-reset", "y", 300)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn an_email_change_is_one_transaction_and_needs_a_free_address(store: Arc<dyn Store>) {
+    let ada = user("ada@example.com");
+    let bob = user("bob@example.com");
+    store.create_user(&ada).await.unwrap();
+    store.create_user(&bob).await.unwrap();
+    let mut change = account_token("change", TokenPurpose::EmailChange, &ada, 1000);
+    change.email = "Ada@New.example".into();
+    let reset = account_token("reset", TokenPurpose::PasswordReset, &ada, 1000);
+    let mut steal = account_token("steal", TokenPurpose::EmailChange, &ada, 1000);
+    steal.email = "BOB@example.com".into();
+    let mut late = account_token("late", TokenPurpose::EmailChange, &ada, 150);
+    late.email = "ada@late.example".into();
+    for t in [&change, &reset, &steal, &late] {
+        store.create_account_token(t).await.unwrap();
+    }
+    // Another account's address (whatever its case) is never taken over.
+    assert_eq!(store.change_email("hash-steal", 200).await.unwrap(), None);
+    assert_eq!(store.change_email("hash-late", 200).await.unwrap(), None);
+    // Only an email-change token changes the address.
+    assert_eq!(store.change_email("hash-reset", 200).await.unwrap(), None);
+    assert_eq!(
+        store.get_user(ada.id).await.unwrap().unwrap().email,
+        "ada@example.com"
+    );
+
+    let changed = store.change_email("hash-change", 200).await.unwrap();
+    assert_eq!(
+        changed,
+        Some(EmailChange {
+            user_id: ada.id,
+            from: "ada@example.com".into(),
+            to: "Ada@New.example".into(),
+        })
+    );
+    let after = store.get_user(ada.id).await.unwrap().unwrap();
+    assert_eq!(after.email, "Ada@New.example");
+    assert!(after.email_verified);
+    assert_eq!(
+        store
+            .find_user_by_email("ada@new.example")
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(ada.id)
+    );
+    assert!(store
+        .find_user_by_email("ada@example.com")
+        .await
+        .unwrap()
+        .is_none());
+    // Once; and the links mailed to the old address died with the change.
+    assert_eq!(store.change_email("hash-change", 200).await.unwrap(), None);
+    assert!(store
+        .get_account_token("hash-reset", TokenPurpose::PasswordReset, 200)
         .await
         .unwrap()
         .is_none());

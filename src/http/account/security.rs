@@ -30,6 +30,8 @@ pub struct FactorLine {
 #[template(path = "security.html")]
 struct SecurityPage {
     brand: Brand,
+    /// The account navigation's current entry.
+    section: &'static str,
     csrf: String,
     email: String,
     notice: Option<String>,
@@ -83,6 +85,7 @@ pub(super) async fn page(
     let (csrf, cookie) = session::csrf_token(state, req);
     let view = SecurityPage {
         brand: (&state.settings.branding).into(),
+        section: "security",
         csrf,
         email: user.email.clone(),
         notice,

@@ -129,6 +129,7 @@ impl ApiError {
             AccountError::RegistrationClosed => (StatusCode::FORBIDDEN, "registration_closed"),
             AccountError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             AccountError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            AccountError::ReauthRequired(_) => (StatusCode::FORBIDDEN, "reauthentication_required"),
             AccountError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
         if status == StatusCode::UNAUTHORIZED {
