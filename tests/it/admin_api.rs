@@ -12,24 +12,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::common::{
-    auth_url, browser, fresh_database_url, post_form, query, redis_base_url, service_client,
-    test_settings, tokens_for, Landing, TestApp, TestClient, TestUser,
+    api, assert_error, auth_url, browser, code_at, first_party, fresh_database_url, post_form,
+    query, redis_base_url, service_client, test_settings, tokens_for, Landing, TestApp, TestClient,
+    TestUser,
 };
 
 const PASSWORD: &str = "violet staple kettle";
-
-/// The product's own app, which `/auth/login` issues tokens to.
-async fn first_party(app: &TestApp) -> TestClient {
-    app.register_client(portcullis::clients::ClientRegistration {
-        name: "Product app".into(),
-        redirect_uris: vec!["https://app.example.com/cb".into()],
-        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
-        scope: Some("openid profile email offline_access".into()),
-        first_party: true,
-        ..Default::default()
-    })
-    .await
-}
 
 /// A third-party app with refresh tokens (it asks for consent).
 async fn rp(app: &TestApp) -> TestClient {
@@ -41,38 +29,6 @@ async fn rp(app: &TestApp) -> TestClient {
         ..Default::default()
     })
     .await
-}
-
-async fn api(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = app.http.request(method, app.url(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// Asserts an `ErrorResponse` with this status and code; returns its message.
-fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) -> String {
-    assert_eq!(got.0.as_u16(), status, "body: {}", got.1);
-    assert_eq!(got.1["code"], code, "body: {}", got.1);
-    assert!(
-        got.1["traceId"].as_str().is_some_and(|t| !t.is_empty()),
-        "{}",
-        got.1
-    );
-    got.1["message"].as_str().unwrap().to_string()
 }
 
 async fn login(app: &TestApp, email: &str, password: &str) -> (StatusCode, Value) {
@@ -974,19 +930,6 @@ async fn admins_list_rotate_and_revoke_signing_keys() {
         404,
         "not_found",
     );
-}
-
-/// The code an authenticator app shows at `t` for a base32 key.
-fn code_at(secret: &str, t: i64) -> String {
-    let key = totp_rs::Secret::try_from_base32(secret).expect("base32 key");
-    totp_rs::Builder::new()
-        .with_algorithm(totp_rs::Algorithm::SHA1)
-        .with_digits(6)
-        .with_step_duration(30)
-        .with_secret(key)
-        .build_noncompliant()
-        .generate(t as u64)
-        .to_string()
 }
 
 #[tokio::test]

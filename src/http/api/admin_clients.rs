@@ -171,7 +171,7 @@ struct NewClient {
     #[oai(default)]
     backchannel_logout_session_required: bool,
     /// `private_key_jwt`: the client's public JWK Set as JSON text (no secret is issued).
-    #[oai(validator(max_length = 65536))]
+    #[oai(validator(max_length = 32768))]
     jwks: Option<String>,
     /// `private_key_jwt`: the URL of the client's public JWK Set (no secret is issued).
     #[oai(validator(max_length = 2000))]
@@ -237,7 +237,7 @@ struct ClientChange {
     backchannel_logout_uri: MaybeUndefined<String>,
     backchannel_logout_session_required: Option<bool>,
     /// `null` removes the inline keys.
-    #[oai(validator(max_length = 65536))]
+    #[oai(validator(max_length = 32768))]
     jwks: MaybeUndefined<String>,
     /// `null` removes the key URL.
     #[oai(validator(max_length = 2000))]

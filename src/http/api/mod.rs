@@ -70,6 +70,9 @@ pub enum ApiError {
     /// The request conflicts with the current state (e.g. removing the last required factor).
     #[oai(status = 409)]
     Conflict(Json<ErrorResponse>),
+    /// The request body is larger than the server takes (`http.max_body_bytes`).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorResponse>),
     /// The input is well-formed but breaks a rule (weak password, bad email, unknown role).
     #[oai(status = 422)]
     Unprocessable(Json<ErrorResponse>),
@@ -96,6 +99,7 @@ impl ApiError {
             403 => ApiError::Forbidden(body),
             404 => ApiError::NotFound(body),
             409 => ApiError::Conflict(body),
+            413 => ApiError::PayloadTooLarge(body),
             422 => ApiError::Unprocessable(body),
             429 => ApiError::TooManyRequests(body, None),
             500..=599 => ApiError::Internal(body),
