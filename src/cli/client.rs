@@ -232,6 +232,7 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> Result<(), CliError
         Arc::new(SystemClock),
         None,
         super::redis(settings)?,
+        settings.tokens.access_token_ttl_secs,
     );
     match cmd {
         ClientCommand::Create(args) => {

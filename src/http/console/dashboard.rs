@@ -85,7 +85,11 @@ pub async fn show(req: &Request, state: Data<&AppState>) -> Response {
         Err(resp) => return resp,
     };
     let now = state.clock.now();
-    let counts = match state.store.admin_counts(now).await {
+    let counts = match state
+        .store
+        .admin_counts(now, state.sessions.idle_since(now))
+        .await
+    {
         Ok(c) => c,
         Err(e) => return outage(state, &op, "dashboard", &e),
     };
