@@ -50,7 +50,38 @@ impl AccountService {
         if patch.admin_only() && !is_admin(actor) {
             return Err(AccountError::Forbidden);
         }
-        let mut user = self.visible_user(actor, id).await?;
+        let user = self.visible_user(actor, id).await?;
+        self.apply_patch(meta, &actor.id.to_string(), user, patch)
+            .await
+    }
+
+    /// [`AccountService::update_user`] by an operator without an account of their own (the
+    /// command line): `actor` names them in the audit trail.
+    pub async fn update_user_as_operator(
+        &self,
+        meta: &RequestMeta,
+        actor: &str,
+        id: Uuid,
+        patch: UserPatch,
+    ) -> Result<User, AccountError> {
+        let user = self
+            .store
+            .get_user(id)
+            .await
+            .map_err(store_failed)?
+            .filter(|u| u.deleted_at.is_none())
+            .ok_or(AccountError::NotFound)?;
+        self.apply_patch(meta, actor, user, patch).await
+    }
+
+    /// Writes `patch` to `user`, ends their sessions when it disables them, and audits it.
+    async fn apply_patch(
+        &self,
+        meta: &RequestMeta,
+        actor: &str,
+        mut user: User,
+        patch: UserPatch,
+    ) -> Result<User, AccountError> {
         let before_roles = user.roles.clone();
         if let Some(name) = patch.name {
             user.name = parse_name(name.as_deref())?;
@@ -101,7 +132,7 @@ impl AccountService {
                 .map_err(store_failed)?;
         }
         let mut event = self.audit_event("user.updated", meta);
-        event.actor = Some(actor.id.to_string());
+        event.actor = Some(actor.to_string());
         event.subject = Some(user.id.to_string());
         event.detail = serde_json::json!({"disabled": user.disabled});
         if before_roles != user.roles {

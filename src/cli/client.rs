@@ -1,4 +1,7 @@
-//! `portcullis client ...`: register, list, show and delete OAuth clients.
+//! `portcullis client ...`: register, list, show, change, switch off, rotate the secret of
+//! and delete OAuth clients, through the same `ClientService` as the admin API and console.
+
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use secrecy::ExposeSecret;
@@ -6,10 +9,13 @@ use serde_json::json;
 
 use super::{show_time, CliError};
 use crate::app;
-use crate::clients::{self, ClientRegistration};
-use crate::clock::{Clock, SystemClock};
+use crate::clients::{self, ClientError, ClientRegistration, ClientService, ClientUpdate};
+use crate::clock::SystemClock;
 use crate::config::Settings;
-use crate::store::{AuditEvent, Client, StoreError};
+use crate::store::Client;
+
+/// Who the audit trail names for changes made here.
+const ACTOR: &str = "cli";
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
@@ -32,8 +38,121 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a client: each option given replaces that field; the result is checked by the
+    /// rules of `client create`
+    Update(Box<UpdateArgs>),
+    /// Give a confidential client a new secret, printed once; the old one stops working
+    RotateSecret {
+        id: String,
+        /// Print exactly one JSON object {"client_id": ..., "client_secret": ...}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch a client off: every endpoint treats it as unknown until `client enable`
+    Disable { id: String },
+    /// Switch a disabled client on again
+    Enable { id: String },
     /// Delete a client, with its codes, tokens and consents
     Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The client_id (see `portcullis client list`)
+    id: String,
+    /// Name shown to users on the consent page
+    #[arg(long)]
+    name: Option<String>,
+    /// Replaces the redirect URIs (repeatable; same rules as `client create`)
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    redirect_uris: Vec<String>,
+    /// Replaces the post-logout redirect URIs (repeatable)
+    #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+    post_logout_redirect_uris: Vec<String>,
+    /// Remove every post-logout redirect URI
+    #[arg(long, conflicts_with = "post_logout_redirect_uris")]
+    no_post_logout_redirect_uris: bool,
+    /// Replaces the grant types (repeatable): authorization_code, refresh_token,
+    /// client_credentials
+    #[arg(long = "grant", value_name = "GRANT")]
+    grants: Vec<String>,
+    /// Space-separated scopes the client may request
+    #[arg(long)]
+    scope: Option<String>,
+    /// true: a public client (no secret, PKCE); false: confidential (a secret is printed once)
+    #[arg(long, value_name = "BOOL")]
+    public: Option<bool>,
+    /// true: the product's own app (no consent, may use the first-party JSON API)
+    #[arg(long, value_name = "BOOL")]
+    first_party: Option<bool>,
+    /// Allow http redirect URIs on non-loopback hosts (test setups only); by default allowed
+    /// when the client already has one
+    #[arg(long, value_name = "BOOL")]
+    allow_insecure_redirect: Option<bool>,
+    /// ID token signing algorithm (RS256, PS256, ES256, EdDSA), or `default`
+    #[arg(long, value_name = "ALG")]
+    id_token_alg: Option<String>,
+    /// Access token signing algorithm (RS256, PS256, ES256, EdDSA), or `default`
+    #[arg(long, value_name = "ALG")]
+    access_token_alg: Option<String>,
+    /// Issue refresh tokens even when offline_access is not requested
+    #[arg(long, value_name = "BOOL")]
+    always_refresh: Option<bool>,
+    /// OIDC Back-Channel Logout URL, or `none`
+    #[arg(long, value_name = "URI")]
+    backchannel_logout_uri: Option<String>,
+    /// Logout tokens must carry the session id (sid)
+    #[arg(long, value_name = "BOOL")]
+    backchannel_logout_session_required: Option<bool>,
+    /// private_key_jwt: the client's public JWK Set as JSON, or `none`
+    #[arg(long, value_name = "JSON")]
+    jwks: Option<String>,
+    /// private_key_jwt: URL of the client's public JWK Set, or `none`
+    #[arg(long, value_name = "URI")]
+    jwks_uri: Option<String>,
+    /// Issue codes only after a second factor
+    #[arg(long, value_name = "BOOL")]
+    require_mfa: Option<bool>,
+    /// Print exactly one JSON object {"client_id": ..., "changed": [...]} (with
+    /// "client_secret" when the change issued one)
+    #[arg(long)]
+    json: bool,
+}
+
+impl UpdateArgs {
+    fn update(&self) -> ClientUpdate {
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        ClientUpdate {
+            name: self.name.clone(),
+            redirect_uris: list(&self.redirect_uris),
+            post_logout_redirect_uris: if self.no_post_logout_redirect_uris {
+                Some(Vec::new())
+            } else {
+                list(&self.post_logout_redirect_uris)
+            },
+            grant_types: list(&self.grants),
+            scope: self.scope.clone(),
+            public: self.public,
+            first_party: self.first_party,
+            allow_insecure_redirect: self.allow_insecure_redirect,
+            id_token_alg: or_reset(&self.id_token_alg, "default"),
+            access_token_alg: or_reset(&self.access_token_alg, "default"),
+            always_issue_refresh_token: self.always_refresh,
+            backchannel_logout_uri: or_reset(&self.backchannel_logout_uri, "none"),
+            backchannel_logout_session_required: self.backchannel_logout_session_required,
+            jwks: or_reset(&self.jwks, "none"),
+            jwks_uri: or_reset(&self.jwks_uri, "none"),
+            require_mfa: self.require_mfa,
+            disabled: None,
+        }
+    }
+}
+
+/// `Some(None)` for the word that means "back to the default", else the value given.
+fn or_reset(value: &Option<String>, reset: &str) -> Option<Option<String>> {
+    value
+        .as_ref()
+        .map(|v| (!v.eq_ignore_ascii_case(reset)).then(|| v.clone()))
 }
 
 #[derive(Debug, Args)]
@@ -98,19 +217,29 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> Result<(), CliError
         // Validate before touching the database, so refused input writes nothing at all.
         clients::prepare(&registration(args), 0).map_err(|e| CliError::BadInput(e.to_string()))?;
     }
+    if let ClientCommand::Update(args) = &cmd {
+        if args.update() == ClientUpdate::default() {
+            return Err(CliError::BadInput(format!(
+                "nothing to change for client {:?}: give at least one option, e.g. --name NAME \
+                 or --redirect-uri URI (see `portcullis client update --help`)",
+                args.id
+            )));
+        }
+    }
     let store = app::open_store(settings).await?;
+    let service = ClientService::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        None,
+        super::redis(settings)?,
+        settings.tokens.access_token_ttl_secs,
+    );
     match cmd {
         ClientCommand::Create(args) => {
-            let now = SystemClock.now();
-            let registered = clients::register(&*store, &registration(&args), now, "cli")
+            let registered = service
+                .create(&registration(&args), ACTOR)
                 .await
-                .map_err(|e| {
-                    if e.is_bad_input() {
-                        CliError::BadInput(e.to_string())
-                    } else {
-                        CliError::Failed(e.to_string())
-                    }
-                })?;
+                .map_err(failed)?;
             let c = &registered.client;
             let secret = registered
                 .secret
@@ -159,13 +288,17 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> Result<(), CliError
             } else if clients.is_empty() {
                 println!("no clients yet: register one with `portcullis client create --name NAME --redirect-uri URI`");
             } else {
-                println!("{:<24} {:<24} {:<13} GRANTS", "CLIENT_ID", "NAME", "TYPE");
+                println!(
+                    "{:<24} {:<24} {:<13} {:<9} GRANTS",
+                    "CLIENT_ID", "NAME", "TYPE", "STATE"
+                );
                 for c in &clients {
                     println!(
-                        "{:<24} {:<24} {:<13} {}",
+                        "{:<24} {:<24} {:<13} {:<9} {}",
                         c.id,
                         truncate(&c.name, 24),
                         kind(c),
+                        if c.disabled { "disabled" } else { "active" },
                         c.grant_types.join(",")
                     );
                 }
@@ -173,11 +306,7 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> Result<(), CliError
             Ok(())
         }
         ClientCommand::Show { id, json } => {
-            let c = store.get_client(&id).await?.ok_or_else(|| {
-                CliError::BadInput(format!(
-                    "no client with id {id:?} (see `portcullis client list`)"
-                ))
-            })?;
+            let c = service.get(&id).await.map_err(failed)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default());
             } else {
@@ -195,34 +324,119 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> Result<(), CliError
                     "post_logout_redirect_uris:  {}",
                     c.post_logout_redirect_uris.join(" ")
                 );
+                println!("require_mfa:                {}", yes_no(c.require_mfa));
+                println!("disabled:                   {}", yes_no(c.disabled));
                 println!("created:                    {}", show_time(c.created_at));
+                println!("updated:                    {}", show_time(c.updated_at));
             }
+            Ok(())
+        }
+        ClientCommand::Update(args) => {
+            let updated = service
+                .update(&args.id, &args.update(), ACTOR)
+                .await
+                .map_err(failed)?;
+            let secret = updated
+                .secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_string());
+            if args.json {
+                let mut out = json!({"client_id": updated.client.id, "changed": updated.changed});
+                if let Some(secret) = &secret {
+                    out["client_secret"] = json!(secret);
+                }
+                println!("{out}");
+                return Ok(());
+            }
+            if updated.changed.is_empty() {
+                println!(
+                    "client {} already had these settings: nothing changed",
+                    args.id
+                );
+                return Ok(());
+            }
+            println!("Updated client {:?} ({})", updated.client.name, args.id);
+            println!("  changed: {}", updated.changed.join(", "));
+            if let Some(s) = &secret {
+                println!("  client_secret: {s}");
+                println!("  (it is now a confidential client; the secret is shown only now: store it safely)");
+            }
+            tell_servers(&service, settings, "use the change");
+            Ok(())
+        }
+        ClientCommand::RotateSecret { id, json } => {
+            let secret = service.rotate_secret(&id, ACTOR).await.map_err(failed)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"client_id": id, "client_secret": secret.expose_secret()})
+                );
+                return Ok(());
+            }
+            println!("New secret for client {id}");
+            println!("  client_secret: {}", secret.expose_secret());
+            println!(
+                "  (the secret is shown only now: store it safely; the old one no longer works)"
+            );
+            tell_servers(&service, settings, "refuse the old secret");
+            Ok(())
+        }
+        ClientCommand::Disable { id } => {
+            service
+                .set_disabled(&id, true, ACTOR)
+                .await
+                .map_err(failed)?;
+            println!("disabled client {id}: every endpoint treats it as unknown (`portcullis client enable {id}` switches it on)");
+            tell_servers(&service, settings, "refuse it");
+            Ok(())
+        }
+        ClientCommand::Enable { id } => {
+            service
+                .set_disabled(&id, false, ACTOR)
+                .await
+                .map_err(failed)?;
+            println!("enabled client {id}");
+            tell_servers(&service, settings, "accept it");
             Ok(())
         }
         ClientCommand::Delete { id } => {
-            if !store.delete_client(&id).await? {
-                return Err(CliError::BadInput(format!(
-                    "no client with id {id:?} (see `portcullis client list`)"
-                )));
-            }
-            let mut event = AuditEvent::new("client.deleted", SystemClock.now());
-            event.actor = Some("cli".into());
-            event.client_id = Some(id.clone());
-            store
-                .record_audit(&event)
-                .await
-                .map_err(|e: StoreError| CliError::Failed(e.to_string()))?;
+            service.delete(&id, ACTOR).await.map_err(failed)?;
             println!("deleted client {id}");
-            if super::announce(settings, "clients").await {
-                println!("announced to running servers through Redis: they refuse it now");
-            } else {
-                println!(
-                    "running servers refuse it within {}s (database.client_cache_secs)",
-                    settings.database.client_cache_secs
-                );
-            }
+            tell_servers(&service, settings, "refuse it");
             Ok(())
         }
+    }
+}
+
+/// The operator's words for a refused or failed client change.
+fn failed(e: ClientError) -> CliError {
+    match e {
+        ClientError::NotFound(id) => CliError::BadInput(format!(
+            "no client with id {id:?} (see `portcullis client list`)"
+        )),
+        e if e.is_bad_input() => CliError::BadInput(e.to_string()),
+        e => CliError::Failed(e.to_string()),
+    }
+}
+
+/// Says when running servers see the change: the service announced it through Redis, or
+/// their cached copies expire.
+fn tell_servers(service: &ClientService, settings: &Settings, what: &str) {
+    if service.announces() {
+        println!("announced to running servers through Redis: they {what} now");
+    } else {
+        println!(
+            "running servers {what} within {}s (database.client_cache_secs)",
+            settings.database.client_cache_secs
+        );
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
     }
 }
 

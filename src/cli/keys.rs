@@ -54,7 +54,7 @@ pub async fn run(cmd: KeysCommand, settings: Settings) -> Result<(), CliError> {
         }
         KeysCommand::Revoke { kid } => {
             if !keys
-                .revoke(&kid)
+                .revoke_by(&kid, Some("cli"))
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?
             {
@@ -72,7 +72,7 @@ pub async fn run(cmd: KeysCommand, settings: Settings) -> Result<(), CliError> {
         }
         KeysCommand::Rotate => {
             let promoted = keys
-                .rotate()
+                .rotate_by(Some("cli"))
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
             if super::announce(&settings, "keys").await {

@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, and the operator's `client`, `user` and `keys` tools.
+//! The command line: `serve`, `migrate`, and the operator's `client`, `user`, `keys` and
+//! `audit` tools (sharing the services of the admin API and console).
 //! Exit status: 0 done, 1 the system failed (database down, ...), 2 the input was refused.
 
 mod audit;
@@ -53,7 +54,7 @@ pub enum Command {
     /// Register and manage OAuth clients
     #[command(subcommand)]
     Client(client::ClientCommand),
-    /// Create and list users
+    /// Create, list, switch off and on, and set the roles and end the sessions of users
     #[command(subcommand)]
     User(user::UserCommand),
     /// Inspect and rotate signing keys
@@ -195,6 +196,18 @@ pub(crate) fn show_time(ts: i64) -> String {
         (secs % 3600) / 60,
         secs % 60
     )
+}
+
+/// The configured Redis (for services that announce their changes to running servers).
+fn redis(
+    settings: &Settings,
+) -> Result<Option<std::sync::Arc<crate::cache::RedisHandle>>, CliError> {
+    match &settings.redis.url {
+        None => Ok(None),
+        Some(url) => crate::cache::RedisHandle::new(url, &settings.redis.namespace)
+            .map(|r| Some(std::sync::Arc::new(r)))
+            .map_err(CliError::BadInput),
+    }
 }
 
 /// Tells running servers, through Redis when one is configured, that `event` ("keys",

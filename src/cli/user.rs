@@ -1,4 +1,5 @@
-//! `portcullis user ...`: create and list users.
+//! `portcullis user ...`: create, list, switch off and on, set roles, and see or end the
+//! sessions of users, through the same account and session services as the admin API.
 
 use std::io::Read;
 
@@ -7,11 +8,15 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{show_time, CliError};
-use crate::accounts::{Email, Password, PasswordHasher, Role};
-use crate::app;
+use crate::accounts::service::{AccountError, RequestMeta};
+use crate::accounts::{Email, Password, PasswordHasher, Role, UserPatch};
+use crate::app::{self, AppState, Portcullis};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
-use crate::store::{AuditEvent, StoreError, User};
+use crate::store::{AuditEvent, Store, StoreError, User};
+
+/// Who the audit trail names for changes made here.
+const ACTOR: &str = "cli";
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -22,6 +27,50 @@ pub enum UserCommand {
         /// Print a JSON array
         #[arg(long)]
         json: bool,
+    },
+    /// Switch a user off: signed out everywhere, and refused at sign-in until `user enable`
+    Disable {
+        /// The user's email address
+        #[arg(long)]
+        email: String,
+    },
+    /// Switch a disabled user on again
+    Enable {
+        /// The user's email address
+        #[arg(long)]
+        email: String,
+    },
+    /// Replace a user's roles (each one of accounts.roles)
+    SetRoles {
+        /// The user's email address
+        #[arg(long)]
+        email: String,
+        /// Role (repeatable)
+        #[arg(
+            long = "role",
+            value_name = "ROLE",
+            required_unless_present = "no_roles"
+        )]
+        roles: Vec<String>,
+        /// Remove every role
+        #[arg(long, conflicts_with = "roles")]
+        no_roles: bool,
+    },
+    /// List a user's live browser sessions, most recently active first
+    Sessions {
+        /// The user's email address
+        #[arg(long)]
+        email: String,
+        /// Print a JSON array
+        #[arg(long)]
+        json: bool,
+    },
+    /// End every browser session of a user, each like a sign-out (refresh tokens revoked,
+    /// clients told by back-channel logout)
+    RevokeSessions {
+        /// The user's email address
+        #[arg(long)]
+        email: String,
     },
     /// Remove every second factor and recovery code of a user (a lost phone); if a policy
     /// requires a factor, the user enrolls a new one at the next sign-in
@@ -61,18 +110,105 @@ pub struct CreateArgs {
 pub async fn run(cmd: UserCommand, settings: &Settings) -> Result<(), CliError> {
     match cmd {
         UserCommand::Create(args) => create(args, settings).await,
+        UserCommand::Disable { email } => {
+            let patch = UserPatch {
+                disabled: Some(true),
+                ..UserPatch::default()
+            };
+            let user = patch_user(settings, &email, patch).await?;
+            println!(
+                "disabled {}: signed out everywhere; sign-in is refused until `portcullis user enable --email {}`",
+                user.email, user.email
+            );
+            Ok(())
+        }
+        UserCommand::Enable { email } => {
+            let patch = UserPatch {
+                disabled: Some(false),
+                ..UserPatch::default()
+            };
+            let user = patch_user(settings, &email, patch).await?;
+            println!("enabled {}: the user may sign in again", user.email);
+            Ok(())
+        }
+        UserCommand::SetRoles { email, roles, .. } => {
+            let patch = UserPatch {
+                roles: Some(roles),
+                ..UserPatch::default()
+            };
+            let user = patch_user(settings, &email, patch).await?;
+            if user.roles.is_empty() {
+                println!("{} has no roles now", user.email);
+            } else {
+                println!("{} has the roles: {}", user.email, user.roles.join(", "));
+            }
+            println!("(tokens issued before keep the roles they carry until they expire)");
+            Ok(())
+        }
+        UserCommand::Sessions { email, json } => {
+            let state = services(settings).await?;
+            let user = find_user(&*state.store, &email).await?;
+            let sessions = state.sessions.user_sessions(user.id).await?;
+            if json {
+                let rows: Vec<_> = sessions
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "id": s.sid,
+                            "created_at": s.created_at,
+                            "last_seen_at": s.last_seen_at,
+                            "expires_at": s.expires_at,
+                            "auth_time": s.auth_time,
+                            "amr": s.amr,
+                            "acr": s.acr,
+                            "ip": s.ip,
+                            "user_agent": s.user_agent,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                );
+            } else if sessions.is_empty() {
+                println!("{} has no live session", user.email);
+            } else {
+                println!(
+                    "{:<24} {:<20} {:<20} {:<20} {:<15} {:<8} USER AGENT",
+                    "ID", "CREATED", "LAST SEEN", "EXPIRES", "IP", "AMR"
+                );
+                for s in &sessions {
+                    println!(
+                        "{:<24} {:<20} {:<20} {:<20} {:<15} {:<8} {}",
+                        s.sid,
+                        show_time(s.created_at),
+                        show_time(s.last_seen_at),
+                        show_time(s.expires_at),
+                        s.ip.as_deref().unwrap_or("-"),
+                        s.amr.join(","),
+                        s.user_agent.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(())
+        }
+        UserCommand::RevokeSessions { email } => {
+            let state = services(settings).await?;
+            let user = find_user(&*state.store, &email).await?;
+            let ended = state
+                .sessions
+                .end_other_sessions(user.id, None, ACTOR, "admin")
+                .await?;
+            println!("ended {ended} session(s) of {}", user.email);
+            Ok(())
+        }
         UserCommand::ResetMfa { email } => {
-            let parsed = Email::parse(&email).map_err(|e| CliError::BadInput(e.to_string()))?;
             let store = app::open_store(settings).await?;
-            let user = store
-                .find_user_by_email(&User::email_key(parsed.as_str()))
-                .await?
-                .filter(|u| u.deleted_at.is_none())
-                .ok_or_else(|| CliError::BadInput(format!("no user has the address {email}")))?;
+            let user = find_user(&*store, &email).await?;
             let removed = store.delete_all_factors(user.id).await?;
             let mut event = AuditEvent::new("mfa.reset", SystemClock.now());
             event.subject = Some(user.id.to_string());
-            event.actor = Some("cli".into());
+            event.actor = Some(ACTOR.into());
             event.detail = json!({"factors": removed});
             store.record_audit(&event).await?;
             println!(
@@ -110,6 +246,43 @@ pub async fn run(cmd: UserCommand, settings: &Settings) -> Result<(), CliError> 
             Ok(())
         }
     }
+}
+
+/// The live user with this address, or the words to fix a typo.
+async fn find_user(store: &dyn Store, email: &str) -> Result<User, CliError> {
+    let parsed = Email::parse(email).map_err(|e| CliError::BadInput(e.to_string()))?;
+    store
+        .find_user_by_email(&User::email_key(parsed.as_str()))
+        .await?
+        .filter(|u| u.deleted_at.is_none())
+        .ok_or_else(|| {
+            CliError::BadInput(format!(
+                "no user has the address {email} (see `portcullis user list`)"
+            ))
+        })
+}
+
+/// The server's services (accounts, sessions), built as `serve` builds them but not serving:
+/// a change made here takes down what it would through the API.
+async fn services(settings: &Settings) -> Result<AppState, CliError> {
+    Ok(Portcullis::build(settings.clone()).await?.state().clone())
+}
+
+/// Applies `patch` to the user with this address as the operator, with the rules of the
+/// admin API (`PATCH /users/{id}`).
+async fn patch_user(settings: &Settings, email: &str, patch: UserPatch) -> Result<User, CliError> {
+    let state = services(settings).await?;
+    let user = find_user(&*state.store, email).await?;
+    state
+        .accounts
+        .update_user_as_operator(&RequestMeta::default(), ACTOR, user.id, patch)
+        .await
+        .map_err(|e| match e {
+            AccountError::Invalid { .. } | AccountError::NotFound => {
+                CliError::BadInput(e.to_string())
+            }
+            other => CliError::Failed(other.to_string()),
+        })
 }
 
 async fn create(args: CreateArgs, settings: &Settings) -> Result<(), CliError> {
@@ -189,7 +362,7 @@ async fn create(args: CreateArgs, settings: &Settings) -> Result<(), CliError> {
         Err(e) => return Err(e.into()),
     }
     let mut event = AuditEvent::new("user.created", now);
-    event.actor = Some("cli".into());
+    event.actor = Some(ACTOR.into());
     event.subject = Some(user.id.to_string());
     store.record_audit(&event).await?;
     if args.json {

@@ -251,11 +251,11 @@ pub struct PortVariationNotice {
 }
 
 impl PortVariationNotice {
-    /// There is no client update: both fixes re-create the client (a new `client_id`).
-    pub const ADVICE: &'static str = "register each port the app uses exactly: re-create the \
-        client with `portcullis client create --redirect-uri URI` once per port (it gets a new \
-        client_id; then `portcullis client delete` this one), or, if it is a native app, \
-        re-create it as a public client (`--public`, PKCE) to keep any port";
+    /// Both fixes keep the `client_id`: `client update` changes the client in place.
+    pub const ADVICE: &'static str = "register each port the app uses exactly: \
+        `portcullis client update ID --redirect-uri URI` with the URI once per port, or, if it \
+        is a native app, make it a public client (`portcullis client update ID --public true`, \
+        PKCE) to keep any port";
 }
 
 impl fmt::Display for PortVariationNotice {

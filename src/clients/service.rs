@@ -22,7 +22,7 @@ pub const CONSOLE_CLIENT_ID: &str = "portcullis-console";
 
 /// A change to a client; `None` leaves a field as it is. The result is validated as a whole
 /// with the rules of `client create`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientUpdate {
     pub name: Option<String>,
     pub redirect_uris: Option<Vec<String>>,

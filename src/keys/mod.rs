@@ -307,6 +307,14 @@ impl KeyManager {
     /// For every algorithm: the next key becomes active, the active key retires, a new next
     /// key is made; retired keys past their retention are deleted. Returns the new active kids.
     pub async fn rotate(&self) -> Result<Vec<(SigningAlg, String)>, KeyError> {
+        self.rotate_by(None).await
+    }
+
+    /// [`KeyManager::rotate`] on an operator's request: the audit event names `actor`.
+    pub async fn rotate_by(
+        &self,
+        actor: Option<&str>,
+    ) -> Result<Vec<(SigningAlg, String)>, KeyError> {
         let now = self.clock.now();
         for alg in SigningAlg::ALL {
             let new_next = new_record(alg, KeyState::Next, &self.master, now)?;
@@ -323,6 +331,7 @@ impl KeyManager {
             .map(|(alg, k)| (*alg, k.kid.clone()))
             .collect();
         let mut event = AuditEvent::new("keys.rotated", now);
+        event.actor = actor.map(str::to_string);
         event.detail = json!({
             "active": promoted.iter().map(|(a, k)| json!({"alg": a.as_str(), "kid": k})).collect::<Vec<_>>()
         });
@@ -336,6 +345,11 @@ impl KeyManager {
     /// then the key is deleted, so it leaves the JWKS at once and every token it signed stops
     /// verifying (after verifiers' JWKS caches expire). Returns false for an unknown kid.
     pub async fn revoke(&self, kid: &str) -> Result<bool, KeyError> {
+        self.revoke_by(kid, None).await
+    }
+
+    /// [`KeyManager::revoke`] on an operator's request: the audit event names `actor`.
+    pub async fn revoke_by(&self, kid: &str, actor: Option<&str>) -> Result<bool, KeyError> {
         let records = self.store.list_signing_keys().await?;
         let Some(record) = records.iter().find(|k| k.kid == kid) else {
             return Ok(false);
@@ -364,6 +378,7 @@ impl KeyManager {
         }
         let removed = self.store.delete_retired_key(kid).await?;
         let mut event = AuditEvent::new("keys.revoked", now);
+        event.actor = actor.map(str::to_string);
         event.detail = json!({"kid": kid});
         self.store.record_audit(&event).await?;
         self.refresh().await?;

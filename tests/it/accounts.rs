@@ -8,7 +8,9 @@ use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{app_with, auth_url, browser, form_value, tokens_for, TestApp, TestClient};
+use crate::common::{
+    app_with, assert_error, auth_url, browser, form_value, tokens_for, TestApp, TestClient,
+};
 
 const PASSWORD: &str = "violet staple kettle";
 
@@ -58,18 +60,6 @@ async fn api(
 async fn post(app: &TestApp, path: &str, body: Value) -> (StatusCode, Value) {
     let (s, v, _) = api(app, Method::POST, path, None, Some(body)).await;
     (s, v)
-}
-
-/// Asserts an `ErrorResponse` with this status and code; returns its message.
-fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) -> String {
-    assert_eq!(got.0.as_u16(), status, "body: {}", got.1);
-    assert_eq!(got.1["code"], code, "body: {}", got.1);
-    assert!(
-        got.1["traceId"].as_str().is_some_and(|t| !t.is_empty()),
-        "{}",
-        got.1
-    );
-    got.1["message"].as_str().unwrap().to_string()
 }
 
 /// Decodes quoted-printable text (RFC 2045 §6.7) well enough to read our own mail.

@@ -13,13 +13,13 @@ use crate::common::fresh_database_url;
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 /// A working directory and database for CLI runs, with no other configuration.
-struct Cli {
-    dir: tempfile::TempDir,
-    db: String,
+pub struct Cli {
+    pub dir: tempfile::TempDir,
+    pub db: String,
 }
 
 impl Cli {
-    async fn new() -> Cli {
+    pub async fn new() -> Cli {
         let dir = tempfile::tempdir().unwrap();
         let db = fresh_database_url(dir.path()).await;
         Cli { dir, db }
@@ -37,11 +37,11 @@ impl Cli {
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).stdin(Stdio::null()).output().unwrap()
     }
 
-    fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
+    pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
         let mut child = self
             .command(args)
             .stdin(Stdio::piped())
@@ -69,11 +69,11 @@ impl Cli {
     }
 }
 
-fn stdout(o: &Output) -> String {
+pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 

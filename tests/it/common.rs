@@ -618,3 +618,69 @@ pub async fn post_form(
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// One call of the JSON API: (status, JSON body or null).
+pub async fn api(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut req = app.http.request(method, app.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Asserts an `ErrorResponse` with this status and code; returns its message.
+pub fn assert_error(
+    got: &(reqwest::StatusCode, serde_json::Value),
+    status: u16,
+    code: &str,
+) -> String {
+    assert_eq!(got.0.as_u16(), status, "body: {}", got.1);
+    assert_eq!(got.1["code"], code, "body: {}", got.1);
+    assert!(
+        got.1["traceId"].as_str().is_some_and(|t| !t.is_empty()),
+        "{}",
+        got.1
+    );
+    got.1["message"].as_str().unwrap_or_default().to_string()
+}
+
+/// The product's own app, which `/auth/login` issues tokens to.
+pub async fn first_party(app: &TestApp) -> TestClient {
+    app.register_client(portcullis::clients::ClientRegistration {
+        name: "Product app".into(),
+        redirect_uris: vec!["https://app.example.com/cb".into()],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        scope: Some("openid profile email offline_access".into()),
+        first_party: true,
+        ..Default::default()
+    })
+    .await
+}
+
+/// The code an authenticator app shows at `t` for a base32 key.
+pub fn code_at(secret: &str, t: i64) -> String {
+    let key = totp_rs::Secret::try_from_base32(secret).expect("base32 key");
+    totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(6)
+        .with_step_duration(30)
+        .with_secret(key)
+        .build_noncompliant()
+        .generate(t as u64)
+        .to_string()
+}

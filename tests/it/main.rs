@@ -3,10 +3,12 @@
 mod abuse;
 mod account_pages;
 mod accounts;
+mod admin_api;
 mod browser;
 mod browser_console;
 mod browser_passkeys;
 mod cli;
+mod cli_admin;
 mod cluster;
 mod code_flow;
 mod common;

@@ -13,8 +13,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::common::{
-    auth_url, browser, exchange, form_value, location, query, test_settings, unescape, TestApp,
-    TestClient, TestUser, VERIFIER,
+    api, assert_error, auth_url, browser, code_at, exchange, first_party, form_value, location,
+    query, test_settings, unescape, TestApp, TestClient, TestUser, VERIFIER,
 };
 
 const PASSWORD: &str = "violet staple kettle";
@@ -43,18 +43,6 @@ async fn admin_user(app: &TestApp) -> TestUser {
     admin
 }
 
-async fn first_party(app: &TestApp) -> TestClient {
-    app.register_client(portcullis::clients::ClientRegistration {
-        name: "Product app".into(),
-        redirect_uris: vec!["https://app.example.com/cb".into()],
-        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
-        scope: Some("openid profile email offline_access".into()),
-        first_party: true,
-        ..Default::default()
-    })
-    .await
-}
-
 async fn rp(app: &TestApp, require_mfa: bool) -> TestClient {
     app.register_client(portcullis::clients::ClientRegistration {
         name: "Demo RP".into(),
@@ -65,45 +53,6 @@ async fn rp(app: &TestApp, require_mfa: bool) -> TestClient {
         ..Default::default()
     })
     .await
-}
-
-async fn api(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = app.http.request(method, app.url(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
-    assert_eq!(got.0.as_u16(), status, "body: {}", got.1);
-    assert_eq!(got.1["code"], code, "body: {}", got.1);
-    assert!(got.1["traceId"].as_str().is_some_and(|t| !t.is_empty()));
-}
-
-/// The code an authenticator app shows at `t` for a base32 key.
-fn code_at(secret: &str, t: i64) -> String {
-    let key = totp_rs::Secret::try_from_base32(secret).expect("base32 key");
-    totp_rs::Builder::new()
-        .with_algorithm(totp_rs::Algorithm::SHA1)
-        .with_digits(6)
-        .with_step_duration(30)
-        .with_secret(key)
-        .build_noncompliant()
-        .generate(t as u64)
-        .to_string()
 }
 
 fn claims(jwt: &str) -> Value {

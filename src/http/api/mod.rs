@@ -1,8 +1,12 @@
-//! The first-party JSON account API (poem-openapi): `/auth/*`, `/users`, `/admin/audit`.
+//! The first-party JSON account API (poem-openapi): `/auth/*`, `/users`, and the admin API
+//! under `/admin/` (clients, sessions, consents, signing keys, the audit trail).
 //! The OpenAPI 3 document is served at `/openapi.json` and Swagger UI at `/docs`. Every error,
 //! including malformed input the framework rejects, answers `ErrorResponse`.
 
 mod admin;
+mod admin_clients;
+mod admin_keys;
+mod admin_sessions;
 mod auth;
 mod mfa;
 mod passkeys;
@@ -29,7 +33,8 @@ enum ApiTags {
     Auth,
     /// User administration (admin role), and each user's own profile.
     Users,
-    /// The audit trail (admin role).
+    /// Operators' API (admin role): clients, sessions, consents, signing keys and the audit
+    /// trail. Changes need a sign-in with a second factor when the MFA policy covers admins.
     Admin,
 }
 
@@ -65,6 +70,9 @@ pub enum ApiError {
     /// The request conflicts with the current state (e.g. removing the last required factor).
     #[oai(status = 409)]
     Conflict(Json<ErrorResponse>),
+    /// The request body is larger than the server takes (`http.max_body_bytes`).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorResponse>),
     /// The input is well-formed but breaks a rule (weak password, bad email, unknown role).
     #[oai(status = 422)]
     Unprocessable(Json<ErrorResponse>),
@@ -91,6 +99,7 @@ impl ApiError {
             403 => ApiError::Forbidden(body),
             404 => ApiError::NotFound(body),
             409 => ApiError::Conflict(body),
+            413 => ApiError::PayloadTooLarge(body),
             422 => ApiError::Unprocessable(body),
             429 => ApiError::TooManyRequests(body, None),
             500..=599 => ApiError::Internal(body),
@@ -262,8 +271,21 @@ pub async fn admin_write_guard(
     auth: &BearerAuth,
     trace: &Trace,
 ) -> Result<User, ApiError> {
-    let (user, claims) = admin_caller(state, auth, trace).await?;
-    if !state.mfa.allows_admin_write(&user, claims.acr.as_deref()) {
+    let (user, claims) = caller_claims(state, auth, trace).await?;
+    ensure_admin_write(state, &user, &claims, trace).await?;
+    Ok(user)
+}
+
+/// [`admin_write_guard`]'s rule for a caller already authenticated (a route where only some
+/// changes are an admin's, such as `PATCH /users/{id}`).
+pub async fn ensure_admin_write(
+    state: &AppState,
+    user: &User,
+    claims: &crate::protocol::tokens::AccessClaims,
+    trace: &Trace,
+) -> Result<(), ApiError> {
+    ensure_admin(state, user, claims, trace).await?;
+    if !state.mfa.allows_admin_write(user, claims.acr.as_deref()) {
         let message = "changes need a sign-in with a second factor: sign in again with your \
                        authenticator app or passkey (acr_values=mfa), then retry with the new \
                        access token";
@@ -280,7 +302,7 @@ pub async fn admin_write_guard(
             ),
         ));
     }
-    Ok(user)
+    Ok(())
 }
 
 /// The one guard of every admin-only route: a valid bearer token of a live user who holds
@@ -290,19 +312,21 @@ pub async fn admin_guard(
     auth: &BearerAuth,
     trace: &Trace,
 ) -> Result<User, ApiError> {
-    Ok(admin_caller(state, auth, trace).await?.0)
+    let (user, claims) = caller_claims(state, auth, trace).await?;
+    ensure_admin(state, &user, &claims, trace).await?;
+    Ok(user)
 }
 
 /// An admin speaking through a token of a first-party app (the product's own, or the
 /// console): a relying party an admin signed in to must not hold admin powers.
-async fn admin_caller(
+async fn ensure_admin(
     state: &AppState,
-    auth: &BearerAuth,
+    user: &User,
+    claims: &crate::protocol::tokens::AccessClaims,
     trace: &Trace,
-) -> Result<(User, crate::protocol::tokens::AccessClaims), ApiError> {
-    let (user, claims) = caller_claims(state, auth, trace).await?;
+) -> Result<(), ApiError> {
     let forbidden = |m: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m, trace);
-    if !crate::accounts::service::is_admin(&user) {
+    if !crate::accounts::service::is_admin(user) {
         return Err(forbidden("this needs the admin role"));
     }
     let first_party = state
@@ -317,7 +341,7 @@ async fn admin_caller(
              console); a relying party's access token is not accepted",
         ));
     }
-    Ok((user, claims))
+    Ok(())
 }
 
 /// A user as the API shows it to the user themself and to admins.
@@ -404,19 +428,20 @@ async fn json_errors<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
     }
 }
 
+/// Every group of operations of the API.
+type Apis = (
+    auth::AuthApi,
+    mfa::MfaApi,
+    passkeys::PasskeyApi,
+    users::UsersApi,
+    admin::AdminApi,
+    admin_clients::AdminClientsApi,
+    admin_sessions::AdminSessionsApi,
+    admin_keys::AdminKeysApi,
+);
+
 /// The API service (for its spec and Swagger UI) and its endpoint with error shaping.
-pub fn service(
-    issuer: &str,
-) -> OpenApiService<
-    (
-        auth::AuthApi,
-        mfa::MfaApi,
-        passkeys::PasskeyApi,
-        users::UsersApi,
-        admin::AdminApi,
-    ),
-    (),
-> {
+pub fn service(issuer: &str) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             auth::AuthApi,
@@ -424,6 +449,9 @@ pub fn service(
             passkeys::PasskeyApi,
             users::UsersApi,
             admin::AdminApi,
+            admin_clients::AdminClientsApi,
+            admin_sessions::AdminSessionsApi,
+            admin_keys::AdminKeysApi,
         ),
         "Portcullis account API",
         env!("CARGO_PKG_VERSION"),
@@ -431,7 +459,9 @@ pub fn service(
     .description(
         "First-party account API: registration, password sign-in, refresh, password reset, \
          email verification, second factors (authenticator apps, passkeys, recovery codes), user \
-         administration and the audit trail. `/auth/login` and \
+         administration, and the operators' API under `/admin/` (clients, sessions, consents, \
+         signing keys, the audit trail; admin role, and changes need a sign-in with a second \
+         factor when the MFA policy covers admins). `/auth/login` and \
          `/auth/refresh` issue tokens to the one client registered with `--first-party`; \
          third-party applications must use the OpenID Connect authorization code flow.",
     )
@@ -439,16 +469,7 @@ pub fn service(
 }
 
 pub fn endpoint(
-    api: OpenApiService<
-        (
-            auth::AuthApi,
-            mfa::MfaApi,
-            passkeys::PasskeyApi,
-            users::UsersApi,
-            admin::AdminApi,
-        ),
-        (),
-    >,
+    api: OpenApiService<Apis, ()>,
 ) -> Arc<poem::endpoint::BoxEndpoint<'static, Response>> {
     use poem::IntoEndpoint;
     Arc::new(

@@ -8,7 +8,10 @@ use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
-use super::{admin_guard, caller, meta_of, ApiError, ApiTags, BearerAuth, Trace, UserView};
+use super::{
+    admin_guard, admin_write_guard, caller, caller_claims, ensure_admin_write, meta_of, ApiError,
+    ApiTags, BearerAuth, Trace, UserView,
+};
 use crate::accounts::UserPatch;
 use crate::app::AppState;
 use crate::store::UserQuery;
@@ -44,8 +47,9 @@ enum Deleted {
     Done,
 }
 
-/// Fields left out stay as they are. Users may change their own `name`; the other fields
-/// need the admin role.
+/// Fields left out stay as they are. Users may change their own `name`; the other fields,
+/// and anyone else's name, need the admin role (and a sign-in with a second factor when the
+/// MFA policy covers admins).
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 struct UserUpdate {
@@ -130,6 +134,9 @@ impl UsersApi {
     }
 
     /// Update a user (admin; users may change their own name)
+    ///
+    /// `roles` replaces the user's roles (each one of `accounts.roles`); `disabled: true`
+    /// signs the user out everywhere and refuses their sign-ins until switched back.
     #[oai(path = "/users/:id", method = "patch")]
     async fn update(
         &self,
@@ -140,8 +147,15 @@ impl UsersApi {
         body: Json<UserUpdate>,
     ) -> Result<UserResponse, ApiError> {
         let trace = Trace::of(req);
-        let actor = caller(&state, &auth, &trace).await?;
+        let (actor, claims) = caller_claims(&state, &auth, &trace).await?;
         let Json(body) = body;
+        let admin_change = id.0 != actor.id
+            || body.roles.is_some()
+            || body.disabled.is_some()
+            || body.email_verified.is_some();
+        if admin_change {
+            ensure_admin_write(&state, &actor, &claims, &trace).await?;
+        }
         let patch = UserPatch {
             name: match body.name {
                 MaybeUndefined::Undefined => None,
@@ -174,7 +188,7 @@ impl UsersApi {
         id: Path<Uuid>,
     ) -> Result<Deleted, ApiError> {
         let trace = Trace::of(req);
-        let actor = admin_guard(&state, &auth, &trace).await?;
+        let actor = admin_write_guard(&state, &auth, &trace).await?;
         state
             .accounts
             .delete_user(&meta_of(req), &actor, id.0)

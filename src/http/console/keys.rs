@@ -94,8 +94,11 @@ pub async fn rotate(req: &Request, body: Body, state: Data<&AppState>) -> Respon
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    match state.keys.rotate().await {
-        Ok(_) => done(state, "/console/keys?done=rotated"),
+    match state.keys.rotate_by(Some(&op.user.id.to_string())).await {
+        Ok(_) => {
+            crate::app::announce_keys_changed(state).await;
+            done(state, "/console/keys?done=rotated")
+        }
         Err(e) => outage(state, &op, "keys", &e),
     }
 }
@@ -142,8 +145,16 @@ pub async fn revoke(req: &Request, body: Body, state: Data<&AppState>) -> Respon
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    match state.keys.revoke(&segment(req, "kid")).await {
-        Ok(true) => done(state, "/console/keys?done=revoked"),
+    let actor = op.user.id.to_string();
+    match state
+        .keys
+        .revoke_by(&segment(req, "kid"), Some(&actor))
+        .await
+    {
+        Ok(true) => {
+            crate::app::announce_keys_changed(state).await;
+            done(state, "/console/keys?done=revoked")
+        }
         Ok(false) => problem(
             state,
             &op,
