@@ -73,7 +73,7 @@ pub struct UpdateArgs {
     #[arg(long, conflicts_with = "post_logout_redirect_uris")]
     no_post_logout_redirect_uris: bool,
     /// Replaces the grant types (repeatable): authorization_code, refresh_token,
-    /// client_credentials
+    /// client_credentials, urn:ietf:params:oauth:grant-type:device_code (or device_code)
     #[arg(long = "grant", value_name = "GRANT")]
     grants: Vec<String>,
     /// Space-separated scopes the client may request
@@ -113,6 +113,9 @@ pub struct UpdateArgs {
     /// Issue codes only after a second factor
     #[arg(long, value_name = "BOOL")]
     require_mfa: Option<bool>,
+    /// Accept authorization requests only through /par (RFC 9126)
+    #[arg(long, value_name = "BOOL")]
+    require_par: Option<bool>,
     /// Print exactly one JSON object {"client_id": ..., "changed": [...]} (with
     /// "client_secret" when the change issued one)
     #[arg(long)]
@@ -144,6 +147,8 @@ impl UpdateArgs {
             jwks_uri: or_reset(&self.jwks_uri, "none"),
             require_mfa: self.require_mfa,
             disabled: None,
+            require_par: self.require_par,
+            ..ClientUpdate::default()
         }
     }
 }
@@ -168,7 +173,8 @@ pub struct CreateArgs {
     /// Where RP-initiated logout may send the user back to (repeatable)
     #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
     post_logout_redirect_uris: Vec<String>,
-    /// Grant type (repeatable): authorization_code (default), refresh_token, client_credentials
+    /// Grant type (repeatable): authorization_code (default), refresh_token, client_credentials,
+    /// urn:ietf:params:oauth:grant-type:device_code (or device_code)
     #[arg(long = "grant", value_name = "GRANT")]
     grants: Vec<String>,
     /// Space-separated scopes the client may request
@@ -207,6 +213,9 @@ pub struct CreateArgs {
     /// Issue codes only after a second factor (the sign-in reaches acr "mfa")
     #[arg(long)]
     require_mfa: bool,
+    /// Accept authorization requests only as pushed authorization requests (RFC 9126 /par)
+    #[arg(long)]
+    require_par: bool,
     /// Print exactly one JSON object {"client_id": ..., "client_secret": ...}
     #[arg(long)]
     json: bool,
@@ -325,6 +334,15 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> Result<(), CliError
                     c.post_logout_redirect_uris.join(" ")
                 );
                 println!("require_mfa:                {}", yes_no(c.require_mfa));
+                println!("require_par:                {}", yes_no(c.require_par));
+                println!(
+                    "registered:                 {}",
+                    if c.dynamic {
+                        "dynamically (RFC 7591), unverified"
+                    } else {
+                        "by an operator"
+                    }
+                );
                 println!("disabled:                   {}", yes_no(c.disabled));
                 println!("created:                    {}", show_time(c.created_at));
                 println!("updated:                    {}", show_time(c.updated_at));
@@ -458,6 +476,8 @@ fn registration(args: &CreateArgs) -> ClientRegistration {
         jwks: args.jwks.clone(),
         jwks_uri: args.jwks_uri.clone(),
         require_mfa: args.require_mfa,
+        require_par: args.require_par,
+        ..ClientRegistration::default()
     }
 }
 

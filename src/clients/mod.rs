@@ -21,11 +21,22 @@ use crate::store::{AuditEvent, Client, Store, StoreError, Timestamp};
 pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
 pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
-pub const KNOWN_GRANTS: [&str; 3] = [
+/// RFC 8628 §3.4; the CLI also takes `device_code` as a short form ([`normalize_grant`]).
+pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub const KNOWN_GRANTS: [&str; 4] = [
     GRANT_AUTHORIZATION_CODE,
     GRANT_REFRESH_TOKEN,
     GRANT_CLIENT_CREDENTIALS,
+    GRANT_DEVICE_CODE,
 ];
+
+/// A grant as an operator may type it: `device_code` stands for the device grant's URN.
+pub fn normalize_grant(grant: &str) -> String {
+    match grant {
+        "device_code" => GRANT_DEVICE_CODE.to_string(),
+        other => other.to_string(),
+    }
+}
 pub const DEFAULT_SCOPE: &str = "openid profile email";
 
 /// What an operator asks for.
@@ -56,6 +67,15 @@ pub struct ClientRegistration {
     pub jwks_uri: Option<String>,
     /// Codes only after a second factor (`--require-mfa`).
     pub require_mfa: bool,
+    /// Authorization requests only through `/par` (`--require-par`, RFC 9126 §6).
+    pub require_par: bool,
+    /// Registered by the client itself (RFC 7591): never first-party.
+    pub dynamic: bool,
+    /// RFC 7591 §2: pages about the client, shown on the consent page.
+    pub logo_uri: Option<String>,
+    pub client_uri: Option<String>,
+    /// `web` (default) or `native` (OIDC Dynamic Client Registration §2).
+    pub application_type: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +84,7 @@ pub enum RegistrationError {
     Name,
     #[error(transparent)]
     RedirectUri(#[from] RedirectUriError),
-    #[error("unknown grant {0:?}; expected one of authorization_code, refresh_token, client_credentials")]
+    #[error("unknown grant {0:?}; expected one of authorization_code, refresh_token, client_credentials, urn:ietf:params:oauth:grant-type:device_code (or device_code)")]
     UnknownGrant(String),
     #[error("the authorization_code grant needs at least one --redirect-uri")]
     NoRedirectUri,
@@ -86,6 +106,10 @@ pub enum RegistrationError {
     UnknownAlg(String),
     #[error("the scope must not be empty")]
     EmptyScope,
+    #[error("the {0} {1:?} must be an absolute https URL (http only on loopback)")]
+    InfoUri(&'static str, String),
+    #[error("unknown application type {0:?}; expected web or native")]
+    ApplicationType(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -114,12 +138,12 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
     let post_logout_redirect_uris =
         parse_uris(&reg.post_logout_redirect_uris, reg.allow_insecure_redirect)?;
     let mut grant_types = Vec::new();
-    for g in &reg.grant_types {
+    for g in reg.grant_types.iter().map(|g| normalize_grant(g)) {
         if !KNOWN_GRANTS.contains(&g.as_str()) {
-            return Err(RegistrationError::UnknownGrant(g.clone()));
+            return Err(RegistrationError::UnknownGrant(g));
         }
-        if !grant_types.contains(g) {
-            grant_types.push(g.clone());
+        if !grant_types.contains(&g) {
+            grant_types.push(g);
         }
     }
     if grant_types.is_empty() {
@@ -170,6 +194,24 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
             return Err(RegistrationError::JwksUri(uri.clone()));
         }
     }
+    for (field, uri) in [("logo_uri", &reg.logo_uri), ("client_uri", &reg.client_uri)] {
+        if let Some(uri) = uri {
+            let ok = url::Url::parse(uri).is_ok_and(|u| {
+                u.scheme() == "https"
+                    || (u.scheme() == "http"
+                        && (crate::protocol::redirect_uri::is_loopback(&u)
+                            || reg.allow_insecure_redirect))
+            });
+            if !ok {
+                return Err(RegistrationError::InfoUri(field, uri.clone()));
+            }
+        }
+    }
+    let application_type = match reg.application_type.as_deref() {
+        None | Some("web") => "web",
+        Some("native") => "native",
+        Some(other) => return Err(RegistrationError::ApplicationType(other.to_string())),
+    };
     let uses_keys = reg.jwks.is_some() || reg.jwks_uri.is_some();
     if scope.is_empty() {
         return Err(RegistrationError::EmptyScope);
@@ -199,7 +241,7 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
             "client_secret_basic"
         }
         .to_string(),
-        first_party: reg.first_party,
+        first_party: reg.first_party && !reg.dynamic,
         id_token_signed_response_alg: reg.id_token_alg.clone(),
         access_token_signed_response_alg: reg.access_token_alg.clone(),
         always_issue_refresh_token: reg.always_issue_refresh_token,
@@ -209,6 +251,11 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
         jwks_uri: reg.jwks_uri.clone(),
         require_mfa: reg.require_mfa,
         disabled: false,
+        require_par: reg.require_par,
+        dynamic: reg.dynamic,
+        logo_uri: reg.logo_uri.clone(),
+        client_uri: reg.client_uri.clone(),
+        application_type: application_type.to_string(),
         created_at: now,
         updated_at: now,
     };

@@ -43,6 +43,10 @@ pub struct ClientUpdate {
     pub jwks_uri: Option<Option<String>>,
     pub require_mfa: Option<bool>,
     pub disabled: Option<bool>,
+    pub require_par: Option<bool>,
+    pub logo_uri: Option<Option<String>>,
+    pub client_uri: Option<Option<String>>,
+    pub application_type: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -345,6 +349,11 @@ fn console_client(redirect: &str, now: i64) -> Client {
         jwks_uri: None,
         require_mfa: false,
         disabled: false,
+        require_par: false,
+        dynamic: false,
+        logo_uri: None,
+        client_uri: None,
+        application_type: "web".to_string(),
         created_at: now,
         updated_at: now,
     }
@@ -414,6 +423,16 @@ fn apply(
         jwks: pick(&update.jwks, &before.jwks),
         jwks_uri: pick(&update.jwks_uri, &before.jwks_uri),
         require_mfa: update.require_mfa.unwrap_or(before.require_mfa),
+        require_par: update.require_par.unwrap_or(before.require_par),
+        dynamic: before.dynamic,
+        logo_uri: pick(&update.logo_uri, &before.logo_uri),
+        client_uri: pick(&update.client_uri, &before.client_uri),
+        application_type: Some(
+            update
+                .application_type
+                .clone()
+                .unwrap_or_else(|| before.application_type.clone()),
+        ),
     };
     let fresh = prepare(&reg, now)?;
     let method = fresh.client.token_endpoint_auth_method.clone();
@@ -477,6 +496,10 @@ fn changed_fields(a: &Client, b: &Client) -> Vec<&'static str> {
     check("jwks", a.jwks == b.jwks);
     check("jwks_uri", a.jwks_uri == b.jwks_uri);
     check("require_mfa", a.require_mfa == b.require_mfa);
+    check("require_par", a.require_par == b.require_par);
+    check("logo_uri", a.logo_uri == b.logo_uri);
+    check("client_uri", a.client_uri == b.client_uri);
+    check("application_type", a.application_type == b.application_type);
     out
 }
 

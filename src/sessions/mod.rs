@@ -136,10 +136,19 @@ impl SessionService {
         actor: &str,
         reason: &str,
     ) -> StoreResult<usize> {
-        let sessions = self.user_sessions(user_id).await?;
+        // Every unrevoked session, idle or expired ones too: their refresh tokens outlive the
+        // idle timeout and must not survive a "sign out everywhere". Only live ones count in
+        // the answer (the person saw those).
+        let now = self.clock.now();
+        let idle_since = self.idle_since(now);
+        let sessions = self
+            .store
+            .user_sessions(user_id, Timestamp::MIN, Timestamp::MIN)
+            .await?;
         let mut ended = 0;
         for session in sessions.iter().filter(|s| Some(s.id_hash.as_str()) != keep) {
-            if self.try_end_session(session, reason, Some(actor)).await? {
+            let live = session.expires_at > now && session.last_seen_at > idle_since;
+            if self.try_end_session(session, reason, Some(actor)).await? && live {
                 ended += 1;
             }
         }

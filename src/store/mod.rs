@@ -197,7 +197,9 @@ pub trait RefreshStore: Send + Sync {
         family_id: Uuid,
         now: Timestamp,
     ) -> StoreResult<Vec<String>>;
-    /// Revokes the refresh tokens bound to a browser session, except `offline_access` ones.
+    /// Revokes the refresh tokens bound to a browser session, except `offline_access` ones;
+    /// answers the access token ids to deny: those of the revoked refresh tokens and those
+    /// minted straight from the session's codes.
     async fn revoke_session_refresh_tokens(
         &self,
         session_id_hash: &str,

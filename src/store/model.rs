@@ -41,6 +41,17 @@ pub struct Client {
     pub require_mfa: bool,
     /// Switched off by an operator: every endpoint treats it as unknown until switched on.
     pub disabled: bool,
+    /// RFC 9126 §6 `require_pushed_authorization_requests`: `/authorize` accepts only a
+    /// `request_uri` from `/par` for this client (`client create --require-par`).
+    pub require_par: bool,
+    /// Registered by the client itself (RFC 7591), not by an operator: shown as an
+    /// unverified application on the consent page, and never first-party.
+    pub dynamic: bool,
+    /// RFC 7591 §2 `logo_uri` and `client_uri`, shown on the consent page.
+    pub logo_uri: Option<String>,
+    pub client_uri: Option<String>,
+    /// OIDC Dynamic Client Registration §2 `application_type`: `web` (default) or `native`.
+    pub application_type: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -462,4 +473,30 @@ pub struct MfaChallenge {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub used_at: Option<Timestamp>,
+}
+
+/// A text no row can hold: databases refuse NUL in text (PostgreSQL rejects the query), so a
+/// filter with one matches nothing and is answered without asking the database.
+fn unmatchable(texts: &[&Option<String>]) -> bool {
+    texts
+        .iter()
+        .any(|t| t.as_deref().is_some_and(|t| t.contains('\0')))
+}
+
+impl UserQuery {
+    pub fn matches_nothing(&self) -> bool {
+        unmatchable(&[&self.email_contains, &self.search, &self.role])
+    }
+}
+
+impl ClientQuery {
+    pub fn matches_nothing(&self) -> bool {
+        unmatchable(&[&self.search])
+    }
+}
+
+impl AuditQuery {
+    pub fn matches_nothing(&self) -> bool {
+        unmatchable(&[&self.user, &self.kind])
+    }
 }

@@ -36,7 +36,7 @@ macro_rules! impl_sql_store {
             first_party, id_token_signed_response_alg, access_token_signed_response_alg, \
             always_issue_refresh_token, backchannel_logout_uri, \
             backchannel_logout_session_required, jwks, jwks_uri, require_mfa, disabled, created_at, \
-            updated_at";
+            updated_at, require_par, dynamic, logo_uri, client_uri, application_type";
         const REFRESH_COLUMNS: &str = "id, token_hash, family_id, parent_id, generation, client_id, \
             user_id, scope, session_id_hash, auth_code_hash, user_agent, auth_time, created_at, \
             expires_at, family_expires_at, used_at, revoked_at, access_token_jti, \
@@ -75,6 +75,11 @@ macro_rules! impl_sql_store {
                 jwks_uri: row.try_get("jwks_uri")?,
                 require_mfa: row.try_get("require_mfa")?,
                 disabled: row.try_get("disabled")?,
+                require_par: row.try_get("require_par")?,
+                dynamic: row.try_get("dynamic")?,
+                logo_uri: row.try_get("logo_uri")?,
+                client_uri: row.try_get("client_uri")?,
+                application_type: row.try_get("application_type")?,
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
             })
@@ -276,9 +281,10 @@ macro_rules! impl_sql_store {
                      first_party, id_token_signed_response_alg, access_token_signed_response_alg, \
                      always_issue_refresh_token, backchannel_logout_uri, \
                      backchannel_logout_session_required, jwks, jwks_uri, require_mfa, created_at, \
-                     updated_at, disabled, name_lower) \
+                     updated_at, disabled, name_lower, require_par, dynamic, logo_uri, client_uri, \
+                     application_type) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                     $16, $17, $18, $19, $20, $21)",
+                     $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
                 )
                 .bind(&c.id)
                 .bind(&c.name)
@@ -301,6 +307,11 @@ macro_rules! impl_sql_store {
                 .bind(c.updated_at)
                 .bind(c.disabled)
                 .bind(c.name.to_lowercase())
+                .bind(c.require_par)
+                .bind(c.dynamic)
+                .bind(&c.logo_uri)
+                .bind(&c.client_uri)
+                .bind(&c.application_type)
                 .execute(&self.writer)
                 .await?;
                 Ok(())
@@ -946,6 +957,16 @@ macro_rules! impl_sql_store {
                         jtis.push(jti);
                     }
                 }
+                // An access token minted straight from a code (no refresh token, e.g. the
+                // console's) is recorded only on the code: it must be denied too.
+                let minted: Vec<String> = sqlx::query_scalar(
+                    "SELECT access_token_jti FROM authorization_codes \
+                     WHERE session_id_hash = $1 AND access_token_jti IS NOT NULL",
+                )
+                .bind(session_id_hash)
+                .fetch_all(&self.writer)
+                .await?;
+                jtis.extend(minted);
                 Ok(jtis)
             }
 

@@ -191,6 +191,9 @@ macro_rules! impl_sql_account_store {
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn search_users(&self, q: &UserQuery) -> StoreResult<(Vec<User>, u64)> {
+                if q.matches_nothing() {
+                    return Ok((Vec::new(), 0));
+                }
                 let mut filter = String::from("deleted_at IS NULL");
                 let mut binds: Vec<String> = Vec::new();
                 if let Some(part) = &q.email_contains {
@@ -431,6 +434,9 @@ macro_rules! impl_sql_account_store {
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn query_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+                if q.matches_nothing() {
+                    return Ok(Vec::new());
+                }
                 let mut filter = String::from("1 = 1");
                 let mut n = 0;
                 let mut next = || {

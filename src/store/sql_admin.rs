@@ -81,6 +81,9 @@ macro_rules! impl_sql_admin_store {
         impl AdminStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn search_clients(&self, q: &ClientQuery) -> StoreResult<(Vec<Client>, u64)> {
+                if q.matches_nothing() {
+                    return Ok((Vec::new(), 0));
+                }
                 let mut filter = String::from("1 = 1");
                 let mut binds: Vec<String> = Vec::new();
                 if let Some(text) = q.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
@@ -132,7 +135,7 @@ macro_rules! impl_sql_admin_store {
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn update_client(&self, c: &Client, write_secret: bool) -> StoreResult<bool> {
-                let secret = if write_secret { ", secret_hash = $19" } else { "" };
+                let secret = if write_secret { ", secret_hash = $23" } else { "" };
                 let sql = format!(
                     "UPDATE clients SET name = $1, name_lower = $2, redirect_uris = $3, \
                      post_logout_redirect_uris = $4, grant_types = $5, scope = $6, \
@@ -140,7 +143,8 @@ macro_rules! impl_sql_admin_store {
                      id_token_signed_response_alg = $9, access_token_signed_response_alg = $10, \
                      always_issue_refresh_token = $11, backchannel_logout_uri = $12, \
                      backchannel_logout_session_required = $13, jwks = $14, jwks_uri = $15, \
-                     require_mfa = $16, updated_at = $17{secret} WHERE id = $18"
+                     require_mfa = $16, updated_at = $17, require_par = $19, logo_uri = $20, \
+                     client_uri = $21, application_type = $22{secret} WHERE id = $18"
                 );
                 let mut query = sqlx::query(&sql)
                     .bind(&c.name)
@@ -160,7 +164,11 @@ macro_rules! impl_sql_admin_store {
                     .bind(&c.jwks_uri)
                     .bind(c.require_mfa)
                     .bind(c.updated_at)
-                    .bind(&c.id);
+                    .bind(&c.id)
+                    .bind(c.require_par)
+                    .bind(&c.logo_uri)
+                    .bind(&c.client_uri)
+                    .bind(&c.application_type);
                 if write_secret {
                     query = query.bind(&c.secret_hash);
                 }

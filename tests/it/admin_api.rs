@@ -681,6 +681,24 @@ async fn admins_see_and_end_a_users_sessions() {
         assert!(newest[field].is_string(), "{field}: {newest}");
     }
     assert!(!list.to_string().contains("idHash"));
+    assert_eq!(
+        (list["total"].as_u64(), list["perPage"].as_u64()),
+        (Some(2), Some(50))
+    );
+    let paged = format!("{path}&page=2&perPage=1");
+    let (status, page2) = api(&app, Method::GET, &paged, Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{page2}");
+    assert_eq!(page2["items"][0]["id"], items[1]["id"], "the second page");
+    assert_eq!(page2["total"], 2);
+    let (status, _) = api(
+        &app,
+        Method::GET,
+        &format!("{path}&perPage=101"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "perPage is capped at 100");
 
     // Ending one session: that browser's next request must sign in again; the other
     // browser is still signed in.
@@ -1036,4 +1054,133 @@ async fn admin_writes_need_a_second_factor_when_the_policy_covers_admins() {
     }
     let gone = app.state.store.get_user(other.id).await.unwrap().unwrap();
     assert!(gone.deleted_at.is_some());
+}
+
+async fn userinfo_status(app: &TestApp, token: &str) -> StatusCode {
+    app.http
+        .get(app.url("/userinfo"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// "Sign out everywhere" reaches sessions past the idle timeout too (their refresh tokens
+/// outlive it), and an access token minted straight from a code (no refresh token: the
+/// console's kind) stops working with its session.
+#[tokio::test]
+async fn ending_sessions_reaches_idle_ones_and_tokens_minted_from_codes() {
+    let clock = portcullis::clock::ManualClock::new(1_800_000_000);
+    let app = TestApp::spawn_with_clock(clock.clone()).await;
+    first_party(&app).await;
+    let client = app
+        .register_client(portcullis::clients::ClientRegistration {
+            name: "Session-bound RP".into(),
+            redirect_uris: vec!["https://rp.example.com/cb".into()],
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            scope: Some("openid email".into()),
+            always_issue_refresh_token: true,
+            ..Default::default()
+        })
+        .await;
+    let user = app.create_user("ada@example.com", PASSWORD).await;
+    let (_, idle) = tokens_for(&app, &client, &user, "openid email").await;
+    let refresh = idle["refresh_token"].as_str().expect("a refresh token");
+    clock.advance(app.state.settings.sessions.idle_timeout_secs as i64 + 1);
+
+    let (_, admin) = signed_in(&app, "root@example.com", &["admin"]).await;
+    let path = format!("/admin/sessions?user={}", user.id);
+    let (_, list) = api(&app, Method::GET, &path, Some(&admin), None).await;
+    assert_eq!(
+        list["items"],
+        json!([]),
+        "an idle session is not listed as live"
+    );
+    let (status, ended) = api(&app, Method::DELETE, &path, Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{ended}");
+    let (status, body) = post_form(
+        &app,
+        "/token",
+        &client,
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the idle session's refresh token died with it: {body}"
+    );
+
+    let other = rp(&app).await;
+    let (_, fresh) = tokens_for(&app, &other, &user, "openid email").await;
+    assert!(fresh.get("refresh_token").is_none(), "{fresh}");
+    let access = fresh["access_token"].as_str().unwrap();
+    assert_eq!(userinfo_status(&app, access).await, StatusCode::OK);
+    let (status, ended) = api(&app, Method::DELETE, &path, Some(&admin), None).await;
+    assert_eq!((status, ended["ended"].as_u64()), (StatusCode::OK, Some(1)));
+    assert_eq!(
+        userinfo_status(&app, access).await,
+        StatusCode::UNAUTHORIZED,
+        "an access token from a code is denied when its session ends"
+    );
+}
+
+/// A relying party an admin signed in to holds no admin powers over other accounts, nor the
+/// account API over the admin's own.
+#[tokio::test]
+async fn a_relying_partys_token_reads_no_other_user_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    first_party(&app).await;
+    let client = rp(&app).await;
+    let (admin_user, _) = signed_in(&app, "root@example.com", &["admin"]).await;
+    let other = app.create_user("ada@example.com", PASSWORD).await;
+    let (_, tokens) = tokens_for(&app, &client, &admin_user, "openid email").await;
+    let token = tokens["access_token"].as_str().unwrap();
+    let mine = format!("/users/{}", admin_user.id);
+    let (status, me) = api(&app, Method::GET, &mine, Some(token), None).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_error(
+        &api(
+            &app,
+            Method::GET,
+            &format!("/users/{}", other.id),
+            Some(token),
+            None,
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &api(
+            &app,
+            Method::PATCH,
+            &mine,
+            Some(token),
+            Some(json!({"name": "Mallory"})),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+}
+
+/// NUL cannot be stored in text (PostgreSQL refuses the query): a search for it finds
+/// nothing rather than failing.
+#[tokio::test]
+async fn searches_with_nul_find_nothing_and_never_fail() {
+    let app = TestApp::spawn().await;
+    first_party(&app).await;
+    let (_, admin) = signed_in(&app, "root@example.com", &["admin"]).await;
+    for path in [
+        "/admin/clients?q=%00",
+        "/users?email=a%00",
+        "/users?role=%00",
+        "/admin/audit?type=user.%00",
+    ] {
+        let (status, page) = api(&app, Method::GET, path, Some(&admin), None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        assert_eq!(page["items"], json!([]), "{path}");
+    }
 }

@@ -32,6 +32,11 @@ fn client(id: &str) -> Client {
         jwks_uri: Some("https://app.example.com/jwks".into()),
         require_mfa: true,
         disabled: false,
+        require_par: true,
+        dynamic: true,
+        logo_uri: Some("https://app.example.com/logo.png".into()),
+        client_uri: Some("https://app.example.com/".into()),
+        application_type: "native".into(),
         created_at: 100,
         updated_at: 100,
     }

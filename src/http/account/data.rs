@@ -137,17 +137,22 @@ async fn collect(
             "last_seen_at": s.last_seen_at,
             "expires_at": s.expires_at,
         })).collect::<Vec<_>>(),
-        "audit_events": audit.iter().map(|e| json!({
-            "id": e.id,
-            "at": e.at,
-            "kind": e.kind,
-            "actor": e.actor,
-            "subject": e.subject,
-            "client_id": e.client_id,
-            "ip": e.ip,
-            "user_agent": e.user_agent,
-            "detail": e.detail,
-        })).collect::<Vec<_>>(),
+        "audit_events": audit.iter().map(|e| {
+            // Where an operator acted on the account, the request details are the
+            // operator's own (their address and browser), not the person's: left out.
+            let theirs = e.actor.as_deref().is_none_or(|a| a == user.id.to_string());
+            json!({
+                "id": e.id,
+                "at": e.at,
+                "kind": e.kind,
+                "actor": e.actor,
+                "subject": e.subject,
+                "client_id": e.client_id,
+                "ip": if theirs { e.ip.clone() } else { None },
+                "user_agent": if theirs { e.user_agent.clone() } else { None },
+                "detail": e.detail,
+            })
+        }).collect::<Vec<_>>(),
     }))
 }
 

@@ -59,6 +59,16 @@ pub struct ClientView {
     require_mfa: bool,
     /// Switched off: every endpoint treats the client as unknown.
     disabled: bool,
+    /// Authorization requests only through `/par` (RFC 9126 §6).
+    require_par: bool,
+    /// Registered by the client itself (RFC 7591): an unverified application.
+    dynamic: bool,
+    #[oai(nullable)]
+    logo_uri: Option<String>,
+    #[oai(nullable)]
+    client_uri: Option<String>,
+    /// `web` or `native`.
+    application_type: String,
     /// The console's own client, managed by Portcullis (read-only here).
     built_in: bool,
     created_at: DateTime<Utc>,
@@ -86,6 +96,11 @@ impl From<&Client> for ClientView {
             jwks_uri: c.jwks_uri.clone(),
             require_mfa: c.require_mfa,
             disabled: c.disabled,
+            require_par: c.require_par,
+            dynamic: c.dynamic,
+            logo_uri: c.logo_uri.clone(),
+            client_uri: c.client_uri.clone(),
+            application_type: c.application_type.clone(),
             built_in: c.id == CONSOLE_CLIENT_ID,
             created_at: time(c.created_at),
             updated_at: time(c.updated_at),
@@ -178,6 +193,16 @@ struct NewClient {
     jwks_uri: Option<String>,
     #[oai(default)]
     require_mfa: bool,
+    /// Authorization requests only through `/par` (RFC 9126 §6).
+    #[oai(default)]
+    require_par: bool,
+    #[oai(validator(max_length = 2000))]
+    logo_uri: Option<String>,
+    #[oai(validator(max_length = 2000))]
+    client_uri: Option<String>,
+    /// `web` (default) or `native`.
+    #[oai(validator(max_length = 16))]
+    application_type: Option<String>,
 }
 
 impl From<NewClient> for ClientRegistration {
@@ -199,6 +224,11 @@ impl From<NewClient> for ClientRegistration {
             jwks: n.jwks,
             jwks_uri: n.jwks_uri,
             require_mfa: n.require_mfa,
+            require_par: n.require_par,
+            dynamic: false,
+            logo_uri: n.logo_uri,
+            client_uri: n.client_uri,
+            application_type: n.application_type,
         }
     }
 }
@@ -245,6 +275,16 @@ struct ClientChange {
     require_mfa: Option<bool>,
     /// `true` switches the client off (every endpoint treats it as unknown), `false` on.
     disabled: Option<bool>,
+    require_par: Option<bool>,
+    /// `null` removes it.
+    #[oai(validator(max_length = 2000))]
+    logo_uri: MaybeUndefined<String>,
+    /// `null` removes it.
+    #[oai(validator(max_length = 2000))]
+    client_uri: MaybeUndefined<String>,
+    /// `web` or `native`.
+    #[oai(validator(max_length = 16))]
+    application_type: Option<String>,
 }
 
 fn nullable(v: MaybeUndefined<String>) -> Option<Option<String>> {
@@ -275,6 +315,10 @@ impl From<ClientChange> for ClientUpdate {
             jwks_uri: nullable(c.jwks_uri),
             require_mfa: c.require_mfa,
             disabled: c.disabled,
+            require_par: c.require_par,
+            logo_uri: nullable(c.logo_uri),
+            client_uri: nullable(c.client_uri),
+            application_type: c.application_type,
         }
     }
 }

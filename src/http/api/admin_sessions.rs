@@ -60,9 +60,28 @@ impl From<&BrowserSession> for SessionView {
 }
 
 #[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
 struct SessionList {
     /// Most recently active first.
     items: Vec<SessionView>,
+    page: u32,
+    per_page: u32,
+    /// Live sessions of the user, on all pages.
+    total: u64,
+}
+
+/// One page of `items` (pages count from 1).
+fn page_of<T>(items: Vec<T>, page: u32, per_page: u32) -> (Vec<T>, u64) {
+    let total = items.len() as u64;
+    let skip = (page.saturating_sub(1) as usize).saturating_mul(per_page as usize);
+    (
+        items
+            .into_iter()
+            .skip(skip)
+            .take(per_page as usize)
+            .collect(),
+        total,
+    )
 }
 
 #[derive(Debug, Object)]
@@ -104,9 +123,14 @@ impl From<&ConsentRecord> for ConsentView {
 }
 
 #[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
 struct ConsentList {
     /// Most recently changed first.
     items: Vec<ConsentView>,
+    page: u32,
+    per_page: u32,
+    /// Consents of the user, on all pages.
+    total: u64,
 }
 
 #[derive(ApiResponse)]
@@ -169,6 +193,19 @@ impl AdminSessionsApi {
         auth: BearerAuth,
         /// The user's id.
         user: Query<Uuid>,
+        /// Page number, from 1.
+        #[oai(
+            default = "default_page",
+            validator(minimum(value = "1"), maximum(value = "1000000"))
+        )]
+        page: Query<u32>,
+        /// Items per page (1 to 100).
+        #[oai(
+            name = "perPage",
+            default = "default_per_page",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        per_page: Query<u32>,
     ) -> Result<SessionListResponse, ApiError> {
         let trace = Trace::of(req);
         admin_guard(&state, &auth, &trace).await?;
@@ -178,8 +215,12 @@ impl AdminSessionsApi {
             .user_sessions(user.0)
             .await
             .map_err(|e| store_failed(e, &trace))?;
+        let (sessions, total) = page_of(sessions, page.0, per_page.0);
         Ok(SessionListResponse::Ok(Json(SessionList {
             items: sessions.iter().map(SessionView::from).collect(),
+            page: page.0,
+            per_page: per_page.0,
+            total,
         })))
     }
 
@@ -246,6 +287,19 @@ impl AdminSessionsApi {
         auth: BearerAuth,
         /// The user's id.
         user: Query<Uuid>,
+        /// Page number, from 1.
+        #[oai(
+            default = "default_page",
+            validator(minimum(value = "1"), maximum(value = "1000000"))
+        )]
+        page: Query<u32>,
+        /// Items per page (1 to 100).
+        #[oai(
+            name = "perPage",
+            default = "default_per_page",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        per_page: Query<u32>,
     ) -> Result<ConsentListResponse, ApiError> {
         let trace = Trace::of(req);
         admin_guard(&state, &auth, &trace).await?;
@@ -255,8 +309,12 @@ impl AdminSessionsApi {
             .consents(user.0)
             .await
             .map_err(|e| store_failed(e, &trace))?;
+        let (consents, total) = page_of(consents, page.0, per_page.0);
         Ok(ConsentListResponse::Ok(Json(ConsentList {
             items: consents.iter().map(ConsentView::from).collect(),
+            page: page.0,
+            per_page: per_page.0,
+            total,
         })))
     }
 
@@ -284,4 +342,12 @@ impl AdminSessionsApi {
         }
         Ok(Done::Done)
     }
+}
+
+fn default_page() -> u32 {
+    1
+}
+
+fn default_per_page() -> u32 {
+    50
 }

@@ -325,10 +325,25 @@ async fn ensure_admin(
     claims: &crate::protocol::tokens::AccessClaims,
     trace: &Trace,
 ) -> Result<(), ApiError> {
-    let forbidden = |m: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m, trace);
     if !crate::accounts::service::is_admin(user) {
-        return Err(forbidden("this needs the admin role"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs the admin role",
+            trace,
+        ));
     }
+    ensure_first_party(state, claims, trace).await
+}
+
+/// The token was issued to a first-party app: a relying party's access token may read the
+/// user's claims at userinfo, but not manage accounts through this API.
+async fn ensure_first_party(
+    state: &AppState,
+    claims: &crate::protocol::tokens::AccessClaims,
+    trace: &Trace,
+) -> Result<(), ApiError> {
+    let forbidden = |m: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m, trace);
     let first_party = state
         .clients
         .get(&claims.client_id)

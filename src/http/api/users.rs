@@ -9,8 +9,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::{
-    admin_guard, admin_write_guard, caller, caller_claims, ensure_admin_write, meta_of, ApiError,
-    ApiTags, BearerAuth, Trace, UserView,
+    admin_guard, admin_write_guard, caller_claims, ensure_admin_write, meta_of, ApiError, ApiTags,
+    BearerAuth, Trace, UserView,
 };
 use crate::accounts::UserPatch;
 use crate::app::AppState;
@@ -124,7 +124,10 @@ impl UsersApi {
         id: Path<Uuid>,
     ) -> Result<UserResponse, ApiError> {
         let trace = Trace::of(req);
-        let actor = caller(&state, &auth, &trace).await?;
+        let (actor, claims) = caller_claims(&state, &auth, &trace).await?;
+        if id.0 != actor.id {
+            super::ensure_admin(&state, &actor, &claims, &trace).await?;
+        }
         let user = state
             .accounts
             .visible_user(&actor, id.0)
@@ -155,6 +158,8 @@ impl UsersApi {
             || body.email_verified.is_some();
         if admin_change {
             ensure_admin_write(&state, &actor, &claims, &trace).await?;
+        } else {
+            super::ensure_first_party(&state, &claims, &trace).await?;
         }
         let patch = UserPatch {
             name: match body.name {

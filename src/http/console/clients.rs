@@ -17,7 +17,8 @@ use super::{
 use crate::app::AppState;
 use crate::clients::service::{ClientError, ClientUpdate, CONSOLE_CLIENT_ID};
 use crate::clients::{
-    ClientRegistration, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN,
+    ClientRegistration, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE,
+    GRANT_REFRESH_TOKEN,
 };
 use crate::http::sentence;
 use crate::protocol::params::Params;
@@ -53,6 +54,8 @@ pub struct ClientForm {
     pub grant_code: bool,
     pub grant_refresh: bool,
     pub grant_client_credentials: bool,
+    pub grant_device: bool,
+    pub require_par: bool,
     pub scope: String,
     pub public: bool,
     pub first_party: bool,
@@ -86,6 +89,8 @@ impl ClientForm {
             grant_code: on("grant_authorization_code"),
             grant_refresh: on("grant_refresh_token"),
             grant_client_credentials: on("grant_client_credentials"),
+            grant_device: on("grant_device_code"),
+            require_par: on("require_par"),
             scope: text("scope"),
             public: form.get("kind") == Some("public"),
             first_party: on("first_party"),
@@ -106,6 +111,8 @@ impl ClientForm {
             grant_code: has(GRANT_AUTHORIZATION_CODE),
             grant_refresh: has(GRANT_REFRESH_TOKEN),
             grant_client_credentials: has(GRANT_CLIENT_CREDENTIALS),
+            grant_device: has(GRANT_DEVICE_CODE),
+            require_par: client.require_par,
             scope: client.scope.clone(),
             public: client.is_public(),
             first_party: client.first_party,
@@ -122,6 +129,7 @@ impl ClientForm {
             (self.grant_code, GRANT_AUTHORIZATION_CODE),
             (self.grant_refresh, GRANT_REFRESH_TOKEN),
             (self.grant_client_credentials, GRANT_CLIENT_CREDENTIALS),
+            (self.grant_device, GRANT_DEVICE_CODE),
         ]
         .into_iter()
         .filter(|(on, _)| *on)
@@ -143,6 +151,7 @@ impl ClientForm {
             backchannel_logout_uri: optional(&self.backchannel_logout_uri),
             jwks_uri: optional(&self.jwks_uri),
             require_mfa: self.require_mfa,
+            require_par: self.require_par,
             ..ClientRegistration::default()
         }
     }
@@ -164,6 +173,7 @@ impl ClientForm {
             backchannel_logout_uri: Some(reg.backchannel_logout_uri),
             jwks_uri: Some(reg.jwks_uri),
             require_mfa: Some(reg.require_mfa),
+            require_par: Some(reg.require_par),
             ..ClientUpdate::default()
         }
     }
