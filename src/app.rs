@@ -157,10 +157,10 @@ impl Portcullis {
         };
         let passwords = PasswordHasher::new(&settings.password)
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let discovery = JsonDocument::new(&ProviderMetadata::new(
-            &settings.issuer,
-            settings.oauth.allow_plain_pkce,
-        ))
+        let discovery = JsonDocument::new(
+            &ProviderMetadata::new(&settings.issuer, settings.oauth.allow_plain_pkce)
+                .with_par(&settings.par),
+        )
         .map_err(|e| StartError::Config(format!("cannot serialize the discovery metadata: {e}")))?;
         let jwks_cache_control = poem::http::HeaderValue::from_str(&format!(
             "public, max-age={}",
@@ -305,6 +305,11 @@ impl Portcullis {
             .at(
                 "/token",
                 post(http::oauth::token).options(preflight()).around(cors),
+            )
+            // RFC 9126 §2: answers 404 when `par.enabled` is false.
+            .at(
+                http::par::PATH,
+                post(http::par::push).options(preflight()).around(cors),
             )
             .at(
                 "/revoke",

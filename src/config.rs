@@ -46,6 +46,35 @@ pub struct Settings {
     pub janitor: JanitorSettings,
     pub management: ManagementSettings,
     pub telemetry: TelemetrySettings,
+    pub par: ParSettings,
+}
+
+/// Pushed authorization requests (RFC 9126).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParSettings {
+    /// Serve `POST /par` and advertise it in discovery (RFC 9126 §5).
+    pub enabled: bool,
+    /// `expires_in` of a request URI: how long the client has to send the browser to
+    /// `/authorize` with it (RFC 9126 §2.2: "typically ... between 5 and 600 seconds").
+    pub request_uri_ttl_secs: u64,
+    /// Once a browser has brought the request URI to `/authorize`, how long the sign-in and
+    /// consent may take (reloads included) before the request expires.
+    pub sign_in_ttl_secs: u64,
+    /// `require_pushed_authorization_requests` for every client (RFC 9126 §5); per client
+    /// with `client create --require-par`.
+    pub require: bool,
+}
+
+impl Default for ParSettings {
+    fn default() -> Self {
+        ParSettings {
+            enabled: true,
+            request_uri_ttl_secs: 60,
+            sign_in_ttl_secs: 600,
+            require: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -450,6 +479,7 @@ impl Default for Settings {
             janitor: JanitorSettings::default(),
             management: ManagementSettings::default(),
             telemetry: TelemetrySettings::default(),
+            par: ParSettings::default(),
         }
     }
 }
@@ -676,6 +706,7 @@ impl Settings {
                 "0 (no schedule) or at least twice the JWKS cache lifetime plus the longest token lifetime",
             ));
         }
+        self.validate_par()?;
         if self.janitor.batch == 0 {
             return Err(invalid("janitor.batch", "0", "at least 1"));
         }
@@ -928,6 +959,34 @@ impl Settings {
 
     pub fn is_sqlite(&self) -> bool {
         self.database.url.starts_with("sqlite:")
+    }
+}
+
+impl Settings {
+    fn validate_par(&self) -> Result<(), ConfigError> {
+        let par = &self.par;
+        if !(5..=600).contains(&par.request_uri_ttl_secs) {
+            return Err(invalid(
+                "par.request_uri_ttl_secs",
+                &par.request_uri_ttl_secs.to_string(),
+                "between 5 and 600 seconds (RFC 9126 §2.2)",
+            ));
+        }
+        if par.sign_in_ttl_secs < par.request_uri_ttl_secs || par.sign_in_ttl_secs > 3600 {
+            return Err(invalid(
+                "par.sign_in_ttl_secs",
+                &par.sign_in_ttl_secs.to_string(),
+                "at least par.request_uri_ttl_secs and at most 3600 seconds",
+            ));
+        }
+        if par.require && !par.enabled {
+            return Err(invalid(
+                "par.require",
+                "true",
+                "false while par.enabled is false (no client could send a request)",
+            ));
+        }
+        Ok(())
     }
 }
 

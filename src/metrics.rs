@@ -20,7 +20,7 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// The routes HTTP metrics are labelled with; any other path counts as `other`.
-pub const ROUTES: [&str; 34] = [
+pub const ROUTES: [&str; 35] = [
     "/.well-known/openid-configuration",
     "/.well-known/oauth-authorization-server",
     "/jwks.json",
@@ -54,6 +54,7 @@ pub const ROUTES: [&str; 34] = [
     "/users",
     "/admin/audit",
     "/openapi.json",
+    "/par",
     "/users/{id}",
 ];
 const OTHER_ROUTE: usize = ROUTES.len();
@@ -161,7 +162,7 @@ pub struct Metrics {
 }
 
 /// Help texts of every series, so the exposition documents itself.
-const HELP: [(&str, &str, &str); 11] = [
+const HELP: [(&str, &str, &str); 13] = [
     (
         "portcullis_http_requests_total",
         "counter",
@@ -216,6 +217,16 @@ const HELP: [(&str, &str, &str); 11] = [
         "portcullis_mfa_changes_total",
         "counter",
         "Second factors enrolled, removed or reset, by kind.",
+    ),
+    (
+        "portcullis_par_requests_total",
+        "counter",
+        "Pushed authorization requests (RFC 9126) accepted, or refused by error.",
+    ),
+    (
+        "portcullis_par_request_uris_total",
+        "counter",
+        "Request URIs brought to /authorize: consumed by a code, expired, reused or unknown.",
     ),
 ];
 

@@ -11,6 +11,7 @@ pub mod middleware;
 pub mod oauth;
 pub mod oidc;
 pub mod pages;
+pub mod par;
 pub mod session;
 pub mod tokens;
 

@@ -44,11 +44,34 @@ pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Res
             )
         }
     };
+    // RFC 9126 §4: with a request_uri from /par the pushed parameters are the request, and
+    // the pages resume `client_id` + `request_uri` (so a reload finds it again).
+    let (params, pushed) = match crate::http::par::resolve(state, req, params, true).await {
+        Ok(resolved) => resolved,
+        Err(resp) => return resp,
+    };
+    let return_to = match &pushed {
+        Some(p) => p.return_to.clone(),
+        None => format!("/authorize?{}", params.to_query()),
+    };
     let client = match load_client(state, params.get("client_id")).await {
         Ok(c) => c,
         Err(resp) => return resp(state, req),
     };
-    let request = match rules::validate(&params, client.as_ref(), &state.settings.oauth) {
+    let validated = rules::validate(&params, client.as_ref(), &state.settings.oauth);
+    // RFC 9126 §4: when PAR is required (globally or for this client) a plain request is
+    // refused with invalid_request, sent to the client once its redirect URI is known good.
+    if pushed.is_none()
+        && client
+            .as_ref()
+            .is_some_and(|c| crate::protocol::par::must_push(c, &state.settings.par))
+    {
+        return match rules::target_of(validated) {
+            Ok(target) => respond_error(state, &target, &crate::protocol::par::push_required()),
+            Err(message) => authorize_error(state, req, AuthorizeError::Page(message)),
+        };
+    }
+    let mut request = match validated {
         Ok(r) => r,
         Err(e) => return authorize_error(state, req, e),
     };
@@ -61,16 +84,8 @@ pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Res
             "Unknown client.",
         );
     };
-    let fail = |error: OAuthError| {
-        respond(
-            state,
-            &request.target,
-            &[
-                ("error", error.code.as_str().to_string()),
-                ("error_description", error.description),
-            ],
-        )
-    };
+    let target = request.target.clone();
+    let fail = |error: OAuthError| respond_error(state, &target, &error);
 
     // OIDC Core §3.1.2.1: the hint must be an ID token we issued; expiry does not matter.
     let hint_sub = match &request.id_token_hint {
@@ -85,6 +100,9 @@ pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Res
         },
     };
     let current = session::current(state, req).await;
+    if let Some(p) = &pushed {
+        crate::http::par::settle_prompt(state, &mut request, p, current.as_ref()).await;
+    }
     let facts = current.as_ref().map(|(s, u)| SessionFacts {
         acr: crate::accounts::mfa::Acr::of_session(s.acr.as_deref()),
         auth_time: s.auth_time,
@@ -103,22 +121,18 @@ pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Res
     let now = state.clock.now();
     match rules::decide(&request, facts, consented, now) {
         Err(error) => fail(error),
-        Ok(Interaction::Login) => {
-            let return_to = format!("/authorize?{}", params.to_query());
-            pages::login_page(
-                state,
-                req,
-                &without_prompt(&return_to, "login"),
-                request.login_hint.as_deref().unwrap_or(""),
-                None,
-                Some(client.name.clone()),
-            )
-        }
+        Ok(Interaction::Login) => pages::login_page(
+            state,
+            req,
+            &without_prompt(&return_to, "login"),
+            request.login_hint.as_deref().unwrap_or(""),
+            None,
+            Some(client.name.clone()),
+        ),
         Ok(Interaction::StepUp(required)) => {
             let Some((session, user)) = &current else {
                 return fail(OAuthError::server_error());
             };
-            let return_to = format!("/authorize?{}", params.to_query());
             match state
                 .mfa
                 .begin_step_up(user, session, required, &return_to)
@@ -136,7 +150,6 @@ pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Res
             let Some((_, user)) = &current else {
                 return fail(OAuthError::server_error());
             };
-            let return_to = format!("/authorize?{}", params.to_query());
             pages::consent_page(
                 state,
                 req,
@@ -147,7 +160,9 @@ pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Res
             )
         }
         Ok(Interaction::IssueCode) => match &current {
-            Some((session, user)) => issue_code(state, &request, session, user).await,
+            Some((session, user)) => {
+                issue_code(state, &request, pushed.as_ref(), session, user).await
+            }
             None => fail(OAuthError::server_error()),
         },
     }
@@ -215,9 +230,16 @@ async fn has_consent(state: &AppState, user: &User, client: &Client, scope: &Sco
 async fn issue_code(
     state: &AppState,
     request: &AuthorizationRequest,
+    pushed: Option<&crate::http::par::PushedUse>,
     session: &BrowserSession,
     user: &User,
 ) -> Response {
+    // RFC 9126 §4: a pushed request yields one code; spending it decides who gets it.
+    if let Some(p) = pushed {
+        if let Err(resp) = crate::http::par::spend(state, p, &request.target).await {
+            return resp;
+        }
+    }
     let now = state.clock.now();
     let code = random::token(32);
     let record = AuthorizationCode {
@@ -264,6 +286,22 @@ async fn issue_code(
         );
     }
     respond(state, &request.target, &[("code", code)])
+}
+
+/// Sends an authorization error response to the client (RFC 6749 §4.1.2.1).
+pub(crate) fn respond_error(
+    state: &AppState,
+    target: &ResponseTarget,
+    error: &OAuthError,
+) -> Response {
+    respond(
+        state,
+        target,
+        &[
+            ("error", error.code.as_str().to_string()),
+            ("error_description", error.description.clone()),
+        ],
+    )
 }
 
 /// Sends an authorization response (code or error) to the client, with `state` and, per
@@ -338,6 +376,8 @@ pub async fn required_acr_for(
     return_to: &str,
 ) -> Option<crate::accounts::mfa::Acr> {
     let params = Params::parse(return_to.trim_start_matches("/authorize?").as_bytes()).ok()?;
+    // A pushed request's acr_values and claims are in the pushed parameters (RFC 9126 §4).
+    let params = crate::http::par::parameters(state, params).await?;
     let client = state.clients.get(params.get("client_id")?).await.ok()??;
     rules::validate(&params, Some(&client), &state.settings.oauth)
         .ok()?
@@ -360,6 +400,12 @@ pub async fn consent_decision(
     decision: Option<&str>,
     return_to: &str,
 ) -> Response {
+    // The consent form of a pushed request resumes its request_uri (RFC 9126 §4).
+    let (params, _) = match crate::http::par::resolve(state, req, params.clone(), false).await {
+        Ok(resolved) => resolved,
+        Err(resp) => return resp,
+    };
+    let params = &params;
     let client = match load_client(state, params.get("client_id")).await {
         Ok(c) => c,
         Err(resp) => return resp(state, req),
@@ -433,8 +479,25 @@ pub async fn authenticate_client(
     req: &Request,
     params: &Params,
 ) -> Result<Client, Response> {
+    authenticate_client_at(state, req, params, "/token").await
+}
+
+/// [`authenticate_client`] at the endpoint `path`, whose URL a client assertion may also name
+/// as its audience (RFC 9126 §2: the PAR endpoint accepts the issuer, the token endpoint URL
+/// and its own URL).
+pub async fn authenticate_client_at(
+    state: &AppState,
+    req: &Request,
+    params: &Params,
+    path: &str,
+) -> Result<Client, Response> {
     let token_endpoint = endpoint(&state.settings.issuer, "/token");
-    let audiences = [token_endpoint.as_str(), state.settings.issuer.as_str()];
+    let called = endpoint(&state.settings.issuer, path);
+    let audiences = [
+        token_endpoint.as_str(),
+        state.settings.issuer.as_str(),
+        called.as_str(),
+    ];
     let ctx = client_auth::AuthContext {
         store: &*state.store,
         clients: &state.clients,
@@ -497,15 +560,19 @@ pub async fn rate_limited_authorize(
     d: &crate::limiter::Decision,
 ) -> Response {
     let params = Params::parse(req.uri().query().unwrap_or("").as_bytes()).unwrap_or_default();
+    let params = crate::http::par::parameters(state, params)
+        .await
+        .unwrap_or_default();
     let client = match params.get("client_id") {
         Some(id) => state.clients.get(id).await.ok().flatten(),
         None => None,
     };
-    let target = match rules::validate(&params, client.as_ref(), &state.settings.oauth) {
-        Ok(r) => Some(r.target),
-        Err(AuthorizeError::Redirect { target, .. }) => Some(target),
-        Err(AuthorizeError::Page(_)) => None,
-    };
+    let target = rules::target_of(rules::validate(
+        &params,
+        client.as_ref(),
+        &state.settings.oauth,
+    ))
+    .ok();
     let mut resp = match target {
         Some(target) => respond(
             state,

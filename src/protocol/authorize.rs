@@ -101,6 +101,18 @@ pub enum AuthorizeError {
     },
 }
 
+/// Where an answer about a request may go: its response target once the client and the
+/// redirect URI are known good (RFC 6749 §4.1.2.1), else the message for the error page.
+pub fn target_of(
+    validated: Result<AuthorizationRequest, AuthorizeError>,
+) -> Result<ResponseTarget, String> {
+    match validated {
+        Ok(request) => Ok(request.target),
+        Err(AuthorizeError::Redirect { target, .. }) => Ok(target),
+        Err(AuthorizeError::Page(message)) => Err(message),
+    }
+}
+
 /// Validates `params` for `client` (the client named by `client_id`, if it exists).
 pub fn validate(
     params: &Params,

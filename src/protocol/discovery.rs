@@ -51,6 +51,11 @@ pub struct ProviderMetadata {
     /// OIDC Back-Channel Logout §2.1.
     pub backchannel_logout_supported: bool,
     pub backchannel_logout_session_supported: bool,
+    /// RFC 9126 §5; present only when PAR is enabled (RFC 8414: nothing before it works).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed_authorization_request_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_pushed_authorization_requests: Option<bool>,
 }
 
 impl ProviderMetadata {
@@ -98,7 +103,20 @@ impl ProviderMetadata {
             request_uri_parameter_supported: false,
             backchannel_logout_supported: true,
             backchannel_logout_session_supported: true,
+            pushed_authorization_request_endpoint: None,
+            require_pushed_authorization_requests: None,
         }
+    }
+
+    /// Adds the RFC 9126 §5 metadata when PAR is enabled. `request_uri_parameter_supported`
+    /// stays false: it speaks of request objects by reference (RFC 9101), not of PAR's URIs.
+    pub fn with_par(mut self, par: &crate::config::ParSettings) -> ProviderMetadata {
+        if par.enabled {
+            self.pushed_authorization_request_endpoint =
+                Some(endpoint(&self.issuer, crate::http::par::PATH));
+            self.require_pushed_authorization_requests = Some(par.require);
+        }
+        self
     }
 }
 
@@ -117,5 +135,23 @@ mod tests {
         let m = ProviderMetadata::new("https://id.example.com/tenant", false);
         assert_eq!(m.issuer, "https://id.example.com/tenant");
         assert_eq!(m.jwks_uri, "https://id.example.com/tenant/jwks.json");
+    }
+
+    #[test]
+    fn par_is_advertised_only_when_enabled() {
+        let mut par = crate::config::ParSettings::default();
+        let m = ProviderMetadata::new("https://id.example.com", false).with_par(&par);
+        assert_eq!(
+            m.pushed_authorization_request_endpoint.as_deref(),
+            Some("https://id.example.com/par")
+        );
+        assert_eq!(m.require_pushed_authorization_requests, Some(false));
+        par.enabled = false;
+        let json = serde_json::to_value(
+            ProviderMetadata::new("https://id.example.com", false).with_par(&par),
+        )
+        .unwrap();
+        assert!(json.get("pushed_authorization_request_endpoint").is_none());
+        assert!(json.get("require_pushed_authorization_requests").is_none());
     }
 }

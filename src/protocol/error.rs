@@ -36,6 +36,9 @@ pub enum ErrorCode {
     RequestNotSupported,
     /// OIDC Core §6.2: request_uri is not supported.
     RequestUriNotSupported,
+    /// RFC 9101 §6.2: the request_uri names no usable request (a pushed request that expired
+    /// or already yielded a code, RFC 9126 §4).
+    InvalidRequestUri,
     /// RFC 6750 §3.1: the access token is missing its mark.
     InvalidToken,
     /// RFC 6750 §3.1: the token lacks a needed scope.
@@ -60,6 +63,7 @@ impl ErrorCode {
             ErrorCode::InteractionRequired => "interaction_required",
             ErrorCode::RequestNotSupported => "request_not_supported",
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
+            ErrorCode::InvalidRequestUri => "invalid_request_uri",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
         }

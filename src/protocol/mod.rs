@@ -7,6 +7,7 @@ pub mod client_auth;
 pub mod discovery;
 pub mod error;
 pub mod introspect;
+pub mod par;
 pub mod params;
 pub mod pkce;
 pub mod redirect_uri;

@@ -541,6 +541,9 @@ macro_rules! impl_sql_store {
                     "DELETE FROM mfa_challenges WHERE id_hash IN \
                      (SELECT id_hash FROM mfa_challenges \
                       WHERE expires_at < $1 OR used_at IS NOT NULL LIMIT $2)",
+                    // Spent ones stay until they expire: a reused request_uri is then told so.
+                    "DELETE FROM pushed_authorization_requests WHERE uri_hash IN \
+                     (SELECT uri_hash FROM pushed_authorization_requests WHERE expires_at < $1 LIMIT $2)",
                 ];
                 let mut removed = 0;
                 for sql in statements {

@@ -21,6 +21,7 @@ mod keys;
 mod logout;
 mod loopback_redirects;
 mod mfa;
+mod par;
 mod passkeys;
 mod processes;
 mod server;
