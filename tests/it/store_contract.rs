@@ -612,6 +612,7 @@ macro_rules! contract_suite {
                 users_are_found_by_email_or_name_prefix_in_any_order,
                 a_users_sessions_and_consents_are_listed_and_revoked,
                 an_email_change_is_one_transaction_and_needs_a_free_address,
+                pushed_requests_are_their_clients_opened_once_and_spent_once,
             );
         }
     };
@@ -1511,6 +1512,92 @@ async fn a_users_sessions_and_consents_are_listed_and_revoked(store: Arc<dyn Sto
             ("login.succeeded".to_string(), 2)
         ]
     );
+}
+
+fn pushed(hash: &str, client_id: &str, expires_at: i64) -> store::PushedRequest {
+    store::PushedRequest {
+        uri_hash: hash.into(),
+        client_id: client_id.into(),
+        params: format!("client_id={client_id}&scope=openid"),
+        created_at: 100,
+        expires_at,
+        opened_at: None,
+        consumed_at: None,
+    }
+}
+
+async fn pushed_requests_are_their_clients_opened_once_and_spent_once(store: Arc<dyn Store>) {
+    store.create_client(&client("c")).await.unwrap();
+    store.create_client(&client("d")).await.unwrap();
+    let request = pushed("h1", "c", 160);
+    store.create_pushed_request(&request).await.unwrap();
+    assert!(
+        store.create_pushed_request(&request).await.is_err(),
+        "one row per request URI"
+    );
+    assert_eq!(store.pushed_request("h1", "d").await.unwrap(), None);
+    assert_eq!(
+        store.pushed_request("h1", "c").await.unwrap(),
+        Some(request)
+    );
+
+    // The first visit moves the expiry to the end of the sign-in, once.
+    assert!(!store
+        .open_pushed_request("h1", "d", 120, 700)
+        .await
+        .unwrap());
+    assert!(store
+        .open_pushed_request("h1", "c", 120, 700)
+        .await
+        .unwrap());
+    assert!(!store
+        .open_pushed_request("h1", "c", 130, 900)
+        .await
+        .unwrap());
+    let opened = store.pushed_request("h1", "c").await.unwrap().unwrap();
+    assert_eq!((opened.opened_at, opened.expires_at), (Some(120), 700));
+
+    // Spent once, whoever races.
+    assert!(!store.consume_pushed_request("h1", "d", 200).await.unwrap());
+    let (a, b) = tokio::join!(
+        store.consume_pushed_request("h1", "c", 200),
+        store.consume_pushed_request("h1", "c", 200)
+    );
+    assert_eq!([a.unwrap(), b.unwrap()].iter().filter(|w| **w).count(), 1);
+    assert!(!store.consume_pushed_request("h1", "c", 201).await.unwrap());
+    assert!(!store
+        .open_pushed_request("h1", "c", 201, 900)
+        .await
+        .unwrap());
+    let spent = store.pushed_request("h1", "c").await.unwrap().unwrap();
+    assert_eq!(spent.consumed_at, Some(200));
+
+    // Expired: neither opened nor spent; the janitor removes it after its expiry.
+    store
+        .create_pushed_request(&pushed("h2", "c", 160))
+        .await
+        .unwrap();
+    assert!(!store
+        .open_pushed_request("h2", "c", 160, 700)
+        .await
+        .unwrap());
+    assert!(!store.consume_pushed_request("h2", "c", 160).await.unwrap());
+    store.purge_expired(161, 100).await.unwrap();
+    assert_eq!(store.pushed_request("h2", "c").await.unwrap(), None);
+    assert!(
+        store.pushed_request("h1", "c").await.unwrap().is_some(),
+        "lives to 700"
+    );
+    store.purge_expired(701, 100).await.unwrap();
+    assert_eq!(store.pushed_request("h1", "c").await.unwrap(), None);
+
+    // A deleted client takes its pushed requests along.
+    store
+        .create_pushed_request(&pushed("h3", "d", 900))
+        .await
+        .unwrap();
+    store.delete_client("d").await.unwrap();
+    assert_eq!(store.pushed_request("h3", "d").await.unwrap(), None);
 }
 
 async fn migrations_can_be_applied_again(store: Arc<dyn Store>) {
