@@ -141,7 +141,8 @@ pub struct PushedUse {
 
 /// What the `request_uri` of an authorization request names.
 enum Lookup {
-    /// No `request_uri`, or PAR is off (the authorization rules then refuse the parameter).
+    /// No `request_uri` from `/par`, or PAR is off (the authorization rules then refuse the
+    /// parameter).
     Plain(Params),
     Pushed(Params, PushedUse),
     /// A request of this client that can no longer be used, with its parameters.
@@ -159,7 +160,12 @@ async fn lookup(state: &AppState, raw: Params, open: bool) -> Lookup {
     if !state.settings.par.enabled {
         return Lookup::Plain(raw);
     }
-    let Some(request_uri) = raw.get("request_uri") else {
+    // A request_uri of another form would be a request object by reference (RFC 9101), which
+    // the authorization rules refuse as `request_uri_not_supported`.
+    let Some(request_uri) = raw
+        .get("request_uri")
+        .filter(|uri| uri.starts_with(par::REQUEST_URI_PREFIX))
+    else {
         return Lookup::Plain(raw);
     };
     let Some(client_id) = raw.get("client_id") else {

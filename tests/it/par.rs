@@ -306,7 +306,6 @@ async fn a_request_uri_is_bound_to_the_client_that_pushed_it() {
             &[],
         ),
         authorize_url(&app, &client.id, "urn:ietf:params:oauth:request_uri:", &[]),
-        authorize_url(&app, &client.id, "https://rp.example.com/request.jwt", &[]),
     ] {
         let resp = browser().get(&url).send().await.unwrap();
         assert_eq!(resp.status(), 400, "{url}");
@@ -314,6 +313,21 @@ async fn a_request_uri_is_bound_to_the_client_that_pushed_it() {
         let html = resp.text().await.unwrap();
         assert!(html.contains("Invalid sign-in request"), "{html}");
     }
+    // A request object by reference (RFC 9101) is not supported: told to the client.
+    let resp = browser()
+        .get(crate::common::auth_url(
+            &app,
+            &client,
+            &[("request_uri", "https://rp.example.com/r.jwt")],
+        ))
+        .send()
+        .await
+        .unwrap();
+    let to = location(&resp).expect("redirect");
+    assert_eq!(
+        query(&to, "error").as_deref(),
+        Some("request_uri_not_supported")
+    );
     let resp = browser()
         .get(format!(
             "{}?request_uri={}",
