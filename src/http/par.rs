@@ -232,21 +232,14 @@ pub async fn resolve(
     raw: Params,
     open: bool,
 ) -> Result<(Params, Option<PushedUse>), Response> {
-    let page = |status, message: &str| {
-        Err(error_page(
-            state,
-            req,
-            status,
-            "Invalid sign-in request",
-            message,
-        ))
-    };
+    let page =
+        |status, message: &str| error_page(state, req, status, "Invalid sign-in request", message);
     match lookup(state, raw, open).await {
         Lookup::Plain(p) => Ok((p, None)),
         Lookup::Pushed(p, used) => Ok((p, Some(used))),
         Lookup::Unknown(message) => {
             count_use(state, "unknown");
-            page(StatusCode::BAD_REQUEST, message)
+            Err(page(StatusCode::BAD_REQUEST, message))
         }
         Lookup::Unavailable => Err(error_page(
             state,
@@ -264,7 +257,7 @@ pub async fn resolve(
             let validated = rules::validate(&params, client.as_ref(), &state.settings.oauth);
             match rules::target_of(validated) {
                 Ok(target) => Err(oauth::respond_error(state, &target, &standing.error())),
-                Err(message) => page(StatusCode::BAD_REQUEST, &message),
+                Err(message) => Err(page(StatusCode::BAD_REQUEST, &message)),
             }
         }
     }
