@@ -86,6 +86,40 @@ async fn landing_code(app: &TestApp, b: &reqwest::Client, url: &str, user: &Test
     }
 }
 
+/// Submits the login form of `html` for `user`: the 303 back to `/authorize`.
+async fn submit_login(app: &TestApp, b: &reqwest::Client, html: &str, user: &TestUser) -> url::Url {
+    let resp = b
+        .post(app.url("/login"))
+        .form(&[
+            ("csrf", form_value(html, "csrf").unwrap()),
+            ("return_to", form_value(html, "return_to").unwrap()),
+            ("username", user.email.clone()),
+            ("password", user.password.clone()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    location(&resp).expect("back to /authorize")
+}
+
+/// Pushes a default request for `client` and signs `user` in with it in `b`: the code.
+async fn code_through_par(
+    app: &TestApp,
+    b: &reqwest::Client,
+    client: &TestClient,
+    user: &TestUser,
+) -> String {
+    let uri = pushed_uri(app, client, &[]).await;
+    let to = landing_code(app, b, &authorize_url(app, &client.id, &uri, &[]), user).await;
+    query(&to, "code").expect("code")
+}
+
+/// The text of the page at `url`.
+async fn page(b: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    b.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 async fn setup(app: &TestApp) -> (TestClient, TestUser) {
     let client = app.confidential_client().await;
     let user = app
@@ -162,15 +196,7 @@ async fn a_public_client_pushes_with_its_client_id_alone() {
     let user = app
         .create_user("ada@example.com", "correct horse battery")
         .await;
-    let uri = pushed_uri(&app, &client, &[]).await;
-    let to = landing_code(
-        &app,
-        &browser(),
-        &authorize_url(&app, &client.id, &uri, &[]),
-        &user,
-    )
-    .await;
-    assert!(query(&to, "code").is_some(), "{to}");
+    code_through_par(&app, &browser(), &client, &user).await;
     // RFC 7636: a public client without PKCE is refused at /par as at /authorize.
     let (status, body) = push(
         &app,
@@ -369,15 +395,7 @@ async fn a_client_that_must_push_is_refused_a_plain_request() {
         .await;
     assert_plain_request_refused(&app, &strict).await;
     // Pushed, it signs in as usual; a client without the flag still may send plain requests.
-    let uri = pushed_uri(&app, &strict, &[]).await;
-    let to = landing_code(
-        &app,
-        &browser(),
-        &authorize_url(&app, &strict.id, &uri, &[]),
-        &user,
-    )
-    .await;
-    assert!(query(&to, "code").is_some());
+    code_through_par(&app, &browser(), &strict, &user).await;
     let relaxed = app.confidential_client().await;
     let to = landing_code(
         &app,
@@ -394,15 +412,7 @@ async fn the_server_can_require_pushed_requests_of_every_client() {
     let app = app_with(|s| s.par.require = true).await;
     let (client, user) = setup(&app).await;
     assert_plain_request_refused(&app, &client).await;
-    let uri = pushed_uri(&app, &client, &[]).await;
-    let to = landing_code(
-        &app,
-        &browser(),
-        &authorize_url(&app, &client.id, &uri, &[]),
-        &user,
-    )
-    .await;
-    assert!(query(&to, "code").is_some());
+    code_through_par(&app, &browser(), &client, &user).await;
     let (_, _, meta) = app
         .get_json("/.well-known/oauth-authorization-server")
         .await;
@@ -457,21 +467,10 @@ async fn reloading_the_login_and_consent_pages_still_completes() {
         assert!(!return_to.contains("code_challenge"), "{return_to}");
     }
     // Sign in from the last page, then reload the consent page before answering.
-    let html = b.get(&url).send().await.unwrap().text().await.unwrap();
-    let resp = b
-        .post(app.url("/login"))
-        .form(&[
-            ("csrf", form_value(&html, "csrf").unwrap()),
-            ("return_to", form_value(&html, "return_to").unwrap()),
-            ("username", user.email.clone()),
-            ("password", user.password.clone()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 303);
+    let html = page(&b, &url).await;
+    submit_login(&app, &b, &html, &user).await;
     for _ in 0..2 {
-        let html = b.get(&url).send().await.unwrap().text().await.unwrap();
+        let html = page(&b, &url).await;
         assert!(html.contains("action=\"/consent\""), "{html}");
     }
     let to = landing_code(&app, &b, &url, &user).await;
@@ -488,39 +487,20 @@ async fn prompt_login_and_consent_of_a_pushed_request_ask_once() {
     let (client, user) = setup(&app).await;
     let b = browser();
     // A session and a consent first.
-    let uri = pushed_uri(&app, &client, &[]).await;
-    landing_code(&app, &b, &authorize_url(&app, &client.id, &uri, &[]), &user).await;
+    code_through_par(&app, &b, &client, &user).await;
     clock.advance(5);
 
     let uri = pushed_uri(&app, &client, &[("prompt", "login consent")]).await;
     let url = authorize_url(&app, &client.id, &uri, &[]);
-    let html = b.get(&url).send().await.unwrap().text().await.unwrap();
+    let html = page(&b, &url).await;
     assert!(
         html.contains("action=\"/login\""),
         "prompt=login asks again: {html}"
     );
     clock.advance(5);
-    let resp = b
-        .post(app.url("/login"))
-        .form(&[
-            ("csrf", form_value(&html, "csrf").unwrap()),
-            ("return_to", form_value(&html, "return_to").unwrap()),
-            ("username", user.email.clone()),
-            ("password", user.password.clone()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let resume = location(&resp).expect("back to /authorize");
+    let resume = submit_login(&app, &b, &html, &user).await;
     // Signed in after the push: prompt=login is answered; prompt=consent is asked once.
-    let html = b
-        .get(resume.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = page(&b, resume.clone()).await;
     assert!(html.contains("action=\"/consent\""), "{html}");
     let resp = b
         .post(app.url("/consent"))
@@ -543,14 +523,7 @@ async fn two_parallel_completions_give_one_code() {
     let app = TestApp::spawn().await;
     let (client, user) = setup(&app).await;
     let b = browser();
-    let first = pushed_uri(&app, &client, &[]).await;
-    landing_code(
-        &app,
-        &b,
-        &authorize_url(&app, &client.id, &first, &[]),
-        &user,
-    )
-    .await;
+    code_through_par(&app, &b, &client, &user).await;
     // Signed in and consented: every visit goes straight to issuing the code.
     for _ in 0..5 {
         let uri = pushed_uri(&app, &client, &[]).await;
@@ -583,6 +556,14 @@ async fn hostile_input_on_par_gets_json_4xx() {
     let par = app.url("/par");
     let http = &app.http;
     let form = |extra: &[(&str, &str)]| pushed_form(&client, extra);
+    let authed = || http.post(&par).basic_auth(&client.id, Some(&secret));
+    let with = |extra: &[(&str, &str)]| authed().form(&form(extra));
+    let raw = |body: String| {
+        authed()
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+    let id = &client.id;
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
         (
             "no credentials",
@@ -593,141 +574,100 @@ async fn hostile_input_on_par_gets_json_4xx() {
         (
             "wrong secret",
             http.post(&par)
-                .basic_auth(&client.id, Some("nope"))
+                .basic_auth(id, Some("nope"))
                 .form(&form(&[])),
             401,
             "invalid_client",
         ),
         (
             "a JSON body",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .json(&serde_json::json!({"client_id": client.id})),
+            authed().json(&serde_json::json!({"client_id": id})),
             400,
             "invalid_request",
         ),
         (
             "a repeated parameter",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("client_id={}&scope=openid&scope=email", client.id)),
+            raw(format!("client_id={id}&scope=openid&scope=email")),
             400,
             "invalid_request",
         ),
         (
             "invalid UTF-8",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body("client_id=%ff%fe"),
+            raw("client_id=%ff%fe".into()),
             400,
             "invalid_request",
         ),
         (
             "a NUL",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("client_id={}&state=a%00b", client.id)),
-            400,
-            "invalid_request",
-        ),
-        (
-            "a request_uri inside",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .form(&form(&[(
-                    "request_uri",
-                    "urn:ietf:params:oauth:request_uri:x",
-                )])),
-            400,
-            "invalid_request",
-        ),
-        (
-            "a request object",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .form(&form(&[("request", "eyJhbGciOiJub25lIn0.e30.")])),
-            400,
-            "request_not_supported",
-        ),
-        (
-            "an unregistered redirect URI",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .form(&form(&[("redirect_uri", "https://evil.example/cb")])),
-            400,
-            "invalid_request",
-        ),
-        (
-            "a scope the client may not ask for",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .form(&form(&[("scope", "openid admin")])),
-            400,
-            "invalid_scope",
-        ),
-        (
-            "no response_type",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .form(&form(&[("response_type", "")])),
-            400,
-            "invalid_request",
-        ),
-        (
-            "an implicit response_type",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .form(&form(&[("response_type", "token")])),
-            400,
-            "unsupported_response_type",
-        ),
-        (
-            "no client_id beside Basic credentials",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .form(&form(&[("client_id", "")])),
-            400,
-            "invalid_request",
-        ),
-        (
-            "another client_id than the credentials",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .form(&form(&[("client_id", "someone-else")])),
-            400,
-            "invalid_request",
-        ),
-        (
-            "a bad prompt",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .form(&form(&[("prompt", "none login")])),
-            400,
-            "invalid_request",
-        ),
-        (
-            "a bad claims parameter",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .form(&form(&[("claims", "{not json")])),
+            raw(format!("client_id={id}&state=a%00b")),
             400,
             "invalid_request",
         ),
         (
             "a huge body",
-            http.post(&par)
-                .basic_auth(&client.id, Some(&secret))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!(
-                    "client_id={}&state={}",
-                    client.id,
-                    "a".repeat(200_000)
-                )),
+            raw(format!("client_id={id}&state={}", "a".repeat(200_000))),
             413,
             "",
+        ),
+        (
+            "a request_uri inside",
+            with(&[("request_uri", "urn:ietf:params:oauth:request_uri:x")]),
+            400,
+            "invalid_request",
+        ),
+        (
+            "a request object",
+            with(&[("request", "eyJhbGciOiJub25lIn0.e30.")]),
+            400,
+            "request_not_supported",
+        ),
+        (
+            "an unregistered redirect URI",
+            with(&[("redirect_uri", "https://evil.example/cb")]),
+            400,
+            "invalid_request",
+        ),
+        (
+            "a scope the client may not ask for",
+            with(&[("scope", "openid admin")]),
+            400,
+            "invalid_scope",
+        ),
+        (
+            "no response_type",
+            with(&[("response_type", "")]),
+            400,
+            "invalid_request",
+        ),
+        (
+            "an implicit response_type",
+            with(&[("response_type", "token")]),
+            400,
+            "unsupported_response_type",
+        ),
+        (
+            "no client_id beside Basic credentials",
+            with(&[("client_id", "")]),
+            400,
+            "invalid_request",
+        ),
+        (
+            "another client_id than the credentials",
+            with(&[("client_id", "someone-else")]),
+            400,
+            "invalid_request",
+        ),
+        (
+            "a bad prompt",
+            with(&[("prompt", "none login")]),
+            400,
+            "invalid_request",
+        ),
+        (
+            "a bad claims parameter",
+            with(&[("claims", "{not json")]),
+            400,
+            "invalid_request",
         ),
     ];
     for (what, req, status, code) in cases {
