@@ -768,3 +768,27 @@ async fn par_settings_are_checked_at_start_up() {
         assert!(e.to_string().contains(key), "{e}");
     }
 }
+
+#[tokio::test]
+async fn the_pushed_acr_values_decide_the_second_step_of_the_sign_in() {
+    let app = TestApp::spawn().await;
+    let (client, user) = setup(&app).await;
+    let uri = pushed_uri(&app, &client, &[("acr_values", "mfa")]).await;
+    let b = browser();
+    let html = page(&b, authorize_url(&app, &client.id, &uri, &[])).await;
+    // The login form resumes the request_uri alone; the password is not enough for it.
+    let resp = b
+        .post(app.url("/login"))
+        .form(&[
+            ("csrf", form_value(&html, "csrf").unwrap()),
+            ("return_to", form_value(&html, "return_to").unwrap()),
+            ("username", user.email.clone()),
+            ("password", user.password.clone()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "no session after the password alone");
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("name=\"mfa_token\""), "{html}");
+}
