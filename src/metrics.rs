@@ -20,7 +20,7 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// The routes HTTP metrics are labelled with; any other path counts as `other`.
-pub const ROUTES: [&str; 34] = [
+pub const ROUTES: [&str; 37] = [
     "/.well-known/openid-configuration",
     "/.well-known/oauth-authorization-server",
     "/jwks.json",
@@ -54,6 +54,9 @@ pub const ROUTES: [&str; 34] = [
     "/users",
     "/admin/audit",
     "/openapi.json",
+    "/device_authorization",
+    "/device",
+    "/device/confirm",
     "/users/{id}",
 ];
 const OTHER_ROUTE: usize = ROUTES.len();
@@ -161,7 +164,7 @@ pub struct Metrics {
 }
 
 /// Help texts of every series, so the exposition documents itself.
-const HELP: [(&str, &str, &str); 11] = [
+const HELP: [(&str, &str, &str); 12] = [
     (
         "portcullis_http_requests_total",
         "counter",
@@ -216,6 +219,11 @@ const HELP: [(&str, &str, &str); 11] = [
         "portcullis_mfa_changes_total",
         "counter",
         "Second factors enrolled, removed or reset, by kind.",
+    ),
+    (
+        "portcullis_device_codes_total",
+        "counter",
+        "Device authorization codes (RFC 8628) by event: issued, approved, denied, expired.",
     ),
 ];
 

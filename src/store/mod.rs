@@ -7,6 +7,7 @@ pub mod postgres;
 mod sql;
 mod sql_accounts;
 mod sql_admin;
+mod sql_device;
 mod sql_mfa;
 pub mod sqlite;
 
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 pub use model::*;
+pub use sql_device::{DeviceApproval, DeviceGrant, DeviceStatus, DeviceStore};
 
 /// Unix time in seconds (UTC), the one time representation in storage.
 pub type Timestamp = i64;
@@ -440,6 +442,7 @@ pub trait Store:
     + ConsentStore
     + DenyListStore
     + RefreshStore
+    + DeviceStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
