@@ -24,9 +24,7 @@ use crate::protocol::params::Params;
 use crate::protocol::scope::Scope;
 use crate::protocol::token::storage_failed;
 use crate::random;
-use crate::store::{
-    BrowserSession, Client, DeviceApproval, DeviceGrant, DeviceStatus, StoreError, User,
-};
+use crate::store::{BrowserSession, Client, DeviceApproval, DeviceGrant, StoreError, User};
 
 /// The verification page (RFC 8628 §3.2 `verification_uri`).
 pub const ENTRY_PATH: &str = "/device";
@@ -130,25 +128,15 @@ async fn issue(
         // RFC 8628 §5.2: the device code is a 256-bit secret; only its SHA-256 is kept.
         let device_code = random::token(32);
         let user_code = UserCode::generate();
-        let grant = DeviceGrant {
-            device_code_hash: random::hash_secret(&device_code),
-            user_code_hash: user_code.hash(),
-            client_id: client.id.clone(),
-            scope: scope.to_string(),
-            status: DeviceStatus::Pending,
-            interval_secs: settings.interval_secs as i64,
-            created_at: now,
-            expires_at: now + settings.code_ttl_secs as i64,
-            last_polled_at: None,
-            user_id: None,
-            session_id_hash: None,
-            auth_time: None,
-            amr: vec![],
-            acr: None,
-            decided_at: None,
-            redeemed_at: None,
-            access_token_jti: None,
-        };
+        let grant = DeviceGrant::pending(
+            random::hash_secret(&device_code),
+            user_code.hash(),
+            &client.id,
+            &scope.to_string(),
+            settings.interval_secs as i64,
+            now,
+            now + settings.code_ttl_secs as i64,
+        );
         match state.store.create_device_grant(&grant).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => continue,
@@ -213,10 +201,7 @@ pub fn entry_form(req: &Request, state: Data<&AppState>) -> Response {
 #[handler]
 pub async fn entry_submit(req: &Request, body: Body, state: Data<&AppState>) -> Response {
     let state = *state;
-    if !state.settings.device.enabled {
-        return not_offered(state, req);
-    }
-    let form = match checked_form(state, req, body).await {
+    let form = match posted(state, req, body).await {
         Ok(form) => form,
         Err(resp) => return resp,
     };
@@ -238,10 +223,7 @@ pub async fn confirm_form(req: &Request, state: Data<&AppState>) -> Response {
 #[handler]
 pub async fn confirm_submit(req: &Request, body: Body, state: Data<&AppState>) -> Response {
     let state = *state;
-    if !state.settings.device.enabled {
-        return not_offered(state, req);
-    }
-    let form = match checked_form(state, req, body).await {
+    let form = match posted(state, req, body).await {
         Ok(form) => form,
         Err(resp) => return resp,
     };
@@ -260,6 +242,15 @@ pub async fn confirm_submit(req: &Request, body: Body, state: Data<&AppState>) -
             "Choose Allow or Deny.",
         ),
     }
+}
+
+/// A form posted to the pages: refused when the flow is off, or when it does not parse or
+/// lacks this browser's CSRF token.
+async fn posted(state: &AppState, req: &Request, body: Body) -> Result<Params, Response> {
+    if !state.settings.device.enabled {
+        return Err(not_offered(state, req));
+    }
+    checked_form(state, req, body).await
 }
 
 /// A live code, its client, and the signed-in person who may decide on it.

@@ -157,23 +157,9 @@ mod tests {
 
     fn grant(status: DeviceStatus, last_polled_at: Option<i64>) -> DeviceGrant {
         DeviceGrant {
-            device_code_hash: "d".into(),
-            user_code_hash: "u".into(),
-            client_id: "tv".into(),
-            scope: "openid".into(),
             status,
-            interval_secs: 5,
-            created_at: 1000,
-            expires_at: 1600,
             last_polled_at,
-            user_id: None,
-            session_id_hash: None,
-            auth_time: None,
-            amr: vec![],
-            acr: None,
-            decided_at: None,
-            redeemed_at: None,
-            access_token_jti: None,
+            ..DeviceGrant::pending("d".into(), "u".into(), "tv", "openid", 5, 1000, 1600)
         }
     }
 

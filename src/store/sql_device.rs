@@ -72,6 +72,39 @@ pub struct DeviceGrant {
     pub access_token_jti: Option<String>,
 }
 
+impl DeviceGrant {
+    /// A grant just issued (RFC 8628 §3.2), waiting for the user.
+    pub fn pending(
+        device_code_hash: String,
+        user_code_hash: String,
+        client_id: &str,
+        scope: &str,
+        interval_secs: i64,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> DeviceGrant {
+        DeviceGrant {
+            device_code_hash,
+            user_code_hash,
+            client_id: client_id.to_string(),
+            scope: scope.to_string(),
+            status: DeviceStatus::Pending,
+            interval_secs,
+            created_at,
+            expires_at,
+            last_polled_at: None,
+            user_id: None,
+            session_id_hash: None,
+            auth_time: None,
+            amr: vec![],
+            acr: None,
+            decided_at: None,
+            redeemed_at: None,
+            access_token_jti: None,
+        }
+    }
+}
+
 /// The sign-in that approves a device grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceApproval {

@@ -22,10 +22,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::common::{
-    app_with, browser, form_value, location, test_settings, TestApp, TestClient, TestUser,
+    app_with, browser, code_at, form_value, location, test_settings, unescape, TestApp, TestClient,
+    TestUser,
 };
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// A page form's fields.
+type Form = Vec<(&'static str, String)>;
 
 async fn device_client(app: &TestApp) -> TestClient {
     app.register_client(ClientRegistration {
@@ -92,6 +96,12 @@ async fn decide_on_device_page(
     user: &TestUser,
     decision: &str,
 ) -> (u16, String) {
+    let consent = consent_page(app, b, url, user).await;
+    answer_consent(app, b, &consent, decision).await
+}
+
+/// Opens `url`, continues with the code it filled in, signs in when asked: the consent page.
+async fn consent_page(app: &TestApp, b: &reqwest::Client, url: &str, user: &TestUser) -> String {
     let html = b.get(url).send().await.unwrap().text().await.unwrap();
     let code = form_value(&html, "user_code").expect("the code field");
     let csrf = form_value(&html, "csrf").expect("csrf");
@@ -116,9 +126,19 @@ async fn decide_on_device_page(
         html = b.get(back).send().await.unwrap().text().await.unwrap();
     }
     assert!(html.contains("action=\"/device/confirm\""), "{html}");
+    html
+}
+
+/// Allow or deny on a consent page: (status, page).
+async fn answer_consent(
+    app: &TestApp,
+    b: &reqwest::Client,
+    html: &str,
+    decision: &str,
+) -> (u16, String) {
     let form = [
-        ("csrf", form_value(&html, "csrf").unwrap()),
-        ("user_code", form_value(&html, "user_code").unwrap()),
+        ("csrf", form_value(html, "csrf").unwrap()),
+        ("user_code", form_value(html, "user_code").unwrap()),
         ("decision", decision.to_string()),
     ];
     let resp = b
@@ -448,46 +468,12 @@ async fn an_approval_that_comes_after_expiry_is_refused() {
     let b = browser();
     // The person reaches the consent page in time...
     let url = started["verification_uri_complete"].as_str().unwrap();
-    let html = b.get(url).send().await.unwrap().text().await.unwrap();
-    let resp = b
-        .post(app.url("/device"))
-        .form(&[
-            ("csrf", form_value(&html, "csrf").unwrap()),
-            ("user_code", form_value(&html, "user_code").unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let html = resp.text().await.unwrap();
-    let form = [
-        ("csrf", form_value(&html, "csrf").unwrap()),
-        ("return_to", form_value(&html, "return_to").unwrap()),
-        ("username", user.email.clone()),
-        ("password", user.password.clone()),
-    ];
-    let resp = b.post(app.url("/login")).form(&form).send().await.unwrap();
-    let html = b
-        .get(location(&resp).unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(html.contains("action=\"/device/confirm\""), "{html}");
+    let consent = consent_page(&app, &b, url, &user).await;
     // ...and allows after the code's lifetime.
     clock.advance(601);
-    let resp = b
-        .post(app.url("/device/confirm"))
-        .form(&[
-            ("csrf", form_value(&html, "csrf").unwrap()),
-            ("user_code", form_value(&html, "user_code").unwrap()),
-            ("decision", "allow".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 410);
+    let (status, page) = answer_consent(&app, &b, &consent, "allow").await;
+    assert_eq!(status, 410, "{page}");
+    assert!(page.contains("expired"), "{page}");
     let code = started["device_code"].as_str().unwrap();
     assert_oauth_error(&poll(&app, &client, code).await, 400, "expired_token");
 }
@@ -775,7 +761,7 @@ async fn hostile_input_on_the_device_endpoints_gets_4xx_in_the_specs_format() {
         .await
         .unwrap();
     let csrf = form_value(&html, "csrf").unwrap();
-    let posts: Vec<(&str, Vec<(&str, String)>, u16)> = vec![
+    let posts: Vec<(&str, Form, u16)> = vec![
         ("/device", vec![("user_code", "BCDF-GHJK".into())], 400),
         (
             "/device",
@@ -886,4 +872,114 @@ async fn the_device_section_refuses_unknown_keys_and_bad_values() {
     std::fs::write(&file, "[device]\ninterval = 5\n").unwrap();
     let err = portcullis::config::Settings::load(Some(&file)).unwrap_err();
     assert!(err.to_string().contains("interval"), "{err}");
+}
+
+#[tokio::test]
+async fn a_client_requiring_mfa_gets_a_second_factor_before_the_consent_page() {
+    let clock = ManualClock::new(1_800_000_000);
+    let app = TestApp::spawn_with_clock(clock.clone()).await;
+    let strict = app
+        .register_client(ClientRegistration {
+            name: "Strict TV".into(),
+            grant_types: vec!["device_code".into()],
+            public: true,
+            require_mfa: true,
+            ..Default::default()
+        })
+        .await;
+    let user = ada(&app).await;
+    let started = authorize_device(&app, &strict, "openid email").await;
+    let b = browser();
+    let url = started["verification_uri_complete"].as_str().unwrap();
+    let html = b.get(url).send().await.unwrap().text().await.unwrap();
+    let resp = b
+        .post(app.url("/device"))
+        .form(&[
+            ("csrf", form_value(&html, "csrf").unwrap()),
+            ("user_code", form_value(&html, "user_code").unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("Strict TV"),
+        "the login page names the client: {html}"
+    );
+    let resp = b
+        .post(app.url("/login"))
+        .form(&[
+            ("csrf", form_value(&html, "csrf").unwrap()),
+            ("return_to", form_value(&html, "return_to").unwrap()),
+            ("username", user.email.clone()),
+            ("password", user.password.clone()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let back = location(&resp).expect("back to the device page");
+    // A password alone is not enough for this client: add an authenticator app first.
+    let html = b.get(back).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("action=\"/login/mfa\""), "{html}");
+    assert!(!html.contains("action=\"/device/confirm\""));
+    let key = html
+        .split("id=\"totp-key\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the key of the new authenticator app")
+        .to_string();
+    let resp = b
+        .post(app.url("/login/mfa"))
+        .form(&[
+            ("csrf", form_value(&html, "csrf").unwrap()),
+            ("mfa_token", form_value(&html, "mfa_token").unwrap()),
+            ("code", code_at(&key, 1_800_000_000)),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("id=\"recovery-codes\""), "{html}");
+    let next = html
+        .split("class=\"btn btn-primary btn-block\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(unescape)
+        .expect("the way on");
+    assert_eq!(
+        next,
+        app.url(&format!(
+            "/device/confirm?user_code={}",
+            started["user_code"].as_str().unwrap().replace('-', "")
+        ))
+    );
+    let consent = b.get(&next).send().await.unwrap().text().await.unwrap();
+    assert!(
+        consent.contains("Strict TV wants to access your account"),
+        "{consent}"
+    );
+    let (status, page) = answer_consent(&app, &b, &consent, "allow").await;
+    assert_eq!(status, 200, "{page}");
+    let (status, tokens) = poll(&app, &strict, started["device_code"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{tokens}");
+    let payload = tokens["id_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["acr"], "mfa", "{claims}");
+    assert!(claims["amr"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("otp")));
+    assert!(
+        tokens.get("refresh_token").is_none(),
+        "no refresh_token grant"
+    );
 }

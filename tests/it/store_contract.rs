@@ -1613,25 +1613,15 @@ async fn prefix_search_is_an_index_range_scan_on_postgres() {
 // The device authorization grant (RFC 8628): each step of a grant is one conditional update.
 
 fn device_grant(device_code_hash: &str, user_code_hash: &str) -> store::DeviceGrant {
-    store::DeviceGrant {
-        device_code_hash: device_code_hash.into(),
-        user_code_hash: user_code_hash.into(),
-        client_id: "tv".into(),
-        scope: "openid offline_access".into(),
-        status: store::DeviceStatus::Pending,
-        interval_secs: 5,
-        created_at: 1000,
-        expires_at: 1600,
-        last_polled_at: None,
-        user_id: None,
-        session_id_hash: None,
-        auth_time: None,
-        amr: vec![],
-        acr: None,
-        decided_at: None,
-        redeemed_at: None,
-        access_token_jti: None,
-    }
+    store::DeviceGrant::pending(
+        device_code_hash.into(),
+        user_code_hash.into(),
+        "tv",
+        "openid offline_access",
+        5,
+        1000,
+        1600,
+    )
 }
 
 async fn a_device_grant_is_approved_and_redeemed_exactly_once(store: Arc<dyn Store>) {
