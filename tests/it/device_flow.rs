@@ -102,15 +102,7 @@ async fn decide_on_device_page(
 
 /// Opens `url`, continues with the code it filled in, signs in when asked: the consent page.
 async fn consent_page(app: &TestApp, b: &reqwest::Client, url: &str, user: &TestUser) -> String {
-    let html = b.get(url).send().await.unwrap().text().await.unwrap();
-    let code = form_value(&html, "user_code").expect("the code field");
-    let csrf = form_value(&html, "csrf").expect("csrf");
-    let resp = b
-        .post(app.url("/device"))
-        .form(&[("csrf", csrf.as_str()), ("user_code", code.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let resp = submit_code_form(app, b, url).await;
     let mut html = resp.text().await.unwrap();
     if html.contains("action=\"/login\"") {
         let form = [
@@ -324,18 +316,23 @@ async fn decide_on_device_page_status(
     b: &reqwest::Client,
     url: &str,
 ) -> (u16, String) {
+    let resp = submit_code_form(app, b, url).await;
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+/// Opens `url` (the code form, filled in from it) and submits the form as it is.
+async fn submit_code_form(app: &TestApp, b: &reqwest::Client, url: &str) -> reqwest::Response {
     let html = b.get(url).send().await.unwrap().text().await.unwrap();
-    let resp = b
-        .post(app.url("/device"))
+    let code = form_value(&html, "user_code").expect("the code field");
+    b.post(app.url("/device"))
         .form(&[
-            ("csrf", form_value(&html, "csrf").unwrap()),
-            ("user_code", form_value(&html, "user_code").unwrap()),
+            ("csrf", form_value(&html, "csrf").expect("csrf")),
+            ("user_code", code),
         ])
         .send()
         .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap())
+        .unwrap()
 }
 
 async fn manual_app() -> (TestApp, ManualClock) {
@@ -891,17 +888,7 @@ async fn a_client_requiring_mfa_gets_a_second_factor_before_the_consent_page() {
     let started = authorize_device(&app, &strict, "openid email").await;
     let b = browser();
     let url = started["verification_uri_complete"].as_str().unwrap();
-    let html = b.get(url).send().await.unwrap().text().await.unwrap();
-    let resp = b
-        .post(app.url("/device"))
-        .form(&[
-            ("csrf", form_value(&html, "csrf").unwrap()),
-            ("user_code", form_value(&html, "user_code").unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let html = resp.text().await.unwrap();
+    let html = submit_code_form(&app, &b, url).await.text().await.unwrap();
     assert!(
         html.contains("Strict TV"),
         "the login page names the client: {html}"
