@@ -159,7 +159,8 @@ impl Portcullis {
             .map_err(|e| StartError::Config(e.to_string()))?;
         let discovery = JsonDocument::new(
             &ProviderMetadata::new(&settings.issuer, settings.oauth.allow_plain_pkce)
-                .with_par(&settings.par),
+                .with_par(&settings.par)
+                .with_device_flow(settings.device.enabled),
         )
         .map_err(|e| StartError::Config(format!("cannot serialize the discovery metadata: {e}")))?;
         let jwks_cache_control = poem::http::HeaderValue::from_str(&format!(
@@ -348,6 +349,15 @@ impl Portcullis {
             .at("/login/passkey", post(http::pages::passkey::passwordless))
             .nest("/account", http::account::routes())
             .at("/consent", post(http::pages::consent_submit))
+            .at("/device_authorization", post(http::device::authorization))
+            .at(
+                "/device",
+                get(http::device::entry_form).post(http::device::entry_submit),
+            )
+            .at(
+                "/device/confirm",
+                get(http::device::confirm_form).post(http::device::confirm_submit),
+            )
             .at(
                 "/register",
                 get(http::account_pages::register_form).post(http::account_pages::register_submit),
@@ -660,7 +670,12 @@ async fn janitor(state: AppState) {
                 .store
                 .clear_sealed_successors(now - grace, j.batch)
                 .await
-                .unwrap_or(0);
+                .unwrap_or(0)
+                + state
+                    .store
+                    .purge_device_grants(now, j.batch)
+                    .await
+                    .unwrap_or(0);
             match state
                 .store
                 .purge_expired(now, j.batch)

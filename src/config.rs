@@ -39,6 +39,7 @@ pub struct Settings {
     pub accounts: AccountSettings,
     pub mail: MailSettings,
     pub oauth: OAuthSettings,
+    pub device: DeviceSettings,
     pub sessions: SessionSettings,
     pub branding: BrandingSettings,
     pub rate_limits: RateLimitSettings,
@@ -200,6 +201,73 @@ pub struct OAuthSettings {
     pub access_token_alg: String,
     /// The `aud` of access tokens when no resource is named (RFC 9068 §3); default: the issuer.
     pub access_token_audience: Option<String>,
+}
+
+/// The device authorization grant (RFC 8628): `/device_authorization`, the `/device` pages and
+/// the `urn:ietf:params:oauth:grant-type:device_code` grant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceSettings {
+    /// Off: the endpoint, the pages and the grant answer as unknown, and discovery omits them.
+    pub enabled: bool,
+    /// Lifetime of a device code and its user code (RFC 8628 §3.2 `expires_in`).
+    pub code_ttl_secs: u64,
+    /// The polling interval a device starts with (RFC 8628 §3.2 `interval`).
+    pub interval_secs: u64,
+    /// User-code lookups on the `/device` pages per client IP (RFC 8628 §5.1).
+    pub user_code_ip: Policy,
+    /// User-code lookups per browser (its CSRF cookie).
+    pub user_code_browser: Policy,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        DeviceSettings {
+            enabled: true,
+            code_ttl_secs: 600,
+            interval_secs: 5,
+            user_code_ip: Policy {
+                limit: 30,
+                period_secs: 600,
+            },
+            user_code_browser: Policy {
+                limit: 10,
+                period_secs: 600,
+            },
+        }
+    }
+}
+
+impl DeviceSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(60..=1800).contains(&self.code_ttl_secs) {
+            return Err(invalid(
+                "device.code_ttl_secs",
+                &self.code_ttl_secs.to_string(),
+                "60 to 1800 seconds (the user codes' entropy is weighed against this lifetime)",
+            ));
+        }
+        if !(1..=60).contains(&self.interval_secs) {
+            return Err(invalid(
+                "device.interval_secs",
+                &self.interval_secs.to_string(),
+                "1 to 60 seconds",
+            ));
+        }
+        for (key, p) in [
+            ("device.user_code_ip", self.user_code_ip),
+            ("device.user_code_browser", self.user_code_browser),
+        ] {
+            if p.limit == 0 || p.period_secs == 0 || p.period_secs > 86_400 {
+                return Err(invalid(
+                    key,
+                    &format!("limit={} period_secs={}", p.limit, p.period_secs),
+                    "limit >= 1 and period_secs between 1 and 86400",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -472,6 +540,7 @@ impl Default for Settings {
             accounts: AccountSettings::default(),
             mail: MailSettings::default(),
             oauth: OAuthSettings::default(),
+            device: DeviceSettings::default(),
             sessions: SessionSettings::default(),
             branding: BrandingSettings::default(),
             rate_limits: RateLimitSettings::default(),
@@ -922,6 +991,7 @@ impl Settings {
                 ));
             }
         }
+        self.device.validate()?;
         let h = &self.http;
         if h.max_body_bytes < 1024
             || h.max_uri_bytes < 1024

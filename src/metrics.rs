@@ -20,7 +20,7 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// The routes HTTP metrics are labelled with; any other path counts as `other`.
-pub const ROUTES: [&str; 35] = [
+pub const ROUTES: [&str; 38] = [
     "/.well-known/openid-configuration",
     "/.well-known/oauth-authorization-server",
     "/jwks.json",
@@ -55,6 +55,9 @@ pub const ROUTES: [&str; 35] = [
     "/admin/audit",
     "/openapi.json",
     "/par",
+    "/device_authorization",
+    "/device",
+    "/device/confirm",
     "/users/{id}",
 ];
 const OTHER_ROUTE: usize = ROUTES.len();
@@ -162,7 +165,7 @@ pub struct Metrics {
 }
 
 /// Help texts of every series, so the exposition documents itself.
-const HELP: [(&str, &str, &str); 13] = [
+const HELP: [(&str, &str, &str); 14] = [
     (
         "portcullis_http_requests_total",
         "counter",
@@ -227,6 +230,11 @@ const HELP: [(&str, &str, &str); 13] = [
         "portcullis_par_request_uris_total",
         "counter",
         "Request URIs brought to /authorize: consumed by a code, expired, reused or unknown.",
+    ),
+    (
+        "portcullis_device_codes_total",
+        "counter",
+        "Device authorization codes (RFC 8628) by event: issued, approved, denied, expired.",
     ),
 ];
 

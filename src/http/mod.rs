@@ -5,6 +5,7 @@ pub mod account;
 pub mod account_pages;
 pub mod api;
 pub mod console;
+pub mod device;
 pub mod health;
 pub mod logout;
 pub mod middleware;

@@ -7,6 +7,7 @@ use poem::{handler, Body, Request, Response};
 use url::Url;
 
 use crate::app::AppState;
+use crate::clients::GRANT_DEVICE_CODE;
 use crate::http::middleware::rate_limit;
 use crate::http::pages::{self, error_page, redirect, FormPostPage};
 use crate::http::{oauth_error_json, read_form, session};
@@ -19,7 +20,9 @@ use crate::protocol::discovery::endpoint;
 use crate::protocol::error::{ErrorCode, OAuthError};
 use crate::protocol::params::Params;
 use crate::protocol::scope::Scope;
-use crate::protocol::token::{authorization_code, client_credentials, refresh_token, TokenContext};
+use crate::protocol::token::{
+    authorization_code, client_credentials, device_code, refresh_token, TokenContext,
+};
 use crate::random;
 use crate::store::{AuthorizationCode, BrowserSession, Client, User};
 
@@ -391,6 +394,31 @@ pub async fn client_name_for(state: &AppState, return_to: &str) -> Option<String
     Some(client.name)
 }
 
+/// Records that `user` allowed `client_id` the `scope` (on top of what was allowed before), and
+/// audits it as `consent.granted`.
+pub async fn grant_consent(
+    state: &AppState,
+    user: &User,
+    client_id: &str,
+    scope: &Scope,
+) -> Result<(), crate::store::StoreError> {
+    let mut granted = scope.clone();
+    if let Ok(Some(previous)) = state.store.get_consent(user.id, client_id).await {
+        granted = granted.union(&Scope::parse(&previous).unwrap_or_default());
+    }
+    let now = state.clock.now();
+    state
+        .store
+        .save_consent(user.id, client_id, &granted.to_string(), now)
+        .await?;
+    let mut event = crate::store::AuditEvent::new("consent.granted", now);
+    event.subject = Some(user.id.to_string());
+    event.client_id = Some(client_id.to_string());
+    event.detail = serde_json::json!({"scope": granted.to_string()});
+    let _ = state.store.record_audit(&event).await;
+    Ok(())
+}
+
 /// The consent form's answer: allow records the grant and resumes; deny tells the client.
 pub async fn consent_decision(
     state: &AppState,
@@ -425,16 +453,7 @@ pub async fn consent_decision(
     };
     match decision {
         Some("allow") => {
-            let mut granted = request.scope.clone();
-            if let Ok(Some(previous)) = state.store.get_consent(user.id, &client.id).await {
-                granted = granted.union(&Scope::parse(&previous).unwrap_or_default());
-            }
-            let now = state.clock.now();
-            if let Err(e) = state
-                .store
-                .save_consent(user.id, &client.id, &granted.to_string(), now)
-                .await
-            {
+            if let Err(e) = grant_consent(state, user, &client.id, &request.scope).await {
                 tracing::error!(error = %e, "could not save consent");
                 return error_page(
                     state,
@@ -444,11 +463,6 @@ pub async fn consent_decision(
                     "Please try again in a moment.",
                 );
             }
-            let mut event = crate::store::AuditEvent::new("consent.granted", now);
-            event.subject = Some(user.id.to_string());
-            event.client_id = Some(client.id.clone());
-            event.detail = serde_json::json!({"scope": granted.to_string()});
-            let _ = state.store.record_audit(&event).await;
             redirect(resume_url(state, return_to, "consent"))
         }
         Some("deny") => respond(
@@ -634,7 +648,9 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
     };
     let result = match grant_type {
         // RFC 6749 §5.2: a known grant the client is not registered for.
-        "authorization_code" | "refresh_token" | "client_credentials" if !allowed => {
+        "authorization_code" | "refresh_token" | "client_credentials" | GRANT_DEVICE_CODE
+            if !allowed =>
+        {
             Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
                 format!("this client is not registered for the {grant_type} grant"),
@@ -643,6 +659,9 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
         "authorization_code" => authorization_code::exchange(&ctx, &client, &params).await,
         "refresh_token" => refresh_token::exchange(&ctx, &client, &params).await,
         "client_credentials" => client_credentials::exchange(&ctx, &client, &params),
+        GRANT_DEVICE_CODE if state.settings.device.enabled => {
+            device_code::exchange(&ctx, &client, &params).await
+        }
         other => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!("grant_type {other:?} is not supported"),

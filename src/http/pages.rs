@@ -237,13 +237,7 @@ pub fn consent_page(
         return_to: return_to.to_string(),
         client_name: client_name.to_string(),
         user_email: user.email.clone(),
-        scopes: scope
-            .iter()
-            .map(|s| ScopeLine {
-                name: s.to_string(),
-                description: describe_scope(s),
-            })
-            .collect(),
+        scopes: scope_lines(scope),
     };
     html(
         StatusCode::OK,
@@ -252,18 +246,33 @@ pub fn consent_page(
     )
 }
 
-/// Only our own authorization endpoint, or one of the account pages, may be a place to
-/// return to (no open redirect).
+/// The consent page's words for each scope (`claims::describe_scope`).
+pub fn scope_lines(scope: &Scope) -> Vec<ScopeLine> {
+    scope
+        .iter()
+        .map(|s| ScopeLine {
+            name: s.to_string(),
+            description: describe_scope(s),
+        })
+        .collect()
+}
+
+/// Only our own authorization endpoint, one of the account pages, or the device flow's
+/// confirmation of a code may be a place to return to (no open redirect).
 pub fn safe_return_to(raw: Option<&str>) -> Option<&str> {
     raw.filter(|r| {
-        (r.starts_with("/authorize?") || crate::http::account::is_page(r))
-            && !r.contains(['\r', '\n', '#'])
+        (r.starts_with("/authorize?") || is_own_page(r)) && !r.contains(['\r', '\n', '#'])
     })
+}
+
+/// A page of ours (not an authorization request) a sign-in may return to.
+fn is_own_page(return_to: &str) -> bool {
+    crate::http::account::is_page(return_to) || crate::http::device::is_return_path(return_to)
 }
 
 /// Where a finished sign-in goes: the authorization request it interrupted, or a page of ours.
 fn next_after_sign_in(state: &AppState, return_to: &str) -> String {
-    if crate::http::account::is_page(return_to) {
+    if is_own_page(return_to) {
         crate::protocol::discovery::endpoint(&state.settings.issuer, return_to)
     } else {
         oauth::resume_url(state, return_to, "login")
@@ -428,7 +437,7 @@ pub async fn mfa_page(
 }
 
 /// A second-factor problem that is not a wrong code: an expired sign-in, a limit, an outage.
-fn mfa_failure(state: &AppState, req: &Request, e: MfaError) -> Response {
+pub(crate) fn mfa_failure(state: &AppState, req: &Request, e: MfaError) -> Response {
     match e {
         MfaError::Throttled { policy, decision } => {
             too_many_page(state, req, "mfa_account", policy, &decision)

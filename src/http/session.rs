@@ -204,6 +204,12 @@ pub fn csrf_token(state: &AppState, req: &Request) -> (String, Option<String>) {
     }
 }
 
+/// A name for this browser that is not a secret (the SHA-256 of its CSRF cookie), for limits
+/// counted per browser; `None` before it has one.
+pub fn browser_id(state: &AppState, req: &Request) -> Option<String> {
+    read_cookie(req, &cookie_name(state, CSRF)).map(|c| random::hash_secret(&c))
+}
+
 pub fn csrf_ok(state: &AppState, req: &Request, presented: Option<&str>) -> bool {
     match (read_cookie(req, &cookie_name(state, CSRF)), presented) {
         (Some(cookie), Some(field)) => cookie.as_bytes().ct_eq(field.as_bytes()).into(),

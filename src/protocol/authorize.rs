@@ -113,6 +113,24 @@ pub fn target_of(
     }
 }
 
+/// RFC 6749 §3.3: the `scope` a client asks for: present, well-formed, and within what the
+/// client is registered for. The one rule of `/authorize` and `/device_authorization`.
+pub fn requested_scope(raw: Option<&str>, client: &Client) -> Result<Scope, (ErrorCode, String)> {
+    let scope = match raw {
+        None => return Err((ErrorCode::InvalidScope, "scope is missing".into())),
+        Some(raw) => Scope::parse(raw).map_err(|e| (ErrorCode::InvalidScope, e.to_string()))?,
+    };
+    let allowed = Scope::parse(&client.scope).unwrap_or_default();
+    let extra: Vec<&str> = scope.iter().filter(|s| !allowed.contains(s)).collect();
+    if !extra.is_empty() {
+        return Err((
+            ErrorCode::InvalidScope,
+            format!("this client may not request: {}", extra.join(" ")),
+        ));
+    }
+    Ok(scope)
+}
+
 /// Validates `params` for `client` (the client named by `client_id`, if it exists).
 pub fn validate(
     params: &Params,
@@ -213,18 +231,7 @@ pub fn validate(
     }
 
     // RFC 6749 §3.3.
-    let scope = match params.get("scope") {
-        None => return Err(fail(ErrorCode::InvalidScope, "scope is missing".into())),
-        Some(raw) => Scope::parse(raw).map_err(|e| fail(ErrorCode::InvalidScope, e.to_string()))?,
-    };
-    let allowed = Scope::parse(&client.scope).unwrap_or_default();
-    let extra: Vec<&str> = scope.iter().filter(|s| !allowed.contains(s)).collect();
-    if !extra.is_empty() {
-        return Err(fail(
-            ErrorCode::InvalidScope,
-            format!("this client may not request: {}", extra.join(" ")),
-        ));
-    }
+    let scope = requested_scope(params.get("scope"), client).map_err(|(c, m)| fail(c, m))?;
 
     // RFC 7636 §4.3-4.4 and RFC 9700 §2.1.1.
     let code_challenge = params.get("code_challenge").map(str::to_string);

@@ -24,6 +24,9 @@ pub struct ProviderMetadata {
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
     pub end_session_endpoint: String,
+    /// RFC 8628 §4, when the device flow is enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_authorization_endpoint: Option<String>,
     pub jwks_uri: String,
     pub response_types_supported: Vec<&'static str>,
     pub response_modes_supported: Vec<&'static str>,
@@ -72,6 +75,7 @@ impl ProviderMetadata {
             revocation_endpoint: endpoint(issuer, "/revoke"),
             introspection_endpoint: endpoint(issuer, "/introspect"),
             end_session_endpoint: endpoint(issuer, "/end_session"),
+            device_authorization_endpoint: None,
             jwks_uri: endpoint(issuer, "/jwks.json"),
             response_types_supported: vec!["code"],
             response_modes_supported: vec!["query", "form_post"],
@@ -120,6 +124,19 @@ impl ProviderMetadata {
     }
 }
 
+impl ProviderMetadata {
+    /// RFC 8628 §4: the device authorization endpoint, and its grant type, when enabled.
+    pub fn with_device_flow(mut self, enabled: bool) -> ProviderMetadata {
+        if enabled {
+            self.device_authorization_endpoint =
+                Some(endpoint(&self.issuer, "/device_authorization"));
+            self.grant_types_supported
+                .push(crate::clients::GRANT_DEVICE_CODE);
+        }
+        self
+    }
+}
+
 /// The absolute URL of one of our endpoints. The issuer has no trailing slash (checked
 /// at start-up), and may carry a path when Portcullis is served under a prefix.
 pub fn endpoint(issuer: &str, path: &str) -> String {
@@ -153,5 +170,23 @@ mod tests {
         .unwrap();
         assert!(json.get("pushed_authorization_request_endpoint").is_none());
         assert!(json.get("require_pushed_authorization_requests").is_none());
+    }
+
+    #[test]
+    fn the_device_flow_is_listed_only_when_enabled() {
+        let off = ProviderMetadata::new("https://id.example.com", false).with_device_flow(false);
+        let json = serde_json::to_value(&off).unwrap();
+        assert!(json.get("device_authorization_endpoint").is_none());
+        assert!(!off
+            .grant_types_supported
+            .contains(&crate::clients::GRANT_DEVICE_CODE));
+        let on = ProviderMetadata::new("https://id.example.com", false).with_device_flow(true);
+        assert_eq!(
+            on.device_authorization_endpoint.as_deref(),
+            Some("https://id.example.com/device_authorization")
+        );
+        assert!(on
+            .grant_types_supported
+            .contains(&crate::clients::GRANT_DEVICE_CODE));
     }
 }

@@ -43,6 +43,12 @@ pub enum ErrorCode {
     InvalidToken,
     /// RFC 6750 §3.1: the token lacks a needed scope.
     InsufficientScope,
+    /// RFC 8628 §3.5: the user has not decided yet; keep polling at the interval.
+    AuthorizationPending,
+    /// RFC 8628 §3.5: still pending, and the interval grows by 5 s for this and later polls.
+    SlowDown,
+    /// RFC 8628 §3.5: the device code's lifetime is over; start a new device authorization.
+    ExpiredToken,
 }
 
 impl ErrorCode {
@@ -66,6 +72,9 @@ impl ErrorCode {
             ErrorCode::InvalidRequestUri => "invalid_request_uri",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::ExpiredToken => "expired_token",
         }
     }
 

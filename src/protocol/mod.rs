@@ -4,6 +4,7 @@ pub mod assertion;
 pub mod authorize;
 pub mod claims;
 pub mod client_auth;
+pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod introspect;

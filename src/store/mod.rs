@@ -7,6 +7,7 @@ pub mod postgres;
 mod sql;
 mod sql_accounts;
 mod sql_admin;
+mod sql_device;
 mod sql_mfa;
 mod sql_par;
 pub mod sqlite;
@@ -18,6 +19,7 @@ use uuid::Uuid;
 
 pub use model::*;
 pub use sql_par::{ParStore, PushedRequest};
+pub use sql_device::{DeviceApproval, DeviceGrant, DeviceStatus, DeviceStore};
 
 /// Unix time in seconds (UTC), the one time representation in storage.
 pub type Timestamp = i64;
@@ -443,6 +445,7 @@ pub trait Store:
     + DenyListStore
     + RefreshStore
     + ParStore
+    + DeviceStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -8,6 +8,7 @@ use sqlx::{PgPool, Postgres};
 use super::sql::impl_sql_store;
 use super::sql_accounts::impl_sql_account_store;
 use super::sql_admin::impl_sql_admin_store;
+use super::sql_device::impl_sql_device_store;
 use super::sql_mfa::impl_sql_mfa_store;
 use super::sql_par::impl_sql_par_store;
 
@@ -43,3 +44,4 @@ impl_sql_account_store!(PostgresStore, Postgres, "postgres");
 impl_sql_mfa_store!(PostgresStore, Postgres, "postgres");
 impl_sql_admin_store!(PostgresStore, Postgres, "postgres");
 impl_sql_par_store!(PostgresStore, Postgres, "postgres");
+impl_sql_device_store!(PostgresStore, Postgres, "postgres");

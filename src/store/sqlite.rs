@@ -9,6 +9,7 @@ use sqlx::{Sqlite, SqlitePool};
 use super::sql::impl_sql_store;
 use super::sql_accounts::impl_sql_account_store;
 use super::sql_admin::impl_sql_admin_store;
+use super::sql_device::impl_sql_device_store;
 use super::sql_mfa::impl_sql_mfa_store;
 use super::sql_par::impl_sql_par_store;
 
@@ -65,3 +66,4 @@ impl_sql_account_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_mfa_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_admin_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_par_store!(SqliteStore, Sqlite, "sqlite");
+impl_sql_device_store!(SqliteStore, Sqlite, "sqlite");

@@ -14,6 +14,7 @@ mod code_flow;
 mod common;
 mod config;
 mod console;
+mod device_flow;
 mod documents;
 mod flow_errors;
 mod ipv6_limits;

@@ -64,7 +64,16 @@ async fn discovery_documents_name_the_exact_issuer_and_jwks() {
         assert_eq!(doc["request_uri_parameter_supported"], false);
         assert_eq!(
             doc["grant_types_supported"],
-            serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
+            serde_json::json!([
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:device_code"
+            ])
+        );
+        assert_eq!(
+            doc["device_authorization_endpoint"],
+            app.url("/device_authorization").as_str()
         );
     }
 }

@@ -1696,3 +1696,176 @@ async fn prefix_search_is_an_index_range_scan_on_postgres() {
         assert!(!plan.iter().any(|l| l.contains("Seq Scan")), "{plan:#?}");
     }
 }
+
+// The device authorization grant (RFC 8628): each step of a grant is one conditional update.
+
+fn device_grant(device_code_hash: &str, user_code_hash: &str) -> store::DeviceGrant {
+    store::DeviceGrant::pending(
+        device_code_hash.into(),
+        user_code_hash.into(),
+        "tv",
+        "openid offline_access",
+        5,
+        1000,
+        1600,
+    )
+}
+
+async fn a_device_grant_is_approved_and_redeemed_exactly_once(store: Arc<dyn Store>) {
+    store.create_client(&client("tv")).await.unwrap();
+    let ada = user("ada@example.org");
+    store.create_user(&ada).await.unwrap();
+    let grant = device_grant("dev-1", "uc-1");
+    store.create_device_grant(&grant).await.unwrap();
+    let taken = store
+        .create_device_grant(&device_grant("dev-2", "uc-1"))
+        .await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    assert_eq!(
+        store.get_device_grant("dev-1").await.unwrap(),
+        Some(grant.clone())
+    );
+    assert_eq!(
+        store.find_device_grant_by_user_code("uc-1").await.unwrap(),
+        Some(grant.clone())
+    );
+    assert!(store.get_device_grant("dev-2").await.unwrap().is_none());
+
+    store.record_device_poll("dev-1", 1100, 10).await.unwrap();
+    let polled = store.get_device_grant("dev-1").await.unwrap().unwrap();
+    assert_eq!(
+        (polled.last_polled_at, polled.interval_secs),
+        (Some(1100), 10)
+    );
+    assert!(
+        !store
+            .redeem_device_grant("dev-1", 1100, "j0")
+            .await
+            .unwrap(),
+        "not approved"
+    );
+
+    let approval = store::DeviceApproval {
+        user_id: ada.id,
+        session_id_hash: "session".into(),
+        auth_time: 1050,
+        amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
+        acr: Some("mfa".into()),
+    };
+    assert!(
+        !store
+            .approve_device_grant("uc-1", &approval, 1600)
+            .await
+            .unwrap(),
+        "expired"
+    );
+    assert!(store
+        .approve_device_grant("uc-1", &approval, 1200)
+        .await
+        .unwrap());
+    assert!(!store
+        .approve_device_grant("uc-1", &approval, 1201)
+        .await
+        .unwrap());
+    assert!(!store.deny_device_grant("uc-1", ada.id, 1201).await.unwrap());
+    let approved = store.get_device_grant("dev-1").await.unwrap().unwrap();
+    assert_eq!(approved.status, store::DeviceStatus::Approved);
+    assert_eq!(approved.user_id, Some(ada.id));
+    assert_eq!(approved.session_id_hash.as_deref(), Some("session"));
+    assert_eq!(approved.auth_time, Some(1050));
+    assert_eq!(approved.amr, approval.amr);
+    assert_eq!(approved.acr.as_deref(), Some("mfa"));
+    assert_eq!(approved.decided_at, Some(1200));
+    // A poll no longer moves an approved grant's interval.
+    store.record_device_poll("dev-1", 1250, 99).await.unwrap();
+    assert_eq!(
+        store
+            .get_device_grant("dev-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .interval_secs,
+        10
+    );
+
+    let (a, b) = tokio::join!(
+        store.redeem_device_grant("dev-1", 1300, "j1"),
+        store.redeem_device_grant("dev-1", 1300, "j2")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a ^ b, "exactly one redemption wins: {a} {b}");
+    let redeemed = store.get_device_grant("dev-1").await.unwrap().unwrap();
+    assert_eq!(redeemed.status, store::DeviceStatus::Redeemed);
+    assert_eq!(redeemed.redeemed_at, Some(1300));
+    let jti = if a { "j1" } else { "j2" };
+    assert_eq!(redeemed.access_token_jti.as_deref(), Some(jti));
+    assert!(!store
+        .redeem_device_grant("dev-1", 1301, "j3")
+        .await
+        .unwrap());
+    assert!(
+        !store.expire_device_grant("dev-1", 2000).await.unwrap(),
+        "spent, not expired"
+    );
+}
+
+async fn device_grants_expire_once_and_are_purged_in_batches(store: Arc<dyn Store>) {
+    store.create_client(&client("tv")).await.unwrap();
+    let ada = user("ada@example.org");
+    store.create_user(&ada).await.unwrap();
+    store
+        .create_device_grant(&device_grant("p", "uc-p"))
+        .await
+        .unwrap();
+    store
+        .create_device_grant(&device_grant("d", "uc-d"))
+        .await
+        .unwrap();
+    assert!(store.deny_device_grant("uc-d", ada.id, 1100).await.unwrap());
+    assert!(!store.deny_device_grant("uc-d", ada.id, 1101).await.unwrap());
+    let denied = store.get_device_grant("d").await.unwrap().unwrap();
+    assert_eq!(denied.status, store::DeviceStatus::Denied);
+    assert_eq!(denied.user_id, Some(ada.id));
+
+    assert!(
+        !store.expire_device_grant("p", 1599).await.unwrap(),
+        "still live"
+    );
+    assert!(store.expire_device_grant("p", 1600).await.unwrap());
+    assert!(
+        !store.expire_device_grant("p", 1601).await.unwrap(),
+        "counted once"
+    );
+    assert!(store.expire_device_grant("d", 1600).await.unwrap());
+    assert_eq!(
+        store.get_device_grant("p").await.unwrap().unwrap().status,
+        store::DeviceStatus::Expired
+    );
+    assert_eq!(store.purge_device_grants(1600, 10).await.unwrap(), 0);
+    assert_eq!(store.purge_device_grants(1601, 1).await.unwrap(), 1);
+    assert_eq!(store.purge_device_grants(1601, 10).await.unwrap(), 1);
+    assert!(store.get_device_grant("p").await.unwrap().is_none());
+    // A deleted client takes its grants along.
+    store
+        .create_device_grant(&device_grant("q", "uc-q"))
+        .await
+        .unwrap();
+    assert!(store.delete_client("tv").await.unwrap());
+    assert!(store.get_device_grant("q").await.unwrap().is_none());
+}
+
+mod device_sqlite {
+    use super::*;
+    contract_suite!(@tests sqlite_db;
+        a_device_grant_is_approved_and_redeemed_exactly_once,
+        device_grants_expire_once_and_are_purged_in_batches,
+    );
+}
+
+mod device_postgres {
+    use super::*;
+    contract_suite!(@tests postgres_db;
+        a_device_grant_is_approved_and_redeemed_exactly_once,
+        device_grants_expire_once_and_are_purged_in_batches,
+    );
+}

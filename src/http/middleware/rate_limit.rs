@@ -75,7 +75,7 @@ pub fn client_ip(req: &Request) -> Option<IpAddr> {
     req.extensions().get::<ClientIp>().map(|c| c.0)
 }
 
-const PAGES: [&str; 8] = [
+const PAGES: [&str; 10] = [
     "/login",
     "/register",
     "/forgot-password",
@@ -84,6 +84,8 @@ const PAGES: [&str; 8] = [
     "/consent",
     "/end_session",
     "/static/portcullis.css",
+    "/device",
+    "/device/confirm",
 ];
 
 /// The default policy, per client IP, for every route but the health probes: the refusal to

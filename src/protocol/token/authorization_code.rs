@@ -7,7 +7,7 @@ use crate::protocol::scope::Scope;
 use crate::protocol::token::{new_jti, refresh_token, storage_failed, TokenContext, TokenResponse};
 use crate::protocol::tokens::Grant;
 use crate::random;
-use crate::store::{AuditEvent, AuthorizationCode, Client};
+use crate::store::{AuditEvent, AuthorizationCode, Client, Timestamp, User};
 
 /// One description for every bad code, so a probe learns nothing about which check failed.
 const BAD_CODE: &str = "the authorization code is invalid, expired, or was already used";
@@ -84,16 +84,6 @@ pub async fn exchange(
         .map_err(storage_failed)?
         .filter(|u| !u.disabled && u.deleted_at.is_none())
         .ok_or_else(|| OAuthError::invalid_grant(BAD_CODE))?;
-    let sid = match &stored.session_id_hash {
-        Some(h) => ctx
-            .store
-            .get_session(h)
-            .await
-            .map_err(storage_failed)?
-            .map(|s| s.sid),
-        None => None,
-    };
-
     // The one atomic step: of concurrent redemptions exactly one passes.
     let jti = new_jti();
     if !ctx
@@ -109,35 +99,80 @@ pub async fn exchange(
     }
 
     let scope = Scope::parse(&stored.scope).unwrap_or_default();
-    let grant = Grant {
-        issuer: &ctx.settings.issuer,
-        client_id: &client.id,
-        user: Some(&user),
+    let signed_in = UserGrant {
+        user: &user,
         scope: &scope,
+        session_id_hash: stored.session_id_hash.as_deref(),
+        auth_code_hash: Some(&code_hash),
         auth_time: stored.auth_time,
         amr: &stored.amr,
         acr: stored.acr.as_deref(),
         nonce: stored.nonce.as_deref(),
+    };
+    mint_for_user(ctx, client, &signed_in, &jti).await
+}
+
+/// What a user's sign-in granted a client, as a redeemed authorization code (or an approved
+/// device code, RFC 8628) carries it into the tokens.
+pub struct UserGrant<'a> {
+    pub user: &'a User,
+    pub scope: &'a Scope,
+    /// The browser session of the sign-in: the ID token's `sid`, and refresh tokens bound to it.
+    pub session_id_hash: Option<&'a str>,
+    /// The code redeemed, so that a replay of it revokes the refresh tokens it issued.
+    pub auth_code_hash: Option<&'a str>,
+    pub auth_time: Timestamp,
+    pub amr: &'a [String],
+    pub acr: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+}
+
+/// The access token (with `jti`), an ID token for OpenID scopes (with the session's `sid`),
+/// and a refresh token as configured for the client.
+pub async fn mint_for_user(
+    ctx: &TokenContext<'_>,
+    client: &Client,
+    g: &UserGrant<'_>,
+    jti: &str,
+) -> Result<TokenResponse, OAuthError> {
+    let sid = match g.session_id_hash {
+        Some(h) => ctx
+            .store
+            .get_session(h)
+            .await
+            .map_err(storage_failed)?
+            .map(|s| s.sid),
+        None => None,
+    };
+    let grant = Grant {
+        issuer: &ctx.settings.issuer,
+        client_id: &client.id,
+        user: Some(g.user),
+        scope: g.scope,
+        auth_time: g.auth_time,
+        amr: g.amr,
+        acr: g.acr,
+        nonce: g.nonce,
         sid: sid.as_deref(),
         now: ctx.now,
     };
-    let refresh = if refresh_token::may_issue(client, &scope) {
+    let refresh = if refresh_token::may_issue(client, g.scope) {
         let first = refresh_token::FirstToken {
             client_id: &client.id,
-            user_id: user.id,
-            scope: &scope,
-            session_id_hash: stored.session_id_hash.as_deref(),
-            auth_code_hash: Some(&code_hash),
-            auth_time: stored.auth_time,
-            amr: &stored.amr,
-            acr: stored.acr.as_deref(),
-            access_token_jti: &jti,
+            user_id: g.user.id,
+            scope: g.scope,
+            session_id_hash: g.session_id_hash,
+            auth_code_hash: g.auth_code_hash,
+            auth_time: g.auth_time,
+            amr: g.amr,
+            acr: g.acr,
+            access_token_jti: jti,
         };
         Some(refresh_token::issue_first(ctx, &first).await?)
     } else {
         None
     };
-    ctx.mint(client, &grant, &jti, refresh)
+    ctx.mint(client, &grant, jti, refresh)
 }
 
 /// Denies the access token issued from the code and revokes its refresh tokens.
