@@ -20,7 +20,7 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// The routes HTTP metrics are labelled with; any other path counts as `other`.
-pub const ROUTES: [&str; 34] = [
+pub const ROUTES: [&str; 35] = [
     "/.well-known/openid-configuration",
     "/.well-known/oauth-authorization-server",
     "/jwks.json",
@@ -54,6 +54,7 @@ pub const ROUTES: [&str; 34] = [
     "/users",
     "/admin/audit",
     "/openapi.json",
+    "/connect/register",
     "/users/{id}",
 ];
 const OTHER_ROUTE: usize = ROUTES.len();
@@ -70,6 +71,10 @@ impl Route {
     pub fn of(path: &str) -> Route {
         if path.starts_with("/users/") {
             return Route(USERS_ID);
+        }
+        // Each client's configuration endpoint counts as the registration endpoint.
+        if path.starts_with("/connect/register/") {
+            return Route::of("/connect/register");
         }
         Route(
             ROUTES
@@ -161,7 +166,7 @@ pub struct Metrics {
 }
 
 /// Help texts of every series, so the exposition documents itself.
-const HELP: [(&str, &str, &str); 11] = [
+const HELP: [(&str, &str, &str); 13] = [
     (
         "portcullis_http_requests_total",
         "counter",
@@ -216,6 +221,16 @@ const HELP: [(&str, &str, &str); 11] = [
         "portcullis_mfa_changes_total",
         "counter",
         "Second factors enrolled, removed or reset, by kind.",
+    ),
+    (
+        "portcullis_client_registrations_total",
+        "counter",
+        "Dynamic client registrations (RFC 7591) by mode and result.",
+    ),
+    (
+        "portcullis_client_registration_management_total",
+        "counter",
+        "Reads, updates and deletions of dynamic registrations (RFC 7592), and unused clients expired, by result.",
     ),
 ];
 

@@ -11,6 +11,7 @@ pub mod middleware;
 pub mod oauth;
 pub mod oidc;
 pub mod pages;
+pub mod registration;
 pub mod session;
 pub mod tokens;
 

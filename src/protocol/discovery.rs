@@ -51,6 +51,9 @@ pub struct ProviderMetadata {
     /// OIDC Back-Channel Logout §2.1.
     pub backchannel_logout_supported: bool,
     pub backchannel_logout_session_supported: bool,
+    /// RFC 8414 §2 / RFC 7591 §3: only while registration is switched on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
 }
 
 impl ProviderMetadata {
@@ -98,7 +101,20 @@ impl ProviderMetadata {
             request_uri_parameter_supported: false,
             backchannel_logout_supported: true,
             backchannel_logout_session_supported: true,
+            registration_endpoint: None,
         }
+    }
+
+    /// Advertises the dynamic client registration endpoint (when `registration.mode` is not
+    /// `off`).
+    pub fn with_registration(mut self, enabled: bool) -> ProviderMetadata {
+        self.registration_endpoint = enabled.then(|| {
+            endpoint(
+                &self.issuer,
+                crate::clients::dynamic::REGISTRATION_PATH,
+            )
+        });
+        self
     }
 }
 

@@ -10,6 +10,7 @@ pub mod introspect;
 pub mod params;
 pub mod pkce;
 pub mod redirect_uri;
+pub mod registration;
 pub mod scope;
 pub mod token;
 pub mod tokens;

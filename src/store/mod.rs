@@ -8,6 +8,7 @@ mod sql;
 mod sql_accounts;
 mod sql_admin;
 mod sql_mfa;
+mod sql_registration;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 pub use model::*;
+pub use sql_registration::{DynamicRegistration, InitialAccessToken, RegistrationStore};
 
 /// Unix time in seconds (UTC), the one time representation in storage.
 pub type Timestamp = i64;
@@ -440,6 +442,7 @@ pub trait Store:
     + ConsentStore
     + DenyListStore
     + RefreshStore
+    + RegistrationStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

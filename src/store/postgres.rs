@@ -9,6 +9,7 @@ use super::sql::impl_sql_store;
 use super::sql_accounts::impl_sql_account_store;
 use super::sql_admin::impl_sql_admin_store;
 use super::sql_mfa::impl_sql_mfa_store;
+use super::sql_registration::impl_sql_registration_store;
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -41,3 +42,4 @@ impl_sql_store!(PostgresStore, Postgres, "postgres");
 impl_sql_account_store!(PostgresStore, Postgres, "postgres");
 impl_sql_mfa_store!(PostgresStore, Postgres, "postgres");
 impl_sql_admin_store!(PostgresStore, Postgres, "postgres");
+impl_sql_registration_store!(PostgresStore, Postgres, "postgres");

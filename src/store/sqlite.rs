@@ -10,6 +10,7 @@ use super::sql::impl_sql_store;
 use super::sql_accounts::impl_sql_account_store;
 use super::sql_admin::impl_sql_admin_store;
 use super::sql_mfa::impl_sql_mfa_store;
+use super::sql_registration::impl_sql_registration_store;
 
 pub struct SqliteStore {
     /// Reads: up to `database.max_connections`, side by side (WAL: readers never wait).
@@ -63,3 +64,4 @@ impl_sql_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_account_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_mfa_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_admin_store!(SqliteStore, Sqlite, "sqlite");
+impl_sql_registration_store!(SqliteStore, Sqlite, "sqlite");

@@ -23,6 +23,7 @@ mod loopback_redirects;
 mod mfa;
 mod passkeys;
 mod processes;
+mod registration;
 mod server;
 mod soft_passkey;
 mod store_contract;
