@@ -132,7 +132,10 @@ impl RegistrationSettings {
             return Err(invalid(
                 "registration.allowed_grant_types",
                 bad,
-                &format!("grant types among {}", crate::clients::KNOWN_GRANTS.join(", ")),
+                &format!(
+                    "grant types among {}",
+                    crate::clients::KNOWN_GRANTS.join(", ")
+                ),
             ));
         }
         if self.allowed_grant_types.is_empty() {

@@ -458,7 +458,10 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> Result<(), CliError
                 );
             } else {
                 println!("initial access token: {}", token.expose_secret());
-                println!("  valid until {} (shown only now: store it safely)", show_time(expires_at));
+                println!(
+                    "  valid until {} (shown only now: store it safely)",
+                    show_time(expires_at)
+                );
                 println!("  a client registers with: POST /connect/register, Authorization: Bearer <token>");
             }
             Ok(())

@@ -172,7 +172,11 @@ impl RegistrationService {
     /// RFC 7591 §3.1-3.2: registers the client the JSON `body` describes. Validated as a
     /// whole before anything is written.
     #[tracing::instrument(skip_all, fields(mode = mode.as_str()))]
-    pub async fn register(&self, body: &[u8], mode: RegistrationMode) -> Result<Issued, DynamicError> {
+    pub async fn register(
+        &self,
+        body: &[u8],
+        mode: RegistrationMode,
+    ) -> Result<Issued, DynamicError> {
         let request = match metadata::parse(body, &self.policy(), RequestKind::Register) {
             Ok(r) => r,
             Err(e) => {
@@ -254,7 +258,10 @@ impl RegistrationService {
 
     /// A new registration access token in place of the one presented: one conditional update,
     /// so a token is spent once even by two parallel requests.
-    async fn rotate(&self, registration: &DynamicRegistration) -> Result<SecretString, DynamicError> {
+    async fn rotate(
+        &self,
+        registration: &DynamicRegistration,
+    ) -> Result<SecretString, DynamicError> {
         let token = random::token(32);
         let rotated = self
             .store
@@ -301,8 +308,8 @@ impl RegistrationService {
         if request.client_id.as_deref() != Some(client.id.as_str()) {
             return Err(MetadataError {
                 code: metadata::MetadataErrorCode::InvalidClientMetadata,
-                description: "client_id: must be the client_id of this registration (RFC 7592 §2.2)"
-                    .into(),
+                description:
+                    "client_id: must be the client_id of this registration (RFC 7592 §2.2)".into(),
             }
             .into());
         }
@@ -361,9 +368,9 @@ impl RegistrationService {
                 self.managed("delete", "ok");
                 Ok(())
             }
-            Err(ClientError::NotFound(_)) => Err(DynamicError::InvalidToken(
-                "the client no longer exists",
-            )),
+            Err(ClientError::NotFound(_)) => {
+                Err(DynamicError::InvalidToken("the client no longer exists"))
+            }
             Err(e) => Err(DynamicError::Store(e.to_string())),
         }
     }
@@ -440,7 +447,9 @@ impl RegistrationService {
                     self.managed("expired", "ok");
                 }
                 Err(ClientError::NotFound(_)) => {}
-                Err(e) => tracing::warn!(error = %e, client_id = %id, "could not delete an unused registered client"),
+                Err(e) => {
+                    tracing::warn!(error = %e, client_id = %id, "could not delete an unused registered client")
+                }
             }
         }
         Ok(removed)

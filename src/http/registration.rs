@@ -4,7 +4,7 @@
 //! §3 `invalid_token` challenge. `/register` is the sign-up page for people, not this.
 
 use poem::http::StatusCode;
-use poem::web::{Data, Path};
+use poem::web::Data;
 use poem::{handler, Body, IntoResponse, Request, Response};
 
 use crate::app::AppState;
@@ -20,15 +20,9 @@ use crate::protocol::registration::MetadataErrorCode;
 pub async fn register(req: &Request, body: Body, state: Data<&AppState>) -> Response {
     let state = *state;
     let service = &state.registration;
-    if service.mode() == RegistrationMode::Off {
-        return not_found();
-    }
-    if let Some(refusal) = over_limit(state, req).await {
-        return refusal;
-    }
-    let bearer = match bearer(req) {
+    let bearer = match door(state, req, true).await {
         Ok(b) => b,
-        Err(e) => return answer(e),
+        Err(resp) => return resp,
     };
     let mode = match service.admit(bearer.as_deref()).await {
         Ok(mode) => mode,
@@ -46,18 +40,12 @@ pub async fn register(req: &Request, body: Body, state: Data<&AppState>) -> Resp
 
 /// `GET /connect/register/{client_id}` (RFC 7592 §2.1).
 #[handler]
-pub async fn read(
-    req: &Request,
-    Path(client_id): Path<String>,
-    state: Data<&AppState>,
-) -> Response {
+pub async fn read(req: &Request, state: Data<&AppState>) -> Response {
+    let client_id = client_id(req);
     let service = &state.registration;
-    if service.mode() == RegistrationMode::Off {
-        return not_found();
-    }
-    let bearer = match bearer(req) {
+    let bearer = match door(*state, req, false).await {
         Ok(b) => b,
-        Err(e) => return answer(e),
+        Err(resp) => return resp,
     };
     match service.read(&client_id, bearer.as_deref()).await {
         Ok(issued) => information(StatusCode::OK, &service.information(&issued)),
@@ -67,20 +55,13 @@ pub async fn read(
 
 /// `PUT /connect/register/{client_id}` (RFC 7592 §2.2).
 #[handler]
-pub async fn update(
-    req: &Request,
-    Path(client_id): Path<String>,
-    body: Body,
-    state: Data<&AppState>,
-) -> Response {
+pub async fn update(req: &Request, body: Body, state: Data<&AppState>) -> Response {
+    let client_id = client_id(req);
     let state = *state;
     let service = &state.registration;
-    if service.mode() == RegistrationMode::Off {
-        return not_found();
-    }
-    let bearer = match bearer(req) {
+    let bearer = match door(state, req, false).await {
         Ok(b) => b,
-        Err(e) => return answer(e),
+        Err(resp) => return resp,
     };
     let body = match read_json(state, req, body).await {
         Ok(b) => b,
@@ -94,18 +75,12 @@ pub async fn update(
 
 /// `DELETE /connect/register/{client_id}` (RFC 7592 §2.3): 204 No Content.
 #[handler]
-pub async fn delete(
-    req: &Request,
-    Path(client_id): Path<String>,
-    state: Data<&AppState>,
-) -> Response {
+pub async fn delete(req: &Request, state: Data<&AppState>) -> Response {
+    let client_id = client_id(req);
     let service = &state.registration;
-    if service.mode() == RegistrationMode::Off {
-        return not_found();
-    }
-    let bearer = match bearer(req) {
+    let bearer = match door(*state, req, false).await {
         Ok(b) => b,
-        Err(e) => return answer(e),
+        Err(resp) => return resp,
     };
     match service.delete(&client_id, bearer.as_deref()).await {
         Ok(()) => {
@@ -115,6 +90,27 @@ pub async fn delete(
         }
         Err(e) => answer(e),
     }
+}
+
+/// The client id of a configuration endpoint's path, as sent: ids are hex, so anything that
+/// would need decoding names no client (and answers 401 like any unknown one).
+fn client_id(req: &Request) -> String {
+    req.raw_path_param("client_id").unwrap_or("").to_string()
+}
+
+/// What every registration route checks first: that registration is on (else 404), the
+/// per-IP limit when `count`, and the shape of the `Authorization` header. The bearer token
+/// given, if any.
+async fn door(state: &AppState, req: &Request, count: bool) -> Result<Option<String>, Response> {
+    if state.registration.mode() == RegistrationMode::Off {
+        return Err(not_found());
+    }
+    if count {
+        if let Some(refusal) = over_limit(state, req).await {
+            return Err(refusal);
+        }
+    }
+    bearer(req).map_err(answer)
 }
 
 /// Registrations per client IP (`registration.rate_limit`), counted before anything else so
@@ -143,7 +139,9 @@ fn bearer(req: &Request) -> Result<Option<String>, DynamicError> {
         DynamicError::InvalidToken("the Authorization header must be: Bearer <access token>");
     let value = value.to_str().map_err(|_| malformed)?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(Some(token.trim().to_string()))
         }
         _ => Err(DynamicError::InvalidToken(
@@ -210,10 +208,12 @@ fn metadata_error(status: StatusCode, code: MetadataErrorCode, description: &str
 fn answer(e: DynamicError) -> Response {
     match e {
         DynamicError::Off => not_found(),
-        DynamicError::InvalidToken(description) => crate::http::oidc::bearer_error(
-            OAuthError::new(ErrorCode::InvalidToken, description),
-        ),
-        DynamicError::Metadata(m) => metadata_error(StatusCode::BAD_REQUEST, m.code, &m.description),
+        DynamicError::InvalidToken(description) => {
+            crate::http::oidc::bearer_error(OAuthError::new(ErrorCode::InvalidToken, description))
+        }
+        DynamicError::Metadata(m) => {
+            metadata_error(StatusCode::BAD_REQUEST, m.code, &m.description)
+        }
         DynamicError::Store(reason) => {
             tracing::error!(error = %reason, "client registration failed");
             oauth_error_json(&OAuthError::server_error())

@@ -108,12 +108,8 @@ impl ProviderMetadata {
     /// Advertises the dynamic client registration endpoint (when `registration.mode` is not
     /// `off`).
     pub fn with_registration(mut self, enabled: bool) -> ProviderMetadata {
-        self.registration_endpoint = enabled.then(|| {
-            endpoint(
-                &self.issuer,
-                crate::clients::dynamic::REGISTRATION_PATH,
-            )
-        });
+        self.registration_endpoint =
+            enabled.then(|| endpoint(&self.issuer, crate::clients::dynamic::REGISTRATION_PATH));
         self
     }
 }

@@ -202,7 +202,9 @@ pub fn parse(
     }
 
     let registration = ClientRegistration {
-        name: m.string("client_name")?.unwrap_or_else(|| UNNAMED.to_string()),
+        name: m
+            .string("client_name")?
+            .unwrap_or_else(|| UNNAMED.to_string()),
         redirect_uris,
         post_logout_redirect_uris: m.strings("post_logout_redirect_uris")?.unwrap_or_default(),
         grant_types,
@@ -547,7 +549,10 @@ mod tests {
         assert_eq!(c.token_endpoint_auth_method, "client_secret_basic");
         assert!(c.secret_hash.is_some() && c.dynamic && !c.first_party);
         assert_eq!(c.name, UNNAMED);
-        assert_eq!(c.scope, "email openid profile", "offline_access needs refresh");
+        assert_eq!(
+            c.scope, "email openid profile",
+            "offline_access needs refresh"
+        );
         assert_eq!(c.application_type, "web");
     }
 
@@ -568,12 +573,21 @@ mod tests {
     #[test]
     fn wrong_types_name_the_field() {
         for (body, field) in [
-            (json!({"redirect_uris": "https://rp.example.com/cb"}), "redirect_uris"),
+            (
+                json!({"redirect_uris": "https://rp.example.com/cb"}),
+                "redirect_uris",
+            ),
             (json!({"redirect_uris": [1]}), "redirect_uris"),
             (json!({"client_name": 5}), "client_name"),
             (json!({"grant_types": {"a": 1}}), "grant_types"),
-            (json!({"jwks": "{\"keys\":[]}", "token_endpoint_auth_method": "private_key_jwt"}), "jwks"),
-            (json!({"backchannel_logout_session_required": "yes"}), "backchannel_logout_session_required"),
+            (
+                json!({"jwks": "{\"keys\":[]}", "token_endpoint_auth_method": "private_key_jwt"}),
+                "jwks",
+            ),
+            (
+                json!({"backchannel_logout_session_required": "yes"}),
+                "backchannel_logout_session_required",
+            ),
         ] {
             let e = register(body).unwrap_err();
             assert_eq!(e.code, MetadataErrorCode::InvalidClientMetadata);
@@ -597,7 +611,10 @@ mod tests {
             "grant_types": ["client_credentials"],
             "response_types": ["code"],
         }));
-        assert!(e.description.starts_with("grant_types, response_types"), "{e}");
+        assert!(
+            e.description.starts_with("grant_types, response_types"),
+            "{e}"
+        );
         let e = refused(json!({"grant_types": ["authorization_code"], "response_types": []}));
         assert!(e.description.contains("RFC 7591 §2.1"), "{e}");
         let e = refused(json!({"response_types": ["token"]}));
@@ -618,10 +635,15 @@ mod tests {
     #[test]
     fn grants_and_scopes_outside_the_policy_are_refused() {
         let e = refused(json!({"grant_types": ["password"]}));
-        assert!(e.description.starts_with("grant_types: \"password\""), "{e}");
+        assert!(
+            e.description.starts_with("grant_types: \"password\""),
+            "{e}"
+        );
         let e = refused(json!({"grant_types": ["device_code"]}));
         assert!(e.description.contains("not allowed"), "no short forms: {e}");
-        let e = refused(json!({"redirect_uris": ["https://rp.example.com/cb"], "scope": "openid admin"}));
+        let e = refused(
+            json!({"redirect_uris": ["https://rp.example.com/cb"], "scope": "openid admin"}),
+        );
         assert!(e.description.starts_with("scope: \"admin\""), "{e}");
         let e = refused(json!({"grant_types": []}));
         assert!(e.description.starts_with("grant_types"), "{e}");
@@ -630,14 +652,24 @@ mod tests {
     #[test]
     fn auth_methods_and_keys() {
         let uri = json!(["https://rp.example.com/cb"]);
-        let c = validated(json!({"redirect_uris": uri, "token_endpoint_auth_method": "none"})).unwrap();
+        let c =
+            validated(json!({"redirect_uris": uri, "token_endpoint_auth_method": "none"})).unwrap();
         assert!(c.is_public() && c.secret_hash.is_none());
-        let c = validated(json!({"redirect_uris": uri, "token_endpoint_auth_method": "client_secret_post"})).unwrap();
+        let c = validated(
+            json!({"redirect_uris": uri, "token_endpoint_auth_method": "client_secret_post"}),
+        )
+        .unwrap();
         assert_eq!(c.token_endpoint_auth_method, "client_secret_post");
         assert!(c.secret_hash.is_some());
-        let e = refused(json!({"redirect_uris": uri, "token_endpoint_auth_method": "client_secret_jwt"}));
-        assert!(e.description.starts_with("token_endpoint_auth_method"), "{e}");
-        let e = refused(json!({"redirect_uris": uri, "token_endpoint_auth_method": "private_key_jwt"}));
+        let e = refused(
+            json!({"redirect_uris": uri, "token_endpoint_auth_method": "client_secret_jwt"}),
+        );
+        assert!(
+            e.description.starts_with("token_endpoint_auth_method"),
+            "{e}"
+        );
+        let e =
+            refused(json!({"redirect_uris": uri, "token_endpoint_auth_method": "private_key_jwt"}));
         assert!(e.description.contains("jwks or jwks_uri"), "{e}");
         let e = refused(json!({
             "redirect_uris": uri,
@@ -674,8 +706,15 @@ mod tests {
     fn redirect_uri_problems_are_invalid_redirect_uri_and_name_the_list() {
         let e = refused(json!({"redirect_uris": ["http://rp.example.com/cb"]}));
         assert_eq!(e.code, MetadataErrorCode::InvalidRedirectUri);
-        assert!(e.description.starts_with("redirect_uris: \"http://rp.example.com/cb\""), "{e}");
-        assert!(!e.description.contains("--"), "no CLI flags on the wire: {e}");
+        assert!(
+            e.description
+                .starts_with("redirect_uris: \"http://rp.example.com/cb\""),
+            "{e}"
+        );
+        assert!(
+            !e.description.contains("--"),
+            "no CLI flags on the wire: {e}"
+        );
         let e = refused(json!({"redirect_uris": ["https://rp.example.com/cb#x"]}));
         assert_eq!(e.code, MetadataErrorCode::InvalidRedirectUri);
         let e = refused(json!({}));
@@ -685,7 +724,10 @@ mod tests {
             "post_logout_redirect_uris": ["javascript:alert(1)"],
         }));
         assert_eq!(e.code, MetadataErrorCode::InvalidClientMetadata);
-        assert!(e.description.starts_with("post_logout_redirect_uris"), "{e}");
+        assert!(
+            e.description.starts_with("post_logout_redirect_uris"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -717,8 +759,14 @@ mod tests {
             (json!({"client_uri": "not a url"}), "client_uri"),
             (json!({"client_name": ""}), "client_name"),
             (json!({"client_name": "x".repeat(101)}), "client_name"),
-            (json!({"backchannel_logout_uri": "http://rp.example.com/bc"}), "backchannel_logout_uri"),
-            (json!({"id_token_signed_response_alg": "none"}), "id_token_signed_response_alg"),
+            (
+                json!({"backchannel_logout_uri": "http://rp.example.com/bc"}),
+                "backchannel_logout_uri",
+            ),
+            (
+                json!({"id_token_signed_response_alg": "none"}),
+                "id_token_signed_response_alg",
+            ),
             (json!({"scope": ""}), "scope"),
         ] {
             let mut body = extra.clone();
@@ -773,7 +821,10 @@ mod tests {
         assert_eq!(info["client_secret_expires_at"], 0);
         assert_eq!(info["client_id_issued_at"], 100);
         assert_eq!(info["response_types"], json!(["code"]));
-        assert_eq!(info["grant_types"], json!(["authorization_code", "refresh_token"]));
+        assert_eq!(
+            info["grant_types"],
+            json!(["authorization_code", "refresh_token"])
+        );
         assert_eq!(info["logo_uri"], "https://rp.example.com/logo.png");
         assert_eq!(info["registration_access_token"], "rat");
         assert_eq!(info["scope"], "offline_access openid");

@@ -32,8 +32,11 @@ pub struct DynamicRegistration {
 pub trait RegistrationStore: Send + Sync {
     async fn create_initial_access_token(&self, token: &InitialAccessToken) -> StoreResult<()>;
     /// Whether an initial access token with this hash exists and has not expired at `now`.
-    async fn initial_access_token_valid(&self, token_hash: &str, now: Timestamp)
-        -> StoreResult<bool>;
+    async fn initial_access_token_valid(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
     /// Fails with `Conflict` if the client has a registration already.
     async fn create_dynamic_registration(&self, r: &DynamicRegistration) -> StoreResult<()>;
     async fn get_dynamic_registration(

@@ -6,13 +6,12 @@
 use std::sync::Arc;
 
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreClientRegistrationRequest,
-    CoreGrantType, CoreJwsSigningAlgorithm, CoreProviderMetadata, CoreResponseType,
+    CoreApplicationType, CoreClientAuthMethod, CoreClientRegistrationRequest, CoreGrantType,
+    CoreJwsSigningAlgorithm, CoreProviderMetadata, CoreResponseType,
 };
 use openidconnect::registration::EmptyAdditionalClientMetadata;
 use openidconnect::{
-    AccessToken, AuthorizationCode, ClientName, CsrfToken, IssuerUrl, LocalizedClaim, Nonce,
-    PkceCodeChallenge, RedirectUrl, ResponseTypes, Scope, TokenResponse,
+    AccessToken, ClientName, IssuerUrl, LocalizedClaim, RedirectUrl, ResponseTypes,
 };
 use portcullis::clock::ManualClock;
 use portcullis::config::{RegistrationMode, Settings};
@@ -20,8 +19,8 @@ use serde_json::{json, Value};
 
 use crate::cli::{stdout, Cli};
 use crate::common::{
-    auth_url, browser, form_value, fresh_database_url, location, query, sign_in_at,
-    test_settings, Landing, TestApp, TestClient, TestUser,
+    auth_url, browser, form_value, fresh_database_url, location, sign_in_at, test_settings,
+    Landing, TestApp, TestClient, TestUser,
 };
 
 const CB: &str = "https://agent.example.com/callback";
@@ -83,6 +82,11 @@ async fn register(app: &TestApp, token: Option<&str>, body: &Value) -> Answer {
     send(req).await
 }
 
+/// The body of a page the request answers with.
+async fn text(req: reqwest::RequestBuilder) -> String {
+    req.send().await.unwrap().text().await.unwrap()
+}
+
 async fn read(app: &TestApp, uri: &str, token: &str) -> Answer {
     send(app.http.get(uri).bearer_auth(token)).await
 }
@@ -110,7 +114,10 @@ fn agent() -> Value {
 fn handle(a: &Answer) -> (String, String) {
     assert_eq!(a.status, 201, "{}", a.body);
     (
-        a.body["registration_client_uri"].as_str().unwrap().to_string(),
+        a.body["registration_client_uri"]
+            .as_str()
+            .unwrap()
+            .to_string(),
         a.body["registration_access_token"]
             .as_str()
             .unwrap()
@@ -160,8 +167,13 @@ async fn open_registration_answers_201_with_the_registered_metadata_and_a_manage
         discovery["registration_endpoint"],
         app.url("/connect/register")
     );
-    let (_, _, as_metadata) = app.get_json("/.well-known/oauth-authorization-server").await;
-    assert_eq!(as_metadata["registration_endpoint"], app.url("/connect/register"));
+    let (_, _, as_metadata) = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert_eq!(
+        as_metadata["registration_endpoint"],
+        app.url("/connect/register")
+    );
 
     let a = register(&app, None, &agent()).await;
     let (uri, token) = handle(&a);
@@ -171,15 +183,24 @@ async fn open_registration_answers_201_with_the_registered_metadata_and_a_manage
     assert!(token.len() >= 43);
     assert_eq!(b["client_name"], "Research agent");
     assert_eq!(b["redirect_uris"], json!([CB]));
-    assert_eq!(b["grant_types"], json!(["authorization_code", "refresh_token"]));
+    assert_eq!(
+        b["grant_types"],
+        json!(["authorization_code", "refresh_token"])
+    );
     assert_eq!(b["response_types"], json!(["code"]));
     assert_eq!(b["token_endpoint_auth_method"], "none");
     assert_eq!(b["scope"], "email offline_access openid");
     assert_eq!(b["logo_uri"], "https://agent.example.com/logo.png");
     assert_eq!(b["application_type"], "web");
     assert!(b["client_id_issued_at"].as_i64().unwrap() > 0);
-    assert!(b.get("client_secret").is_none(), "a public client has no secret");
-    assert!(b.get("contacts").is_none(), "unregistered metadata is not claimed");
+    assert!(
+        b.get("client_secret").is_none(),
+        "a public client has no secret"
+    );
+    assert!(
+        b.get("contacts").is_none(),
+        "unregistered metadata is not claimed"
+    );
     assert_eq!(a.headers["cache-control"], "no-store");
 
     let stored = app.state.store.get_client(id).await.unwrap().unwrap();
@@ -203,7 +224,9 @@ async fn open_registration_answers_201_with_the_registered_metadata_and_a_manage
         .any(|e| e.kind == "client.created" && e.actor.as_deref() == Some("rfc7591 (open)")));
     let text = metrics(&app).await;
     assert!(
-        text.contains("portcullis_client_registrations_total{mode=\"open\",result=\"registered\"} 2"),
+        text.contains(
+            "portcullis_client_registrations_total{mode=\"open\",result=\"registered\"} 2"
+        ),
         "{text}"
     );
 }
@@ -251,7 +274,10 @@ async fn initial_token_mode_is_the_default_and_needs_a_live_initial_access_token
 async fn with_registration_off_there_is_no_endpoint_and_discovery_names_none() {
     let app = app_in(RegistrationMode::Off, |_| {}).await;
     let (_, _, discovery) = app.get_json("/.well-known/openid-configuration").await;
-    assert!(discovery.get("registration_endpoint").is_none(), "{discovery}");
+    assert!(
+        discovery.get("registration_endpoint").is_none(),
+        "{discovery}"
+    );
     let a = register(&app, None, &agent()).await;
     assert_eq!(a.status, 404, "{}", a.body);
     let a = read(&app, &app.url("/connect/register/abc"), "x").await;
@@ -285,41 +311,133 @@ async fn refused_metadata_names_the_field_in_rfc_7591_errors_and_writes_nothing(
         "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
         "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"});
     let cases: Vec<(Value, &str, &str)> = vec![
-        (json!({"redirect_uris": ["http://agent.example.com/cb"]}), "invalid_redirect_uri", "redirect_uris"),
-        (json!({"redirect_uris": ["https://agent.example.com/cb#frag"]}), "invalid_redirect_uri", "redirect_uris"),
-        (json!({"redirect_uris": ["not a uri"]}), "invalid_redirect_uri", "redirect_uris"),
-        (json!({"client_name": "No URIs"}), "invalid_redirect_uri", "redirect_uris"),
-        (json!({"redirect_uris": [CB], "grant_types": ["refresh_token"], "response_types": ["code"]}),
-            "invalid_client_metadata", "grant_types, response_types"),
-        (json!({"redirect_uris": [CB], "response_types": ["code token"]}), "invalid_client_metadata", "response_types"),
-        (json!({"redirect_uris": [CB], "grant_types": ["implicit"]}), "invalid_client_metadata", "grant_types"),
-        (json!({"grant_types": ["client_credentials"]}), "invalid_client_metadata", "grant_types"),
-        (json!({"redirect_uris": [CB], "token_endpoint_auth_method": "tls_client_auth"}),
-            "invalid_client_metadata", "token_endpoint_auth_method"),
-        (json!({"redirect_uris": [CB], "token_endpoint_auth_method": "private_key_jwt"}),
-            "invalid_client_metadata", "token_endpoint_auth_method"),
-        (json!({"redirect_uris": [CB], "token_endpoint_auth_method": "private_key_jwt",
+        (
+            json!({"redirect_uris": ["http://agent.example.com/cb"]}),
+            "invalid_redirect_uri",
+            "redirect_uris",
+        ),
+        (
+            json!({"redirect_uris": ["https://agent.example.com/cb#frag"]}),
+            "invalid_redirect_uri",
+            "redirect_uris",
+        ),
+        (
+            json!({"redirect_uris": ["not a uri"]}),
+            "invalid_redirect_uri",
+            "redirect_uris",
+        ),
+        (
+            json!({"client_name": "No URIs"}),
+            "invalid_redirect_uri",
+            "redirect_uris",
+        ),
+        (
+            json!({"redirect_uris": [CB], "grant_types": ["refresh_token"], "response_types": ["code"]}),
+            "invalid_client_metadata",
+            "grant_types, response_types",
+        ),
+        (
+            json!({"redirect_uris": [CB], "response_types": ["code token"]}),
+            "invalid_client_metadata",
+            "response_types",
+        ),
+        (
+            json!({"redirect_uris": [CB], "grant_types": ["implicit"]}),
+            "invalid_client_metadata",
+            "grant_types",
+        ),
+        (
+            json!({"grant_types": ["client_credentials"]}),
+            "invalid_client_metadata",
+            "grant_types",
+        ),
+        (
+            json!({"redirect_uris": [CB], "token_endpoint_auth_method": "tls_client_auth"}),
+            "invalid_client_metadata",
+            "token_endpoint_auth_method",
+        ),
+        (
+            json!({"redirect_uris": [CB], "token_endpoint_auth_method": "private_key_jwt"}),
+            "invalid_client_metadata",
+            "token_endpoint_auth_method",
+        ),
+        (
+            json!({"redirect_uris": [CB], "token_endpoint_auth_method": "private_key_jwt",
                 "jwks": {"keys": [jwk]}, "jwks_uri": "https://agent.example.com/jwks"}),
-            "invalid_client_metadata", "jwks, jwks_uri"),
-        (json!({"redirect_uris": [CB], "jwks": {"keys": [jwk]}}), "invalid_client_metadata", "jwks, jwks_uri"),
-        (json!({"redirect_uris": [CB], "token_endpoint_auth_method": "private_key_jwt",
-                "jwks": {"keys": "nope"}}), "invalid_client_metadata", "jwks"),
-        (json!({"redirect_uris": [CB], "logo_uri": "javascript:alert(1)"}), "invalid_client_metadata", "logo_uri"),
-        (json!({"redirect_uris": [CB], "client_uri": "http://agent.example.com/"}), "invalid_client_metadata", "client_uri"),
-        (json!({"redirect_uris": [CB], "application_type": "desktop"}), "invalid_client_metadata", "application_type"),
-        (json!({"redirect_uris": [CB], "application_type": "native"}), "invalid_redirect_uri", "redirect_uris"),
-        (json!({"redirect_uris": [CB], "scope": "openid admin"}), "invalid_client_metadata", "scope"),
-        (json!({"redirect_uris": [CB], "client_name": ""}), "invalid_client_metadata", "client_name"),
-        (json!({"redirect_uris": [CB], "post_logout_redirect_uris": ["http://agent.example.com/"]}),
-            "invalid_client_metadata", "post_logout_redirect_uris"),
-        (json!({"redirect_uris": [CB], "backchannel_logout_uri": "ftp://agent.example.com/"}),
-            "invalid_client_metadata", "backchannel_logout_uri"),
-        (json!({"redirect_uris": [CB], "id_token_signed_response_alg": "none"}),
-            "invalid_client_metadata", "id_token_signed_response_alg"),
-        (json!({"redirect_uris": CB}), "invalid_client_metadata", "redirect_uris"),
-        (json!({"redirect_uris": [CB], "client_name": ["a"]}), "invalid_client_metadata", "client_name"),
-        (json!({"redirect_uris": [CB], "require_pushed_authorization_requests": "yes"}),
-            "invalid_client_metadata", "require_pushed_authorization_requests"),
+            "invalid_client_metadata",
+            "jwks, jwks_uri",
+        ),
+        (
+            json!({"redirect_uris": [CB], "jwks": {"keys": [jwk]}}),
+            "invalid_client_metadata",
+            "jwks, jwks_uri",
+        ),
+        (
+            json!({"redirect_uris": [CB], "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": "nope"}}),
+            "invalid_client_metadata",
+            "jwks",
+        ),
+        (
+            json!({"redirect_uris": [CB], "logo_uri": "javascript:alert(1)"}),
+            "invalid_client_metadata",
+            "logo_uri",
+        ),
+        (
+            json!({"redirect_uris": [CB], "client_uri": "http://agent.example.com/"}),
+            "invalid_client_metadata",
+            "client_uri",
+        ),
+        (
+            json!({"redirect_uris": [CB], "application_type": "desktop"}),
+            "invalid_client_metadata",
+            "application_type",
+        ),
+        (
+            json!({"redirect_uris": [CB], "application_type": "native"}),
+            "invalid_redirect_uri",
+            "redirect_uris",
+        ),
+        (
+            json!({"redirect_uris": [CB], "scope": "openid admin"}),
+            "invalid_client_metadata",
+            "scope",
+        ),
+        (
+            json!({"redirect_uris": [CB], "client_name": ""}),
+            "invalid_client_metadata",
+            "client_name",
+        ),
+        (
+            json!({"redirect_uris": [CB], "post_logout_redirect_uris": ["http://agent.example.com/"]}),
+            "invalid_client_metadata",
+            "post_logout_redirect_uris",
+        ),
+        (
+            json!({"redirect_uris": [CB], "backchannel_logout_uri": "ftp://agent.example.com/"}),
+            "invalid_client_metadata",
+            "backchannel_logout_uri",
+        ),
+        (
+            json!({"redirect_uris": [CB], "id_token_signed_response_alg": "none"}),
+            "invalid_client_metadata",
+            "id_token_signed_response_alg",
+        ),
+        (
+            json!({"redirect_uris": CB}),
+            "invalid_client_metadata",
+            "redirect_uris",
+        ),
+        (
+            json!({"redirect_uris": [CB], "client_name": ["a"]}),
+            "invalid_client_metadata",
+            "client_name",
+        ),
+        (
+            json!({"redirect_uris": [CB], "require_pushed_authorization_requests": "yes"}),
+            "invalid_client_metadata",
+            "require_pushed_authorization_requests",
+        ),
     ];
     for (body, code, field) in &cases {
         let a = register(&app, None, body).await;
@@ -357,20 +475,43 @@ async fn hostile_bodies_get_4xx_in_rfc_7591_format_never_5xx() {
         ("application/json", b"[1,2,3]".to_vec()),
         ("application/json", b"\"string\"".to_vec()),
         ("application/json", b"null".to_vec()),
-        ("application/json", b"{\"redirect_uris\": [\"https://a.example.com/cb\"".to_vec()),
+        (
+            "application/json",
+            b"{\"redirect_uris\": [\"https://a.example.com/cb\"".to_vec(),
+        ),
         ("application/json", vec![0xff, 0xfe, 0x00, 0x7b]),
         ("application/json", deep.into_bytes()),
         ("application/json", long_name.into_bytes()),
-        ("application/json", br#"{"redirect_uris": [null, 5, {}]}"#.to_vec()),
-        ("application/json", br#"{"grant_types": "authorization_code"}"#.to_vec()),
-        ("application/json", br#"{"redirect_uris": ["https://a.example.com/\u0000"]}"#.to_vec()),
-        ("application/x-www-form-urlencoded", b"redirect_uris=https://a.example.com/cb".to_vec()),
+        (
+            "application/json",
+            br#"{"redirect_uris": [null, 5, {}]}"#.to_vec(),
+        ),
+        (
+            "application/json",
+            br#"{"grant_types": "authorization_code"}"#.to_vec(),
+        ),
+        (
+            "application/json",
+            br#"{"redirect_uris": ["https://a.example.com/\u0000"]}"#.to_vec(),
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            b"redirect_uris=https://a.example.com/cb".to_vec(),
+        ),
         ("text/plain", b"{}".to_vec()),
     ];
     for (ct, body) in bodies {
-        let shown = String::from_utf8_lossy(&body).chars().take(60).collect::<String>();
+        let shown = String::from_utf8_lossy(&body)
+            .chars()
+            .take(60)
+            .collect::<String>();
         let a = send(post(ct, body)).await;
-        assert!((400..500).contains(&a.status), "{ct} {shown}: {} {}", a.status, a.body);
+        assert!(
+            (400..500).contains(&a.status),
+            "{ct} {shown}: {} {}",
+            a.status,
+            a.body
+        );
         assert!(
             a.body["error"].as_str().is_some_and(|e| !e.is_empty())
                 && a.body["error_description"].is_string(),
@@ -414,10 +555,9 @@ async fn hostile_bodies_get_4xx_in_rfc_7591_format_never_5xx() {
         let a = send(app.http.get(&uri).header("authorization", bad)).await;
         assert_invalid_token(&a);
     }
-    let a = read(&app, &app.url("/connect/register/%00%ff"), &token).await;
-    assert!((400..500).contains(&a.status), "{}", a.status);
-    let a = read(&app, &app.url(&format!("/connect/register/{}", "a".repeat(4000))), &token).await;
-    assert!((400..500).contains(&a.status), "{}", a.status);
+    assert_invalid_token(&read(&app, &app.url("/connect/register/%00%ff"), &token).await);
+    let long = app.url(&format!("/connect/register/{}", "a".repeat(4000)));
+    assert_invalid_token(&read(&app, &long, &token).await);
 }
 
 #[tokio::test]
@@ -430,11 +570,21 @@ async fn rfc_7592_reads_replaces_and_deletes_with_a_rotating_registration_access
     // Read: the registered metadata, and a new token (only its hash is kept, §3 requires one).
     let a = read(&app, &uri, &token).await;
     assert_eq!(a.status, 200, "{}", a.body);
-    for field in ["client_id", "client_name", "redirect_uris", "grant_types", "scope", "logo_uri"] {
+    for field in [
+        "client_id",
+        "client_name",
+        "redirect_uris",
+        "grant_types",
+        "scope",
+        "logo_uri",
+    ] {
         assert_eq!(a.body[field], created.body[field], "{field}");
     }
     assert_eq!(a.body["registration_client_uri"], uri);
-    let token2 = a.body["registration_access_token"].as_str().unwrap().to_string();
+    let token2 = a.body["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(token2, token);
     assert_eq!(a.headers["cache-control"], "no-store");
     assert_invalid_token(&read(&app, &uri, &token).await);
@@ -450,7 +600,10 @@ async fn rfc_7592_reads_replaces_and_deletes_with_a_rotating_registration_access
     assert_eq!(a.body["client_name"], "Research agent v2");
     assert_eq!(a.body["redirect_uris"].as_array().unwrap().len(), 2);
     assert!(a.body.get("logo_uri").is_none(), "{}", a.body);
-    let token3 = a.body["registration_access_token"].as_str().unwrap().to_string();
+    let token3 = a.body["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_invalid_token(&put(&app, &uri, &token2, &metadata).await);
     let stored = app.state.store.get_client(&id).await.unwrap().unwrap();
     assert_eq!(stored.name, "Research agent v2");
@@ -467,10 +620,18 @@ async fn rfc_7592_reads_replaces_and_deletes_with_a_rotating_registration_access
     // A refused update changes nothing and keeps the token.
     let mut bad = metadata.clone();
     bad["redirect_uris"] = json!(["http://agent.example.com/cb"]);
-    assert_metadata_error(&put(&app, &uri, &token3, &bad).await, "invalid_redirect_uri", "redirect_uris");
+    assert_metadata_error(
+        &put(&app, &uri, &token3, &bad).await,
+        "invalid_redirect_uri",
+        "redirect_uris",
+    );
     let mut bad = metadata.clone();
     bad["client_id"] = json!("someone-else");
-    assert_metadata_error(&put(&app, &uri, &token3, &bad).await, "invalid_client_metadata", "client_id");
+    assert_metadata_error(
+        &put(&app, &uri, &token3, &bad).await,
+        "invalid_client_metadata",
+        "client_id",
+    );
     let mut bad = metadata.clone();
     bad["registration_access_token"] = json!(token3);
     assert_metadata_error(
@@ -480,7 +641,11 @@ async fn rfc_7592_reads_replaces_and_deletes_with_a_rotating_registration_access
     );
     let mut bad = metadata.clone();
     bad["client_secret"] = json!("chosen-by-me");
-    assert_metadata_error(&put(&app, &uri, &token3, &bad).await, "invalid_client_metadata", "client_secret");
+    assert_metadata_error(
+        &put(&app, &uri, &token3, &bad).await,
+        "invalid_client_metadata",
+        "client_secret",
+    );
     // A token of another client opens nothing here.
     let (_, other_token) = handle(&register(&app, None, &agent()).await);
     assert_invalid_token(&read(&app, &uri, &other_token).await);
@@ -493,7 +658,10 @@ async fn rfc_7592_reads_replaces_and_deletes_with_a_rotating_registration_access
     assert!(a.body["client_secret"].is_string());
     assert_eq!(a.body["client_secret_expires_at"], 0);
     let secret = a.body["client_secret"].as_str().unwrap().to_string();
-    let token4 = a.body["registration_access_token"].as_str().unwrap().to_string();
+    let token4 = a.body["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Delete: 204, then the client is gone everywhere.
     let a = send(app.http.delete(&uri).bearer_auth(&token4)).await;
@@ -581,7 +749,10 @@ async fn a_registered_client_never_used_expires_and_a_used_one_stays() {
     clock.advance(24 * 3600 - 1);
     let a = read(&app, &unused_uri, &unused_token).await;
     assert_eq!(a.status, 200, "still young: {}", a.body);
-    let unused_token = a.body["registration_access_token"].as_str().unwrap().to_string();
+    let unused_token = a.body["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     clock.advance(1);
 
     // Expired before any sweep: invalid_client at the token endpoint, 401 at its URI.
@@ -597,7 +768,13 @@ async fn a_registered_client_never_used_expires_and_a_used_one_stays() {
     assert_eq!(removed, 1);
     let unused_id = unused.body["client_id"].as_str().unwrap();
     let used_id = used.body["client_id"].as_str().unwrap();
-    assert!(app.state.store.get_client(unused_id).await.unwrap().is_none());
+    assert!(app
+        .state
+        .store
+        .get_client(unused_id)
+        .await
+        .unwrap()
+        .is_none());
     assert!(app.state.store.get_client(used_id).await.unwrap().is_some());
     assert!(app
         .state
@@ -636,7 +813,7 @@ async fn a_registered_public_client_signs_a_user_in_with_pkce_through_openidconn
         EmptyAdditionalClientMetadata::default(),
     )
     .set_client_name(Some(name))
-    .set_application_type(Some(openidconnect::core::CoreApplicationType::Native))
+    .set_application_type(Some(CoreApplicationType::Native))
     .set_grant_types(Some(vec![CoreGrantType::AuthorizationCode]))
     .set_response_types(Some(vec![ResponseTypes::new(vec![CoreResponseType::Code])]))
     .set_token_endpoint_auth_method(Some(CoreClientAuthMethod::None))
@@ -647,48 +824,27 @@ async fn a_registered_public_client_signs_a_user_in_with_pkce_through_openidconn
     assert!(registered.client_secret().is_none());
     assert!(registered.registration_access_token().is_some());
 
-    let rp = CoreClient::from_provider_metadata(metadata, registered.client_id().clone(), None)
-        .set_redirect_uri(redirect);
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (auth_url, csrf, nonce) = rp
-        .authorize_url(
-            CoreAuthenticationFlow::AuthorizationCode,
-            CsrfToken::new_random,
-            Nonce::new_random,
-        )
-        .add_scope(Scope::new("email".into()))
-        .set_pkce_challenge(challenge)
-        .url();
-    let user = app
-        .create_user("grace@example.org", "correct horse battery")
-        .await;
-    let b = browser();
-    let back = match sign_in_at(&app, &b, auth_url.as_str(), &user, "allow").await {
-        Landing::Client(back) => back,
-        Landing::Page(status, html) => panic!("stopped at a page ({status}): {html}"),
+    // The relying party signs a user in as that client, knowing only what it was told.
+    let client = TestClient {
+        id: registered.client_id().to_string(),
+        secret: None,
+        redirect_uri: redirect.to_string(),
     };
-    assert_eq!(query(&back, "state").as_deref(), Some(csrf.secret().as_str()));
-    let code = query(&back, "code").expect("code");
-    let tokens = rp
-        .exchange_code(AuthorizationCode::new(code))
-        .unwrap()
-        .set_pkce_verifier(verifier)
-        .request_async(&http)
-        .await
-        .expect("code exchange");
-    let id_token = tokens.id_token().expect("an ID token");
-    let claims = id_token
-        .claims(
-            &rp.id_token_verifier()
-                .set_allowed_algs(vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256]),
-            &nonce,
-        )
-        .expect("valid ID token");
-    assert_eq!(claims.subject().as_str(), user.id.to_string());
+    crate::code_flow::sign_in_with_openidconnect(
+        &app,
+        &client,
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    )
+    .await;
 }
 
 /// Follows an authorization URL through the login page and returns the page after it.
-async fn page_after_login(app: &TestApp, b: &reqwest::Client, url: &str, user: &TestUser) -> String {
+async fn page_after_login(
+    app: &TestApp,
+    b: &reqwest::Client,
+    url: &str,
+    user: &TestUser,
+) -> String {
     let mut next = b.get(url).send().await.unwrap();
     for _ in 0..8 {
         if next.status().is_redirection() {
@@ -720,7 +876,9 @@ async fn the_consent_page_calls_a_registered_client_an_unverified_application() 
         secret: None,
         redirect_uri: CB.into(),
     };
-    let user = app.create_user("ada@example.org", "correct horse battery").await;
+    let user = app
+        .create_user("ada@example.org", "correct horse battery")
+        .await;
     let b = browser();
     let page = page_after_login(&app, &b, &auth_url(&app, &client, &[]), &user).await;
     assert!(page.contains("action=\"/consent\""), "{page}");
@@ -744,23 +902,9 @@ async fn the_console_and_the_cli_mark_registered_clients() {
         Landing::Page(status, html) => panic!("console sign-in: {status} {html}"),
         Landing::Client(to) => panic!("left the server: {to}"),
     }
-    let list = b
-        .get(app.url("/console/clients"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = text(b.get(app.url("/console/clients"))).await;
     assert!(list.contains("self-registered"), "{list}");
-    let page = b
-        .get(app.url(&format!("/console/clients/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text(b.get(app.url(&format!("/console/clients/{id}")))).await;
     assert!(page.contains("self-registered"), "{page}");
 }
 
@@ -774,7 +918,11 @@ async fn the_cli_makes_initial_access_tokens_that_register_clients() {
     assert!(token.len() >= 43);
     let human = cli.run(&["client", "registration-token", "--expires-in", "600"]);
     assert!(human.status.success());
-    assert!(stdout(&human).contains("initial access token"), "{}", stdout(&human));
+    assert!(
+        stdout(&human).contains("initial access token"),
+        "{}",
+        stdout(&human)
+    );
     let refused = cli.run(&["client", "registration-token", "--expires-in", "5"]);
     assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
 

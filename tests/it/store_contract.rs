@@ -628,7 +628,10 @@ async fn dynamic_registrations_rotate_once_record_use_and_go_with_the_client(
         store.create_dynamic_registration(&row).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(store.get_dynamic_registration("reg").await.unwrap(), Some(row));
+    assert_eq!(
+        store.get_dynamic_registration("reg").await.unwrap(),
+        Some(row)
+    );
 
     // The token is replaced once: of two parallel rotations from h1, exactly one wins.
     let (a, b) = tokio::join!(
@@ -636,7 +639,10 @@ async fn dynamic_registrations_rotate_once_record_use_and_go_with_the_client(
         store.rotate_registration_token("reg", "h1", "h2b")
     );
     assert!(a.unwrap() ^ b.unwrap(), "one of two racing rotations");
-    assert!(!store.rotate_registration_token("reg", "h1", "h3").await.unwrap());
+    assert!(!store
+        .rotate_registration_token("reg", "h1", "h3")
+        .await
+        .unwrap());
     let hash = store
         .get_dynamic_registration("reg")
         .await
@@ -650,16 +656,33 @@ async fn dynamic_registrations_rotate_once_record_use_and_go_with_the_client(
         store.unused_dynamic_clients(100, 10).await.unwrap(),
         ["orphan", "reg"]
     );
-    assert_eq!(store.unused_dynamic_clients(99, 10).await.unwrap(), ["orphan"]);
-    assert_eq!(store.unused_dynamic_clients(100, 1).await.unwrap(), ["orphan"]);
+    assert_eq!(
+        store.unused_dynamic_clients(99, 10).await.unwrap(),
+        ["orphan"]
+    );
+    assert_eq!(
+        store.unused_dynamic_clients(100, 1).await.unwrap(),
+        ["orphan"]
+    );
     assert!(store.mark_registration_used("reg", 150).await.unwrap());
-    assert!(!store.mark_registration_used("reg", 160).await.unwrap(), "once");
+    assert!(
+        !store.mark_registration_used("reg", 160).await.unwrap(),
+        "once"
+    );
     assert!(!store.mark_registration_used("orphan", 160).await.unwrap());
     assert_eq!(
-        store.get_dynamic_registration("reg").await.unwrap().unwrap().used_at,
+        store
+            .get_dynamic_registration("reg")
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at,
         Some(150)
     );
-    assert_eq!(store.unused_dynamic_clients(1000, 10).await.unwrap(), ["orphan"]);
+    assert_eq!(
+        store.unused_dynamic_clients(1000, 10).await.unwrap(),
+        ["orphan"]
+    );
 
     // The registration goes with its client.
     assert!(store.delete_client("reg").await.unwrap());
