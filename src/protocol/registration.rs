@@ -284,7 +284,8 @@ fn grants_and_responses(
         )));
     }
     let has_code_grant = grants.iter().any(|g| g == GRANT_AUTHORIZATION_CODE);
-    if has_code_grant != !responses.is_empty() {
+    let has_code_response = !responses.is_empty();
+    if has_code_grant != has_code_response {
         return Err(metadata(
             "grant_types, response_types: inconsistent (RFC 7591 §2.1): the authorization_code grant goes with the code response type, and the other grants with none",
         ));
