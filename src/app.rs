@@ -70,6 +70,8 @@ pub struct AppServices {
     pub mfa: Arc<crate::accounts::mfa::MfaService>,
     /// The operator's client use cases (admin API, console; the CLI builds its own).
     pub client_admin: Arc<crate::clients::ClientService>,
+    /// Clients that register themselves (RFC 7591, RFC 7592).
+    pub registration: Arc<crate::clients::dynamic::RegistrationService>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +162,10 @@ impl Portcullis {
         let discovery = JsonDocument::new(
             &ProviderMetadata::new(&settings.issuer, settings.oauth.allow_plain_pkce)
                 .with_par(&settings.par)
-                .with_device_flow(settings.device.enabled),
+                .with_device_flow(settings.device.enabled)
+                .with_registration(
+                    settings.registration.mode != crate::config::RegistrationMode::Off,
+                ),
         )
         .map_err(|e| StartError::Config(format!("cannot serialize the discovery metadata: {e}")))?;
         let jwks_cache_control = poem::http::HeaderValue::from_str(&format!(
@@ -228,6 +233,14 @@ impl Portcullis {
             redis.clone(),
             settings.tokens.access_token_ttl_secs,
         ));
+        let registration = Arc::new(crate::clients::dynamic::RegistrationService::new(
+            store.clone(),
+            client_admin.clone(),
+            clock.clone(),
+            metrics.clone(),
+            settings.registration.clone(),
+            &settings.issuer,
+        ));
         match store.refresh_search_names().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "recomputed lower-cased names for search"),
@@ -245,6 +258,7 @@ impl Portcullis {
         Ok(Portcullis {
             state: AppState(Arc::new(AppServices {
                 client_admin,
+                registration,
                 settings,
                 store,
                 keys,
@@ -377,6 +391,16 @@ impl Portcullis {
             .at(
                 "/end_session",
                 get(http::logout::end_session).post(http::logout::end_session),
+            )
+            .at(
+                crate::clients::dynamic::REGISTRATION_PATH,
+                post(http::registration::register),
+            )
+            .at(
+                "/connect/register/:client_id",
+                get(http::registration::read)
+                    .put(http::registration::update)
+                    .delete(http::registration::delete),
             )
             .at("/static/portcullis.css", get(http::pages::stylesheet))
             .at("/static/webauthn.js", get(http::pages::passkey::script))
@@ -696,6 +720,16 @@ async fn janitor(state: AppState) {
                     break;
                 }
             }
+        }
+        // Registered clients never used, and expired initial access tokens.
+        match state.registration.sweep(j.batch).await {
+            Ok(n) => {
+                total += n;
+                state
+                    .metrics
+                    .add("portcullis_janitor_removed_total", &[], n);
+            }
+            Err(e) => tracing::warn!(error = %e, "registration sweep failed"),
         }
         if total > 0 {
             tracing::info!(removed = total, "janitor removed expired rows");

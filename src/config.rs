@@ -48,6 +48,7 @@ pub struct Settings {
     pub management: ManagementSettings,
     pub telemetry: TelemetrySettings,
     pub par: ParSettings,
+    pub registration: RegistrationSettings,
 }
 
 /// Pushed authorization requests (RFC 9126).
@@ -92,6 +93,116 @@ impl Default for TelemetrySettings {
             otlp_endpoint: None,
             service_name: "portcullis".into(),
         }
+    }
+}
+
+/// Who may register a client at `/connect/register` (RFC 7591 §3): nobody, holders of an
+/// initial access token, or anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationMode {
+    /// No registration endpoint, none in discovery.
+    Off,
+    /// `Authorization: Bearer <token>` from `portcullis client registration-token`.
+    InitialToken,
+    /// Anyone (rate-limited per IP); for agents that register themselves (MCP).
+    Open,
+}
+
+impl RegistrationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistrationMode::Off => "off",
+            RegistrationMode::InitialToken => "initial_token",
+            RegistrationMode::Open => "open",
+        }
+    }
+}
+
+/// Dynamic client registration (RFC 7591) and its management (RFC 7592).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationSettings {
+    pub mode: RegistrationMode,
+    /// The grant types a client that registers itself may ask for.
+    pub allowed_grant_types: Vec<String>,
+    /// The scopes it may ask for (its default when it names none).
+    pub allowed_scopes: Vec<String>,
+    /// Registrations per client IP.
+    pub rate_limit: Policy,
+    /// A registered client that was never issued a token is deleted this long after it
+    /// registered (0: kept until it deletes itself).
+    pub unused_client_ttl_secs: u64,
+}
+
+impl Default for RegistrationSettings {
+    fn default() -> Self {
+        RegistrationSettings {
+            mode: RegistrationMode::InitialToken,
+            allowed_grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            allowed_scopes: ["openid", "profile", "email", "offline_access"]
+                .map(String::from)
+                .to_vec(),
+            rate_limit: Policy {
+                limit: 20,
+                period_secs: 3600,
+            },
+            unused_client_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+impl RegistrationSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(bad) = self
+            .allowed_grant_types
+            .iter()
+            .find(|g| !crate::clients::KNOWN_GRANTS.contains(&g.as_str()))
+        {
+            return Err(invalid(
+                "registration.allowed_grant_types",
+                bad,
+                &format!(
+                    "grant types among {}",
+                    crate::clients::KNOWN_GRANTS.join(", ")
+                ),
+            ));
+        }
+        if self.allowed_grant_types.is_empty() {
+            return Err(invalid(
+                "registration.allowed_grant_types",
+                "[]",
+                "at least one grant type, e.g. [\"authorization_code\", \"refresh_token\"]",
+            ));
+        }
+        let scopes = self.allowed_scopes.join(" ");
+        if self.allowed_scopes.is_empty()
+            || crate::protocol::scope::Scope::parse(&scopes).is_err()
+            || self.allowed_scopes.iter().any(|s| s.contains(' '))
+        {
+            return Err(invalid(
+                "registration.allowed_scopes",
+                &format!("{:?}", self.allowed_scopes),
+                "a non-empty list of scope names (RFC 6749 §3.3), e.g. [\"openid\", \"profile\"]",
+            ));
+        }
+        let p = self.rate_limit;
+        if p.limit == 0 || p.period_secs == 0 || p.period_secs > 86_400 {
+            return Err(invalid(
+                "registration.rate_limit",
+                &format!("limit={} period_secs={}", p.limit, p.period_secs),
+                "limit >= 1 and period_secs between 1 and 86400",
+            ));
+        }
+        let ttl = self.unused_client_ttl_secs;
+        if ttl != 0 && ttl < 60 {
+            return Err(invalid(
+                "registration.unused_client_ttl_secs",
+                &ttl.to_string(),
+                "0 (never) or at least 60 seconds",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -549,6 +660,7 @@ impl Default for Settings {
             management: ManagementSettings::default(),
             telemetry: TelemetrySettings::default(),
             par: ParSettings::default(),
+            registration: RegistrationSettings::default(),
         }
     }
 }
@@ -992,6 +1104,7 @@ impl Settings {
             }
         }
         self.device.validate()?;
+        self.registration.validate()?;
         let h = &self.http;
         if h.max_body_bytes < 1024
             || h.max_uri_bytes < 1024

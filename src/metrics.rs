@@ -20,7 +20,7 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// The routes HTTP metrics are labelled with; any other path counts as `other`.
-pub const ROUTES: [&str; 38] = [
+pub const ROUTES: [&str; 39] = [
     "/.well-known/openid-configuration",
     "/.well-known/oauth-authorization-server",
     "/jwks.json",
@@ -58,6 +58,7 @@ pub const ROUTES: [&str; 38] = [
     "/device_authorization",
     "/device",
     "/device/confirm",
+    "/connect/register",
     "/users/{id}",
 ];
 const OTHER_ROUTE: usize = ROUTES.len();
@@ -74,6 +75,10 @@ impl Route {
     pub fn of(path: &str) -> Route {
         if path.starts_with("/users/") {
             return Route(USERS_ID);
+        }
+        // Each client's configuration endpoint counts as the registration endpoint.
+        if path.starts_with("/connect/register/") {
+            return Route::of("/connect/register");
         }
         Route(
             ROUTES
@@ -165,7 +170,7 @@ pub struct Metrics {
 }
 
 /// Help texts of every series, so the exposition documents itself.
-const HELP: [(&str, &str, &str); 14] = [
+const HELP: [(&str, &str, &str); 16] = [
     (
         "portcullis_http_requests_total",
         "counter",
@@ -235,6 +240,16 @@ const HELP: [(&str, &str, &str); 14] = [
         "portcullis_device_codes_total",
         "counter",
         "Device authorization codes (RFC 8628) by event: issued, approved, denied, expired.",
+    ),
+    (
+        "portcullis_client_registrations_total",
+        "counter",
+        "Dynamic client registrations (RFC 7591) by mode and result.",
+    ),
+    (
+        "portcullis_client_registration_management_total",
+        "counter",
+        "Reads, updates and deletions of dynamic registrations (RFC 7592), and unused clients expired, by result.",
     ),
 ];
 

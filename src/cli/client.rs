@@ -54,6 +54,17 @@ pub enum ClientCommand {
     Enable { id: String },
     /// Delete a client, with its codes, tokens and consents
     Delete { id: String },
+    /// Make an initial access token for dynamic client registration (RFC 7591 §3): a client
+    /// presents it as `Authorization: Bearer` at /connect/register (registration.mode =
+    /// "initial_token"). Printed once, stored hashed; it registers clients until it expires
+    RegistrationToken {
+        /// Seconds the token stays valid (60 to 31536000)
+        #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+        expires_in: u64,
+        /// Print exactly one JSON object {"token": ..., "expires_at": ...}
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +243,13 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> Result<(), CliError
                 "nothing to change for client {:?}: give at least one option, e.g. --name NAME \
                  or --redirect-uri URI (see `portcullis client update --help`)",
                 args.id
+            )));
+        }
+    }
+    if let ClientCommand::RegistrationToken { expires_in, .. } = &cmd {
+        if !(60..=31_536_000).contains(expires_in) {
+            return Err(CliError::BadInput(format!(
+                "--expires-in {expires_in}: expected 60 to 31536000 seconds (one minute to a year)"
             )));
         }
     }
@@ -423,6 +441,31 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> Result<(), CliError
             tell_servers(&service, settings, "refuse it");
             Ok(())
         }
+        ClientCommand::RegistrationToken { expires_in, json } => {
+            let now = crate::clock::Clock::now(&SystemClock);
+            let (token, expires_at) =
+                clients::dynamic::create_initial_token(&*store, now, expires_in, ACTOR).await?;
+            if settings.registration.mode != crate::config::RegistrationMode::InitialToken {
+                eprintln!(
+                    "note: registration.mode is {:?}; the token is asked for only when it is \"initial_token\"",
+                    settings.registration.mode.as_str()
+                );
+            }
+            if json {
+                println!(
+                    "{}",
+                    json!({"token": token.expose_secret(), "expires_at": expires_at})
+                );
+            } else {
+                println!("initial access token: {}", token.expose_secret());
+                println!(
+                    "  valid until {} (shown only now: store it safely)",
+                    show_time(expires_at)
+                );
+                println!("  a client registers with: POST /connect/register, Authorization: Bearer <token>");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -482,11 +525,14 @@ fn registration(args: &CreateArgs) -> ClientRegistration {
 }
 
 fn kind(c: &Client) -> &'static str {
-    match (c.is_public(), c.first_party) {
-        (true, true) => "public,1st",
-        (true, false) => "public",
-        (false, true) => "confid.,1st",
-        (false, false) => "confidential",
+    match (c.is_public(), c.first_party, c.dynamic) {
+        (true, true, _) => "public,1st",
+        // Registered by the client itself (RFC 7591), never first-party.
+        (true, false, true) => "public,dyn",
+        (true, false, false) => "public",
+        (false, true, _) => "confid.,1st",
+        (false, false, true) => "confid.,dyn",
+        (false, false, false) => "confidential",
     }
 }
 

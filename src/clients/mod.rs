@@ -4,6 +4,7 @@
 //! Decides what a valid client is; never touches HTTP, and never stores a secret in clear.
 
 pub mod directory;
+pub mod dynamic;
 pub mod service;
 
 pub use directory::ClientDirectory;
@@ -50,6 +51,9 @@ pub struct ClientRegistration {
     /// `None` means [`DEFAULT_SCOPE`].
     pub scope: Option<String>,
     pub public: bool,
+    /// A confidential client that sends its secret in the body: `client_secret_post` rather
+    /// than `client_secret_basic` (RFC 7591 §2); the token endpoint accepts either.
+    pub client_secret_post: bool,
     pub first_party: bool,
     pub allow_insecure_redirect: bool,
     /// ID token algorithm (RS256, PS256, ES256, EdDSA); `None` = deployment default.
@@ -237,6 +241,8 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
             "none"
         } else if uses_keys {
             "private_key_jwt"
+        } else if reg.client_secret_post {
+            "client_secret_post"
         } else {
             "client_secret_basic"
         }

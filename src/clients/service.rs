@@ -31,6 +31,8 @@ pub struct ClientUpdate {
     pub scope: Option<String>,
     /// Public (no secret, PKCE) or confidential: switching to confidential issues a secret.
     pub public: Option<bool>,
+    /// `client_secret_post` rather than `client_secret_basic` for a confidential client.
+    pub client_secret_post: Option<bool>,
     pub first_party: Option<bool>,
     pub allow_insecure_redirect: Option<bool>,
     /// `Some(None)` goes back to the deployment default.
@@ -403,6 +405,9 @@ fn apply(
             .unwrap_or_else(|| before.grant_types.clone()),
         scope: Some(update.scope.clone().unwrap_or_else(|| before.scope.clone())),
         public: update.public.unwrap_or_else(|| before.is_public()),
+        client_secret_post: update
+            .client_secret_post
+            .unwrap_or(before.token_endpoint_auth_method == "client_secret_post"),
         first_party: update.first_party.unwrap_or(before.first_party),
         allow_insecure_redirect: update.allow_insecure_redirect.unwrap_or(inherit_insecure),
         id_token_alg: pick(&update.id_token_alg, &before.id_token_signed_response_alg),
@@ -438,8 +443,10 @@ fn apply(
     let method = fresh.client.token_endpoint_auth_method.clone();
     // The stored secret stays unless the client stops using one or starts to.
     let (secret_hash, secret) = match (method.as_str(), &before.secret_hash) {
-        ("client_secret_basic", Some(old)) => (Some(old.clone()), None),
-        ("client_secret_basic", None) => (fresh.client.secret_hash.clone(), fresh.secret),
+        ("client_secret_basic" | "client_secret_post", Some(old)) => (Some(old.clone()), None),
+        ("client_secret_basic" | "client_secret_post", None) => {
+            (fresh.client.secret_hash.clone(), fresh.secret)
+        }
         _ => (None, None),
     };
     let client = Client {

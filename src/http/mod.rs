@@ -13,6 +13,7 @@ pub mod oauth;
 pub mod oidc;
 pub mod pages;
 pub mod par;
+pub mod registration;
 pub mod session;
 pub mod tokens;
 

@@ -153,11 +153,11 @@ pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Res
             let Some((_, user)) = &current else {
                 return fail(OAuthError::server_error());
             };
-            pages::consent_page(
+            pages::consent_page_for(
                 state,
                 req,
                 &without_prompt(&return_to, "consent"),
-                &client.name,
+                &client,
                 user,
                 &request.scope,
             )
@@ -551,7 +551,17 @@ pub async fn authenticate_client_at(
         }
     }
     match client_auth::authenticate_request(&ctx, authorization, params).await {
-        Ok(client) => Ok(client),
+        // A registered client that expired unused is gone (RFC 7591 clients register again).
+        Ok(client) => match state.registration.admits(&client).await {
+            Ok(true) => Ok(client),
+            Ok(false) => Err(oauth_error_json(&OAuthError::invalid_client(
+                "client authentication failed",
+            ))),
+            Err(e) => {
+                tracing::error!(error = %e, "registration lookup failed");
+                Err(oauth_error_json(&OAuthError::server_error()))
+            }
+        },
         Err(e) => {
             if e.code == ErrorCode::InvalidClient {
                 tracing::info!("client authentication failed");
@@ -673,6 +683,7 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
                 "portcullis_tokens_issued_total",
                 &[("grant", grant_type), ("client_id", client.id.as_str())],
             );
+            state.registration.note_use(&client).await;
             let mut resp = crate::http::json_response(StatusCode::OK, &tokens, "no-store");
             // RFC 6749 §5.1: `Pragma: no-cache` alongside `Cache-Control: no-store`.
             resp.headers_mut()

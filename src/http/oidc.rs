@@ -54,7 +54,7 @@ fn serve_document(req: &Request, doc: &JsonDocument, cache_control: HeaderValue)
 }
 
 /// RFC 6750 §3: the error in a `WWW-Authenticate: Bearer` challenge (and a JSON body).
-fn bearer_error(error: OAuthError) -> Response {
+pub(crate) fn bearer_error(error: OAuthError) -> Response {
     let status = StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
     let mut resp = json_response(
         status,

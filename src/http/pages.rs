@@ -72,6 +72,8 @@ pub struct ConsentPage {
     pub csrf: String,
     pub return_to: String,
     pub client_name: String,
+    /// The client registered itself (RFC 7591): nobody vouched for its name.
+    pub unverified: bool,
     pub user_email: String,
     pub scopes: Vec<ScopeLine>,
 }
@@ -230,12 +232,44 @@ pub fn consent_page(
     user: &User,
     scope: &Scope,
 ) -> Response {
+    render_consent(state, req, return_to, (client_name, false), user, scope)
+}
+
+/// The consent page for `client`; one that registered itself is shown as an unverified
+/// application.
+pub fn consent_page_for(
+    state: &AppState,
+    req: &Request,
+    return_to: &str,
+    client: &crate::store::Client,
+    user: &User,
+    scope: &Scope,
+) -> Response {
+    render_consent(
+        state,
+        req,
+        return_to,
+        (&client.name, client.dynamic),
+        user,
+        scope,
+    )
+}
+
+fn render_consent(
+    state: &AppState,
+    req: &Request,
+    return_to: &str,
+    (client_name, unverified): (&str, bool),
+    user: &User,
+    scope: &Scope,
+) -> Response {
     let (csrf, cookie) = session::csrf_token(state, req);
     let page = ConsentPage {
         brand: (&state.settings.branding).into(),
         csrf,
         return_to: return_to.to_string(),
         client_name: client_name.to_string(),
+        unverified,
         user_email: user.email.clone(),
         scopes: scope_lines(scope),
     };

@@ -59,6 +59,9 @@ pub struct ProviderMetadata {
     pub pushed_authorization_request_endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub require_pushed_authorization_requests: Option<bool>,
+    /// RFC 8414 §2 / RFC 7591 §3: only while registration is switched on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
 }
 
 impl ProviderMetadata {
@@ -109,6 +112,7 @@ impl ProviderMetadata {
             backchannel_logout_session_supported: true,
             pushed_authorization_request_endpoint: None,
             require_pushed_authorization_requests: None,
+            registration_endpoint: None,
         }
     }
 
@@ -133,6 +137,14 @@ impl ProviderMetadata {
             self.grant_types_supported
                 .push(crate::clients::GRANT_DEVICE_CODE);
         }
+        self
+    }
+
+    /// Advertises the dynamic client registration endpoint (when `registration.mode` is not
+    /// `off`).
+    pub fn with_registration(mut self, enabled: bool) -> ProviderMetadata {
+        self.registration_endpoint =
+            enabled.then(|| endpoint(&self.issuer, crate::clients::dynamic::REGISTRATION_PATH));
         self
     }
 }

@@ -12,6 +12,7 @@ pub mod par;
 pub mod params;
 pub mod pkce;
 pub mod redirect_uri;
+pub mod registration;
 pub mod scope;
 pub mod token;
 pub mod tokens;

@@ -10,6 +10,7 @@ mod sql_admin;
 mod sql_device;
 mod sql_mfa;
 mod sql_par;
+mod sql_registration;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 pub use model::*;
 pub use sql_par::{ParStore, PushedRequest};
 pub use sql_device::{DeviceApproval, DeviceGrant, DeviceStatus, DeviceStore};
+pub use sql_registration::{DynamicRegistration, InitialAccessToken, RegistrationStore};
 
 /// Unix time in seconds (UTC), the one time representation in storage.
 pub type Timestamp = i64;
@@ -446,6 +448,7 @@ pub trait Store:
     + RefreshStore
     + ParStore
     + DeviceStore
+    + RegistrationStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -11,6 +11,7 @@ use super::sql_admin::impl_sql_admin_store;
 use super::sql_device::impl_sql_device_store;
 use super::sql_mfa::impl_sql_mfa_store;
 use super::sql_par::impl_sql_par_store;
+use super::sql_registration::impl_sql_registration_store;
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -45,3 +46,4 @@ impl_sql_mfa_store!(PostgresStore, Postgres, "postgres");
 impl_sql_admin_store!(PostgresStore, Postgres, "postgres");
 impl_sql_par_store!(PostgresStore, Postgres, "postgres");
 impl_sql_device_store!(PostgresStore, Postgres, "postgres");
+impl_sql_registration_store!(PostgresStore, Postgres, "postgres");

@@ -12,6 +12,7 @@ use super::sql_admin::impl_sql_admin_store;
 use super::sql_device::impl_sql_device_store;
 use super::sql_mfa::impl_sql_mfa_store;
 use super::sql_par::impl_sql_par_store;
+use super::sql_registration::impl_sql_registration_store;
 
 pub struct SqliteStore {
     /// Reads: up to `database.max_connections`, side by side (WAL: readers never wait).
@@ -67,3 +68,4 @@ impl_sql_mfa_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_admin_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_par_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_device_store!(SqliteStore, Sqlite, "sqlite");
+impl_sql_registration_store!(SqliteStore, Sqlite, "sqlite");

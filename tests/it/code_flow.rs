@@ -13,7 +13,8 @@ use portcullis::clients::ClientRegistration;
 
 use crate::common::{browser, query, Landing, TestApp, TestClient};
 
-async fn sign_in_with_openidconnect(
+/// Also used by tests/it/registration.rs for a client that registered itself.
+pub(crate) async fn sign_in_with_openidconnect(
     app: &TestApp,
     client: &TestClient,
     alg: CoreJwsSigningAlgorithm,

@@ -25,6 +25,7 @@ mod mfa;
 mod par;
 mod passkeys;
 mod processes;
+mod registration;
 mod server;
 mod soft_passkey;
 mod store_contract;

@@ -582,6 +582,113 @@ async fn a_lease_has_one_holder_until_it_expires(store: Arc<dyn Store>) {
     assert!(x.unwrap() ^ y.unwrap(), "one of two racing instances");
 }
 
+async fn dynamic_registrations_rotate_once_record_use_and_go_with_the_client(
+    store: Arc<dyn Store>,
+) {
+    use portcullis::store::{DynamicRegistration, InitialAccessToken};
+    // Initial access tokens: valid until they expire, then purged in batches.
+    for (hash, expires_at) in [("t1", 200), ("t2", 300), ("t3", 10_000)] {
+        store
+            .create_initial_access_token(&InitialAccessToken {
+                token_hash: hash.into(),
+                created_at: 100,
+                expires_at,
+            })
+            .await
+            .unwrap();
+    }
+    assert!(store.initial_access_token_valid("t1", 199).await.unwrap());
+    assert!(!store.initial_access_token_valid("t1", 200).await.unwrap());
+    assert!(!store.initial_access_token_valid("nope", 100).await.unwrap());
+    assert_eq!(store.purge_initial_access_tokens(1000, 1).await.unwrap(), 1);
+    assert_eq!(store.purge_initial_access_tokens(1000, 5).await.unwrap(), 1);
+    assert!(store.initial_access_token_valid("t3", 1000).await.unwrap());
+
+    let mut registered = client("reg");
+    registered.dynamic = true;
+    registered.created_at = 100;
+    store.create_client(&registered).await.unwrap();
+    let mut orphan = client("orphan");
+    orphan.dynamic = true;
+    orphan.created_at = 50;
+    store.create_client(&orphan).await.unwrap();
+    let mut operator = client("operator");
+    operator.dynamic = false;
+    operator.created_at = 10;
+    store.create_client(&operator).await.unwrap();
+    let row = DynamicRegistration {
+        client_id: "reg".into(),
+        access_token_hash: "h1".into(),
+        mode: "open".into(),
+        created_at: 100,
+        used_at: None,
+    };
+    store.create_dynamic_registration(&row).await.unwrap();
+    assert!(matches!(
+        store.create_dynamic_registration(&row).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_dynamic_registration("reg").await.unwrap(),
+        Some(row)
+    );
+
+    // The token is replaced once: of two parallel rotations from h1, exactly one wins.
+    let (a, b) = tokio::join!(
+        store.rotate_registration_token("reg", "h1", "h2a"),
+        store.rotate_registration_token("reg", "h1", "h2b")
+    );
+    assert!(a.unwrap() ^ b.unwrap(), "one of two racing rotations");
+    assert!(!store
+        .rotate_registration_token("reg", "h1", "h3")
+        .await
+        .unwrap());
+    let hash = store
+        .get_dynamic_registration("reg")
+        .await
+        .unwrap()
+        .unwrap()
+        .access_token_hash;
+    assert!(hash == "h2a" || hash == "h2b");
+
+    // Never used, old enough: the sweep's candidates, an orphaned dynamic client included.
+    assert_eq!(
+        store.unused_dynamic_clients(100, 10).await.unwrap(),
+        ["orphan", "reg"]
+    );
+    assert_eq!(
+        store.unused_dynamic_clients(99, 10).await.unwrap(),
+        ["orphan"]
+    );
+    assert_eq!(
+        store.unused_dynamic_clients(100, 1).await.unwrap(),
+        ["orphan"]
+    );
+    assert!(store.mark_registration_used("reg", 150).await.unwrap());
+    assert!(
+        !store.mark_registration_used("reg", 160).await.unwrap(),
+        "once"
+    );
+    assert!(!store.mark_registration_used("orphan", 160).await.unwrap());
+    assert_eq!(
+        store
+            .get_dynamic_registration("reg")
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at,
+        Some(150)
+    );
+    assert_eq!(
+        store.unused_dynamic_clients(1000, 10).await.unwrap(),
+        ["orphan"]
+    );
+
+    // The registration goes with its client.
+    assert!(store.delete_client("reg").await.unwrap());
+    assert_eq!(store.get_dynamic_registration("reg").await.unwrap(), None);
+}
+
 /// Instantiates every contract test for one adapter.
 macro_rules! contract_suite {
     ($module:ident, $open:path) => {
@@ -613,6 +720,7 @@ macro_rules! contract_suite {
                 a_users_sessions_and_consents_are_listed_and_revoked,
                 an_email_change_is_one_transaction_and_needs_a_free_address,
                 pushed_requests_are_their_clients_opened_once_and_spent_once,
+                dynamic_registrations_rotate_once_record_use_and_go_with_the_client,
             );
         }
     };

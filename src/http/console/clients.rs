@@ -30,6 +30,8 @@ pub struct ClientRow {
     pub name: String,
     pub public: bool,
     pub first_party: bool,
+    /// Registered by the client itself (RFC 7591).
+    pub dynamic: bool,
     pub disabled: bool,
     pub grants: String,
     pub created: String,
@@ -194,6 +196,8 @@ struct ClientPage {
     link: String,
     built_in: bool,
     disabled: bool,
+    /// Registered by the client itself (RFC 7591).
+    dynamic: bool,
     confidential: bool,
     auth_method: String,
     created: String,
@@ -261,6 +265,7 @@ pub async fn list(req: &Request, state: Data<&AppState>) -> Response {
                 name: c.name.clone(),
                 public: c.is_public(),
                 first_party: c.first_party,
+                dynamic: c.dynamic,
                 disabled: c.disabled,
                 grants: c.grant_types.join(", "),
                 created: when(c.created_at),
@@ -366,6 +371,7 @@ fn client_page(
         link: format!("/console/clients/{}", path_segment(&client.id)),
         built_in: client.id == CONSOLE_CLIENT_ID,
         disabled: client.disabled,
+        dynamic: client.dynamic,
         confidential: client.secret_hash.is_some(),
         auth_method: client.token_endpoint_auth_method.clone(),
         created: when(client.created_at),
