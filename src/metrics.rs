@@ -161,7 +161,7 @@ pub struct Metrics {
 }
 
 /// Help texts of every series, so the exposition documents itself.
-const HELP: [(&str, &str, &str); 11] = [
+const HELP: [(&str, &str, &str); 12] = [
     (
         "portcullis_http_requests_total",
         "counter",
@@ -216,6 +216,11 @@ const HELP: [(&str, &str, &str); 11] = [
         "portcullis_mfa_changes_total",
         "counter",
         "Second factors enrolled, removed or reset, by kind.",
+    ),
+    (
+        "portcullis_magic_links_total",
+        "counter",
+        "Sign-in links by result (sent, unknown, throttled, used, refused) and refusal reason.",
     ),
 ];
 

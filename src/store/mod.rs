@@ -2,11 +2,13 @@
 //! Decides nothing about protocol rules; atomic state changes are single statements or
 //! transactions inside the adapter so that concurrent instances can never both win.
 
+mod magic_link;
 mod model;
 pub mod postgres;
 mod sql;
 mod sql_accounts;
 mod sql_admin;
+mod sql_magic_link;
 mod sql_mfa;
 pub mod sqlite;
 
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use magic_link::{MagicLink, MagicLinkStore};
 pub use model::*;
 
 /// Unix time in seconds (UTC), the one time representation in storage.
@@ -440,6 +443,7 @@ pub trait Store:
     + ConsentStore
     + DenyListStore
     + RefreshStore
+    + MagicLinkStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

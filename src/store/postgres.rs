@@ -8,6 +8,7 @@ use sqlx::{PgPool, Postgres};
 use super::sql::impl_sql_store;
 use super::sql_accounts::impl_sql_account_store;
 use super::sql_admin::impl_sql_admin_store;
+use super::sql_magic_link::impl_sql_magic_link_store;
 use super::sql_mfa::impl_sql_mfa_store;
 
 pub struct PostgresStore {
@@ -41,3 +42,4 @@ impl_sql_store!(PostgresStore, Postgres, "postgres");
 impl_sql_account_store!(PostgresStore, Postgres, "postgres");
 impl_sql_mfa_store!(PostgresStore, Postgres, "postgres");
 impl_sql_admin_store!(PostgresStore, Postgres, "postgres");
+impl_sql_magic_link_store!(PostgresStore, Postgres, "postgres");

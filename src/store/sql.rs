@@ -541,6 +541,9 @@ macro_rules! impl_sql_store {
                     "DELETE FROM mfa_challenges WHERE id_hash IN \
                      (SELECT id_hash FROM mfa_challenges \
                       WHERE expires_at < $1 OR used_at IS NOT NULL LIMIT $2)",
+                    // Kept a day past their end, so a late click is told why it is refused.
+                    "DELETE FROM magic_links WHERE token_hash IN \
+                     (SELECT token_hash FROM magic_links WHERE expires_at < $1 - 86400 LIMIT $2)",
                 ];
                 let mut removed = 0;
                 for sql in statements {

@@ -9,6 +9,7 @@ use sqlx::{Sqlite, SqlitePool};
 use super::sql::impl_sql_store;
 use super::sql_accounts::impl_sql_account_store;
 use super::sql_admin::impl_sql_admin_store;
+use super::sql_magic_link::impl_sql_magic_link_store;
 use super::sql_mfa::impl_sql_mfa_store;
 
 pub struct SqliteStore {
@@ -63,3 +64,4 @@ impl_sql_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_account_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_mfa_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_admin_store!(SqliteStore, Sqlite, "sqlite");
+impl_sql_magic_link_store!(SqliteStore, Sqlite, "sqlite");
