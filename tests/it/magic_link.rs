@@ -423,10 +423,18 @@ async fn a_client_requiring_mfa_gets_the_second_factor_step_after_a_link() {
 async fn hostile_input_to_the_json_endpoint_gets_a_4xx_error_response() {
     let (app, _clock) = magic_app(|_| {}).await;
     let post = |body: Value| api(&app, Method::POST, "/auth/magic-link", None, Some(body));
-    for body in [json!({"email": 5}), json!({}), json!([1, 2]), json!({"email": null})] {
+    for body in [
+        json!({"email": 5}),
+        json!({"email": {"a": 1}}),
+        json!({}),
+        json!([1, 2]),
+        json!({"email": null}),
+    ] {
         let got = post(body.clone()).await;
-        assert_error(&got, 400, "invalid_request");
+        assert!(got.0.is_client_error(), "{body}: {}", got.0);
+        assert!(got.1["code"].is_string() && got.1["traceId"].is_string(), "{}", got.1);
     }
+    assert_error(&post(json!({})).await, 400, "invalid_request");
     let got = post(json!({"email": "x".repeat(300)})).await;
     assert_error(&got, 400, "invalid_request");
     let got = post(json!({"email": "not-an-address"})).await;
