@@ -888,7 +888,10 @@ impl Settings {
                 "accounts.magic_link_per_address",
                 self.accounts.magic_link_per_address,
             ),
-            ("accounts.magic_link_per_ip", self.accounts.magic_link_per_ip),
+            (
+                "accounts.magic_link_per_ip",
+                self.accounts.magic_link_per_ip,
+            ),
         ] {
             if p.limit == 0 || p.period_secs == 0 || p.period_secs > 86_400 {
                 return Err(invalid(

@@ -34,7 +34,9 @@ pub enum MagicLinkError {
     #[error("this sign-in link was already used; ask for a new one")]
     Used,
     /// The browser has no nonce cookie, or another one: the link is not spent.
-    #[error("open the link in the browser where you asked for it (this browser did not ask for it)")]
+    #[error(
+        "open the link in the browser where you asked for it (this browser did not ask for it)"
+    )]
     OtherBrowser,
     /// An unknown token, or an account that changed its address or was disabled meanwhile.
     #[error("this sign-in link is not valid; ask for a new one")]
@@ -296,7 +298,11 @@ impl AccountService {
             .map_err(store_failed)?
         else {
             // A parallel click won, or the account changed its address or was disabled.
-            let again = self.store.find_magic_link(&hash).await.map_err(store_failed)?;
+            let again = self
+                .store
+                .find_magic_link(&hash)
+                .await
+                .map_err(store_failed)?;
             return Err(match again {
                 Some(l) if l.used_at.is_some() => MagicLinkError::Used,
                 _ => MagicLinkError::Invalid,

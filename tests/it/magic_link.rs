@@ -81,10 +81,10 @@ async fn follow(app: &TestApp, b: &reqwest::Client, token: &str) -> reqwest::Res
 }
 
 fn starts_session(resp: &reqwest::Response) -> bool {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .any(|c| c.to_str().unwrap().starts_with("portcullis-session=") && !c.to_str().unwrap().contains("Max-Age=0"))
+    resp.headers().get_all("set-cookie").iter().any(|c| {
+        c.to_str().unwrap().starts_with("portcullis-session=")
+            && !c.to_str().unwrap().contains("Max-Age=0")
+    })
 }
 
 /// How many mails the outbox holds for `to`, after giving queued ones time to land.
@@ -136,7 +136,12 @@ async fn a_link_from_the_login_page_signs_in_once_and_continues_the_authorizatio
     let href = login
         .split("href=\"/login/magic-link")
         .nth(1)
-        .map(|rest| format!("/login/magic-link{}", unescape(rest.split('"').next().unwrap())))
+        .map(|rest| {
+            format!(
+                "/login/magic-link{}",
+                unescape(rest.split('"').next().unwrap())
+            )
+        })
         .expect("the login page links to the form");
     assert!(login.contains("Email me a sign-in link"));
     assert!(href.contains("return_to=%2Fauthorize%3F"), "{href}");
@@ -163,7 +168,11 @@ async fn a_link_from_the_login_page_signs_in_once_and_continues_the_authorizatio
     let (s, _, tokens) = exchange(&app, &client, &code, VERIFIER).await;
     assert_eq!(s, 200, "{tokens}");
     let id = claims(tokens["id_token"].as_str().unwrap());
-    assert_eq!(id["amr"], json!(["otp"]), "an emailed link is one factor: otp");
+    assert_eq!(
+        id["amr"],
+        json!(["otp"]),
+        "an emailed link is one factor: otp"
+    );
     assert_eq!(id["acr"], "1fa");
     assert_eq!(id["sub"], ada.id.to_string());
 
@@ -235,13 +244,19 @@ async fn a_link_opened_in_another_browser_is_refused_and_stays_usable_in_the_fir
     assert_eq!(resp.status(), 403);
     assert!(!starts_session(&resp));
     let html = resp.text().await.unwrap();
-    assert!(html.contains("Open the link in the browser where you asked for it"), "{html}");
+    assert!(
+        html.contains("Open the link in the browser where you asked for it"),
+        "{html}"
+    );
     ask(&app, &other, "nobody@example.com").await;
     let resp = follow(&app, &other, &token).await;
     assert_eq!(resp.status(), 403, "another browser's nonce does not fit");
     assert_eq!(
         audit_kinds(&app, "magic_link.refused").await,
-        vec![json!({"reason": "other_browser"}), json!({"reason": "other_browser"})]
+        vec![
+            json!({"reason": "other_browser"}),
+            json!({"reason": "other_browser"})
+        ]
     );
 
     let resp = follow(&app, &asking, &token).await;
@@ -264,22 +279,50 @@ async fn links_are_throttled_per_address_and_per_ip_with_the_same_answer() {
     for _ in 0..3 {
         pages.push(ask(&app, &b, &ada.email).await);
     }
-    assert!(pages.iter().all(|p| *p == pages[0]), "the throttled answer looks the same");
+    assert!(
+        pages.iter().all(|p| *p == pages[0]),
+        "the throttled answer looks the same"
+    );
     assert_eq!(pages[0].0, 200);
-    assert_eq!(mail_count(&app, &ada.email).await, 2, "the third was not sent");
+    assert_eq!(
+        mail_count(&app, &ada.email).await,
+        2,
+        "the third was not sent"
+    );
 
     assert_eq!(ask(&app, &b, &bob.email).await.0, 200);
-    assert_eq!(mail_count(&app, &bob.email).await, 1, "the IP's fourth is within its budget");
+    assert_eq!(
+        mail_count(&app, &bob.email).await,
+        1,
+        "the IP's fourth is within its budget"
+    );
     let (status, page) = ask(&app, &b, &cy.email).await;
     assert_eq!(status, 200);
     assert!(page.contains("Check your email"));
-    assert_eq!(mail_count(&app, &cy.email).await, 0, "the IP's fifth was not sent");
+    assert_eq!(
+        mail_count(&app, &cy.email).await,
+        0,
+        "the IP's fifth was not sent"
+    );
     let throttled = audit_kinds(&app, "magic_link.throttled").await;
-    assert!(throttled.contains(&json!({"policy": "per_address"})), "{throttled:?}");
-    assert!(throttled.contains(&json!({"policy": "per_ip"})), "{throttled:?}");
+    assert!(
+        throttled.contains(&json!({"policy": "per_address"})),
+        "{throttled:?}"
+    );
+    assert!(
+        throttled.contains(&json!({"policy": "per_ip"})),
+        "{throttled:?}"
+    );
 
     // The JSON API shares the limits and the answer.
-    let got = api(&app, Method::POST, "/auth/magic-link", None, Some(json!({"email": ada.email}))).await;
+    let got = api(
+        &app,
+        Method::POST,
+        "/auth/magic-link",
+        None,
+        Some(json!({"email": ada.email})),
+    )
+    .await;
     assert_eq!(got.0, StatusCode::ACCEPTED);
 }
 
@@ -287,7 +330,14 @@ async fn links_are_throttled_per_address_and_per_ip_with_the_same_answer() {
 async fn known_and_unknown_addresses_get_the_same_answer_and_only_known_ones_a_mail() {
     let (app, _clock) = magic_app(|_| {}).await;
     let ada = app.create_user("ada@example.com", PASSWORD).await;
-    let known = api(&app, Method::POST, "/auth/magic-link", None, Some(json!({"email": ada.email}))).await;
+    let known = api(
+        &app,
+        Method::POST,
+        "/auth/magic-link",
+        None,
+        Some(json!({"email": ada.email})),
+    )
+    .await;
     let unknown = api(
         &app,
         Method::POST,
@@ -305,13 +355,23 @@ async fn known_and_unknown_addresses_get_the_same_answer_and_only_known_ones_a_m
     let b = browser();
     let (s1, p1) = ask(&app, &b, &ada.email).await;
     let (s2, p2) = ask(&app, &b, "nobody@example.com").await;
-    assert_eq!((s1, p1.replace(&ada.email, "X")), (s2, p2.replace("nobody@example.com", "X")));
+    assert_eq!(
+        (s1, p1.replace(&ada.email, "X")),
+        (s2, p2.replace("nobody@example.com", "X"))
+    );
 
     // A disabled account gets nothing either.
     let mut row = app.state.store.get_user(ada.id).await.unwrap().unwrap();
     row.disabled = true;
     app.state.store.update_user(&row).await.unwrap();
-    let disabled = api(&app, Method::POST, "/auth/magic-link", None, Some(json!({"email": ada.email}))).await;
+    let disabled = api(
+        &app,
+        Method::POST,
+        "/auth/magic-link",
+        None,
+        Some(json!({"email": ada.email})),
+    )
+    .await;
     assert_eq!(disabled, unknown);
     assert_eq!(mail_count(&app, &ada.email).await, 2, "only the two before");
 }
@@ -321,14 +381,32 @@ async fn with_the_feature_off_there_is_no_link_and_the_endpoints_refuse() {
     let (app, _clock) = magic_app(|s| s.accounts.magic_link = false).await;
     let ada = app.create_user("ada@example.com", PASSWORD).await;
     let b = browser();
-    let login = b.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
+    let login = b
+        .get(app.url("/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!login.contains("magic-link"), "no link on the login page");
     assert!(!login.contains("sign-in link"));
     let form = b.get(app.url("/login/magic-link")).send().await.unwrap();
     assert_eq!(form.status(), 404);
-    let verify = b.get(app.url(&format!("{PATH}?token=abc"))).send().await.unwrap();
+    let verify = b
+        .get(app.url(&format!("{PATH}?token=abc")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(verify.status(), 404);
-    let got = api(&app, Method::POST, "/auth/magic-link", None, Some(json!({"email": ada.email}))).await;
+    let got = api(
+        &app,
+        Method::POST,
+        "/auth/magic-link",
+        None,
+        Some(json!({"email": ada.email})),
+    )
+    .await;
     assert_error(&got, 404, "magic_link_disabled");
     assert_eq!(mail_count(&app, &ada.email).await, 0);
 }
@@ -359,7 +437,10 @@ async fn an_admin_signing_in_by_link_still_passes_the_second_factor() {
     let token = link_token(&app, &admin.email, 1).await;
     let resp = follow(&app, &b, &token).await;
     assert_eq!(resp.status(), 200);
-    assert!(!starts_session(&resp), "no session before the second factor");
+    assert!(
+        !starts_session(&resp),
+        "no session before the second factor"
+    );
     let html = resp.text().await.unwrap();
     assert!(html.contains("action=\"/login/mfa\""), "{html}");
     let key = html
@@ -375,7 +456,12 @@ async fn an_admin_signing_in_by_link_still_passes_the_second_factor() {
         ("mfa_token", form_value(&html, "mfa_token").unwrap()),
         ("code", code_at(&key, clock.now())),
     ];
-    let resp = b.post(app.url("/login/mfa")).form(&form).send().await.unwrap();
+    let resp = b
+        .post(app.url("/login/mfa"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200, "the recovery codes");
     assert!(starts_session(&resp));
     let html = resp.text().await.unwrap();
@@ -392,7 +478,11 @@ async fn an_admin_signing_in_by_link_still_passes_the_second_factor() {
     let (s, _, tokens) = exchange(&app, &client, &code, VERIFIER).await;
     assert_eq!(s, 200, "{tokens}");
     let id = claims(tokens["id_token"].as_str().unwrap());
-    assert_eq!(id["amr"], json!(["otp", "mfa"]), "the link and the app: two factors");
+    assert_eq!(
+        id["amr"],
+        json!(["otp", "mfa"]),
+        "the link and the app: two factors"
+    );
     assert_eq!(id["acr"], "mfa");
 }
 
@@ -432,7 +522,11 @@ async fn hostile_input_to_the_json_endpoint_gets_a_4xx_error_response() {
     ] {
         let got = post(body.clone()).await;
         assert!(got.0.is_client_error(), "{body}: {}", got.0);
-        assert!(got.1["code"].is_string() && got.1["traceId"].is_string(), "{}", got.1);
+        assert!(
+            got.1["code"].is_string() && got.1["traceId"].is_string(),
+            "{}",
+            got.1
+        );
     }
     assert_error(&post(json!({})).await, 400, "invalid_request");
     let got = post(json!({"email": "x".repeat(300)})).await;
@@ -448,7 +542,10 @@ async fn hostile_input_to_the_json_endpoint_gets_a_4xx_error_response() {
     for (ctype, body) in [
         ("application/json", "{\"email\":".to_string()),
         ("text/plain", "email=ada@example.com".to_string()),
-        ("application/json", format!("{{\"email\":\"{}\"}}", "a".repeat(2_000_000))),
+        (
+            "application/json",
+            format!("{{\"email\":\"{}\"}}", "a".repeat(2_000_000)),
+        ),
     ] {
         let resp = app
             .http
@@ -467,7 +564,15 @@ async fn hostile_input_to_the_json_endpoint_gets_a_4xx_error_response() {
     // A mangled link on the page is a clear 400, never a 500.
     let b = browser();
     for token in ["", "%00", &"a".repeat(5000)] {
-        let resp = b.get(app.url(&format!("{PATH}?token={token}"))).send().await.unwrap();
-        assert!(resp.status().is_client_error(), "{token:.8}: {}", resp.status());
+        let resp = b
+            .get(app.url(&format!("{PATH}?token={token}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_client_error(),
+            "{token:.8}: {}",
+            resp.status()
+        );
     }
 }
