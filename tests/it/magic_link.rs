@@ -576,3 +576,79 @@ async fn hostile_input_to_the_json_endpoint_gets_a_4xx_error_response() {
         );
     }
 }
+
+/// The store port on this run's backend (PostgreSQL when PORTCULLIS_TEST_DATABASE_URL is set):
+/// spending needs the nonce and an unused, unexpired link whose address is still the user's.
+#[tokio::test]
+async fn the_store_spends_a_link_once_and_only_with_its_nonce() {
+    use portcullis::store::MagicLink;
+    let (app, _clock) = magic_app(|_| {}).await;
+    let ada = app.create_user("ada@example.com", PASSWORD).await;
+    let store = &app.state.store;
+    let link = |token: &str, expires_at| MagicLink {
+        token_hash: format!("hash-{token}"),
+        nonce_hash: "nonce-hash".into(),
+        user_id: ada.id,
+        email: "Ada@Example.com".into(),
+        return_to: "/authorize?client_id=x".into(),
+        created_at: 100,
+        expires_at,
+        used_at: None,
+    };
+    store.create_magic_link(&link("a", 1000)).await.unwrap();
+    store.create_magic_link(&link("late", 300)).await.unwrap();
+    assert!(store
+        .consume_magic_link("hash-a", "other-nonce", 200)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .find_magic_link("hash-a")
+        .await
+        .unwrap()
+        .unwrap()
+        .used_at
+        .is_none());
+    let spent = store
+        .consume_magic_link("hash-a", "nonce-hash", 200)
+        .await
+        .unwrap()
+        .expect("spent once");
+    assert_eq!(spent.return_to, "/authorize?client_id=x");
+    assert_eq!(spent.used_at, Some(200));
+    assert!(store
+        .consume_magic_link("hash-a", "nonce-hash", 201)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        store
+            .consume_magic_link("hash-late", "nonce-hash", 300)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert!(store.find_magic_link("hash-none").await.unwrap().is_none());
+
+    // An address changed meanwhile makes the link worthless, and nothing is written.
+    store
+        .create_magic_link(&MagicLink {
+            email: "old@example.com".into(),
+            ..link("b", 1000)
+        })
+        .await
+        .unwrap();
+    assert!(store
+        .consume_magic_link("hash-b", "nonce-hash", 200)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .find_magic_link("hash-b")
+        .await
+        .unwrap()
+        .unwrap()
+        .used_at
+        .is_none());
+}
