@@ -69,6 +69,19 @@ async fn ask(app: &TestApp, b: &reqwest::Client, email: &str) -> (u16, String) {
     ask_at(app, b, "/login/magic-link", email).await
 }
 
+/// Asks for a link from the login page the authorization request `url` shows.
+async fn ask_during(app: &TestApp, b: &reqwest::Client, url: &str, email: &str) -> (u16, String) {
+    let login = b.get(url).send().await.unwrap().text().await.unwrap();
+    let return_to = form_value(&login, "return_to").unwrap();
+    let path = format!(
+        "/login/magic-link?{}",
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("return_to", &return_to)
+            .finish()
+    );
+    ask_at(app, b, &path, email).await
+}
+
 async fn link_token(app: &TestApp, to: &str, nth: usize) -> String {
     mailed_token(app, to, PATH, nth).await
 }
@@ -425,15 +438,7 @@ async fn an_admin_signing_in_by_link_still_passes_the_second_factor() {
 
     let b = browser();
     let url = auth_url(&app, &client, &[]);
-    let login = b.get(&url).send().await.unwrap().text().await.unwrap();
-    let return_to = form_value(&login, "return_to").unwrap();
-    let form_path = format!(
-        "/login/magic-link?{}",
-        url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("return_to", &return_to)
-            .finish()
-    );
-    ask_at(&app, &b, &form_path, &admin.email).await;
+    ask_during(&app, &b, &url, &admin.email).await;
     let token = link_token(&app, &admin.email, 1).await;
     let resp = follow(&app, &b, &token).await;
     assert_eq!(resp.status(), 200);
@@ -493,15 +498,7 @@ async fn a_client_requiring_mfa_gets_the_second_factor_step_after_a_link() {
     let ada = app.create_user("ada@example.com", PASSWORD).await;
     let b = browser();
     let url = auth_url(&app, &client, &[]);
-    let login = b.get(&url).send().await.unwrap().text().await.unwrap();
-    let return_to = form_value(&login, "return_to").unwrap();
-    let path = format!(
-        "/login/magic-link?{}",
-        url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("return_to", &return_to)
-            .finish()
-    );
-    ask_at(&app, &b, &path, &ada.email).await;
+    ask_during(&app, &b, &url, &ada.email).await;
     let token = link_token(&app, &ada.email, 1).await;
     let resp = follow(&app, &b, &token).await;
     assert_eq!(resp.status(), 200);
@@ -581,10 +578,23 @@ async fn hostile_input_to_the_json_endpoint_gets_a_4xx_error_response() {
 /// spending needs the nonce and an unused, unexpired link whose address is still the user's.
 #[tokio::test]
 async fn the_store_spends_a_link_once_and_only_with_its_nonce() {
-    use portcullis::store::MagicLink;
+    use portcullis::store::{MagicLink, Store};
+    async fn spends(store: &dyn Store, token: &str, nonce: &str, now: i64) -> bool {
+        let hash = format!("hash-{token}");
+        store
+            .consume_magic_link(&hash, nonce, now)
+            .await
+            .unwrap()
+            .is_some()
+    }
+    async fn unspent(store: &dyn Store, token: &str) -> bool {
+        let hash = format!("hash-{token}");
+        let found = store.find_magic_link(&hash).await.unwrap();
+        found.expect("stored").used_at.is_none()
+    }
     let (app, _clock) = magic_app(|_| {}).await;
     let ada = app.create_user("ada@example.com", PASSWORD).await;
-    let store = &app.state.store;
+    let store = &*app.state.store;
     let link = |token: &str, expires_at| MagicLink {
         token_hash: format!("hash-{token}"),
         nonce_hash: "nonce-hash".into(),
@@ -597,18 +607,8 @@ async fn the_store_spends_a_link_once_and_only_with_its_nonce() {
     };
     store.create_magic_link(&link("a", 1000)).await.unwrap();
     store.create_magic_link(&link("late", 300)).await.unwrap();
-    assert!(store
-        .consume_magic_link("hash-a", "other-nonce", 200)
-        .await
-        .unwrap()
-        .is_none());
-    assert!(store
-        .find_magic_link("hash-a")
-        .await
-        .unwrap()
-        .unwrap()
-        .used_at
-        .is_none());
+    assert!(!spends(store, "a", "other-nonce", 200).await);
+    assert!(unspent(store, "a").await, "a wrong nonce spends nothing");
     let spent = store
         .consume_magic_link("hash-a", "nonce-hash", 200)
         .await
@@ -616,39 +616,16 @@ async fn the_store_spends_a_link_once_and_only_with_its_nonce() {
         .expect("spent once");
     assert_eq!(spent.return_to, "/authorize?client_id=x");
     assert_eq!(spent.used_at, Some(200));
-    assert!(store
-        .consume_magic_link("hash-a", "nonce-hash", 201)
-        .await
-        .unwrap()
-        .is_none());
-    assert!(
-        store
-            .consume_magic_link("hash-late", "nonce-hash", 300)
-            .await
-            .unwrap()
-            .is_none(),
-        "expired"
-    );
+    assert!(!spends(store, "a", "nonce-hash", 201).await, "once only");
+    assert!(!spends(store, "late", "nonce-hash", 300).await, "expired");
     assert!(store.find_magic_link("hash-none").await.unwrap().is_none());
 
     // An address changed meanwhile makes the link worthless, and nothing is written.
-    store
-        .create_magic_link(&MagicLink {
-            email: "old@example.com".into(),
-            ..link("b", 1000)
-        })
-        .await
-        .unwrap();
-    assert!(store
-        .consume_magic_link("hash-b", "nonce-hash", 200)
-        .await
-        .unwrap()
-        .is_none());
-    assert!(store
-        .find_magic_link("hash-b")
-        .await
-        .unwrap()
-        .unwrap()
-        .used_at
-        .is_none());
+    let moved = MagicLink {
+        email: "old@example.com".into(),
+        ..link("b", 1000)
+    };
+    store.create_magic_link(&moved).await.unwrap();
+    assert!(!spends(store, "b", "nonce-hash", 200).await);
+    assert!(unspent(store, "b").await);
 }
