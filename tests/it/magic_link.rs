@@ -200,15 +200,8 @@ async fn a_link_from_the_login_page_signs_in_once_and_continues_the_authorizatio
         audit_kinds(&app, "magic_link.refused").await,
         vec![json!({"reason": "used"})]
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.management))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = reqwest::get(format!("{}/metrics", app.management));
+    let metrics = scrape.await.unwrap().text().await.unwrap();
     for line in [
         "portcullis_magic_links_total{result=\"sent\"} 1",
         "portcullis_magic_links_total{result=\"used\"} 1",
