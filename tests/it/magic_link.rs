@@ -430,6 +430,11 @@ async fn with_the_feature_off_there_is_no_link_and_the_endpoints_refuse() {
     )
     .await;
     assert_error(&got, 404, "magic_link_disabled");
+    let spec = app.get_raw("/openapi.json").await.text().await.unwrap();
+    assert!(
+        spec.contains("\"/auth/magic-link\""),
+        "documented in /openapi.json"
+    );
     assert_eq!(mail_count(&app, &ada.email).await, 0);
 }
 
