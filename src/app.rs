@@ -361,6 +361,15 @@ impl Portcullis {
                 post(http::pages::passkey::passwordless_options),
             )
             .at("/login/passkey", post(http::pages::passkey::passwordless))
+            .at(
+                "/login/magic-link",
+                get(http::pages::magic_link::request_form)
+                    .post(http::pages::magic_link::request_submit),
+            )
+            .at(
+                crate::accounts::magic_link::PATH,
+                get(http::pages::magic_link::follow),
+            )
             .nest("/account", http::account::routes())
             .at("/consent", post(http::pages::consent_submit))
             .at("/device_authorization", post(http::device::authorization))

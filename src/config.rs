@@ -557,6 +557,14 @@ pub struct AccountSettings {
     pub password_reset_ttl_secs: u64,
     /// Second factors, passkeys and MFA policies.
     pub mfa: MfaSettings,
+    /// "Email me a sign-in link" on the login page and `POST /auth/magic-link` (off by default).
+    pub magic_link: bool,
+    /// Lifetime of a mailed sign-in link.
+    pub magic_link_ttl_secs: u64,
+    /// Sign-in links asked for one address (whether or not it has an account).
+    pub magic_link_per_address: crate::limiter::Policy,
+    /// Sign-in links asked from one client IP.
+    pub magic_link_per_ip: crate::limiter::Policy,
 }
 
 /// Multi-factor sign-in (TOTP, passkeys, recovery codes) and who must use it.
@@ -734,6 +742,16 @@ impl Default for AccountSettings {
             verify_email_ttl_secs: 24 * 3600,
             password_reset_ttl_secs: 30 * 60,
             mfa: MfaSettings::default(),
+            magic_link: false,
+            magic_link_ttl_secs: 600,
+            magic_link_per_address: crate::limiter::Policy {
+                limit: 3,
+                period_secs: 900,
+            },
+            magic_link_per_ip: crate::limiter::Policy {
+                limit: 10,
+                period_secs: 900,
+            },
         }
     }
 }
@@ -993,6 +1011,13 @@ impl Settings {
                 ));
             }
         }
+        if !(60..=3600).contains(&self.accounts.magic_link_ttl_secs) {
+            return Err(invalid(
+                "accounts.magic_link_ttl_secs",
+                &self.accounts.magic_link_ttl_secs.to_string(),
+                "between 60 seconds and 1 hour (a sign-in link should not live long)",
+            ));
+        }
         if !matches!(self.mail.smtp.tls.as_str(), "starttls" | "none") {
             return Err(invalid(
                 "mail.smtp.tls",
@@ -1071,6 +1096,14 @@ impl Settings {
             ("rate_limits.login_ip", r.login_ip),
             ("rate_limits.login_account_ip", r.login_account_ip),
             ("rate_limits.login_account", r.login_account),
+            (
+                "accounts.magic_link_per_address",
+                self.accounts.magic_link_per_address,
+            ),
+            (
+                "accounts.magic_link_per_ip",
+                self.accounts.magic_link_per_ip,
+            ),
         ] {
             if p.limit == 0 || p.period_secs == 0 || p.period_secs > 86_400 {
                 return Err(invalid(

@@ -170,7 +170,7 @@ pub struct Metrics {
 }
 
 /// Help texts of every series, so the exposition documents itself.
-const HELP: [(&str, &str, &str); 16] = [
+const HELP: [(&str, &str, &str); 17] = [
     (
         "portcullis_http_requests_total",
         "counter",
@@ -250,6 +250,11 @@ const HELP: [(&str, &str, &str); 16] = [
         "portcullis_client_registration_management_total",
         "counter",
         "Reads, updates and deletions of dynamic registrations (RFC 7592), and unused clients expired, by result.",
+    ),
+    (
+        "portcullis_magic_links_total",
+        "counter",
+        "Sign-in links by result (sent, unknown, throttled, used, refused) and refusal reason.",
     ),
 ];
 

@@ -138,7 +138,7 @@ impl AccountService {
         self.deliver(&user.email, subject, text, html);
     }
 
-    fn deliver(&self, to: &str, subject: String, text: String, html: String) {
+    pub(super) fn deliver(&self, to: &str, subject: String, text: String, html: String) {
         send_later(
             self.mailer.clone(),
             OutgoingMail {
@@ -314,7 +314,7 @@ impl AccountService {
     }
 }
 
-fn human_duration(secs: u64) -> String {
+pub(super) fn human_duration(secs: u64) -> String {
     match secs {
         s if s % 86400 == 0 && s >= 86400 => plural(s / 86400, "day"),
         s if s % 3600 == 0 && s >= 3600 => plural(s / 3600, "hour"),
@@ -330,7 +330,7 @@ fn plural(n: u64, unit: &str) -> String {
     }
 }
 
-fn render(t: &impl Template) -> Result<String, AccountError> {
+pub(super) fn render(t: &impl Template) -> Result<String, AccountError> {
     t.render().map_err(|e| {
         tracing::error!(error = %e, "an email template failed to render");
         AccountError::Internal

@@ -5,6 +5,7 @@
 mod admin;
 mod email_change;
 mod emails;
+pub mod magic_link;
 pub mod mfa;
 mod password;
 pub mod policy;

@@ -61,6 +61,8 @@ pub struct DeviceConsentPage {
     /// As the device shows it: `XXXX-XXXX`.
     pub user_code: String,
     pub client_name: String,
+    /// The client registered itself (RFC 7591): nobody vouched for its name.
+    pub unverified: bool,
     pub user_email: String,
     pub scopes: Vec<ScopeLine>,
 }
@@ -445,6 +447,7 @@ fn consent_page(state: &AppState, req: &Request, step: &Step) -> Response {
         csrf,
         user_code: step.code.display(),
         client_name: step.client.name.clone(),
+        unverified: step.client.dynamic,
         user_email: step.user.email.clone(),
         scopes: pages::scope_lines(&Scope::parse(&step.grant.scope).unwrap_or_default()),
     };

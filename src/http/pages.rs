@@ -2,6 +2,7 @@
 //! forms and their script in `pages/passkey.rs`. Server-rendered, usable without JavaScript
 //! (passkeys aside, which need it), every form with a CSRF token.
 
+pub mod magic_link;
 pub mod passkey;
 
 use askama::Template;
@@ -10,7 +11,7 @@ use poem::web::Data;
 use poem::{handler, Body, IntoResponse, Request, Response};
 
 use crate::accounts::mfa::webauthn::options_for_html;
-use crate::accounts::mfa::{Acr, MfaError, PendingSignIn, SignedIn};
+use crate::accounts::mfa::{Acr, FirstFactor, MfaError, PendingSignIn, SignedIn};
 use crate::accounts::service::{AccountError, RequestMeta};
 use crate::app::AppState;
 use crate::config::BrandingSettings;
@@ -58,6 +59,8 @@ pub struct LoginPage {
     pub allow_registration: bool,
     /// Offer "Sign in with a passkey" (and passkeys in the username's autofill).
     pub passkeys: bool,
+    /// "Email me a sign-in link" (`accounts.magic_link`), keeping the pending request.
+    pub magic_link_href: Option<String>,
 }
 
 pub struct ScopeLine {
@@ -215,6 +218,10 @@ pub fn login_page(
         client_name,
         allow_registration: state.settings.accounts.allow_registration,
         passkeys: state.mfa.passkeys_offered(),
+        magic_link_href: state
+            .accounts
+            .magic_links_enabled()
+            .then(|| magic_link::form_href(return_to)),
     };
     let status = if error.is_some() {
         StatusCode::UNAUTHORIZED
@@ -334,7 +341,6 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
     // Counted before the hash is checked, atomically, so parallel guesses cannot slip past
     // (cf. GHSA-7h8m-vrxx-vr4m); the same rules as `POST /auth/login`.
     let meta = crate::http::api::meta_of(req);
-    let required = oauth::required_acr_for(state, return_to).await;
     let user = match state.accounts.sign_in(&meta, &username, password).await {
         Ok(user) => user,
         Err(AccountError::Throttled {
@@ -355,9 +361,28 @@ pub async fn login_submit(req: &Request, body: Body, state: Data<&AppState>) -> 
             return login_page(state, req, return_to, &username, Some(message), client_name);
         }
     };
-    match state.mfa.after_password(&user, required, return_to).await {
+    continue_sign_in(state, req, &meta, &user, FirstFactor::Password, return_to).await
+}
+
+/// After the first factor of a sign-in (a password, or an emailed link): the session when no
+/// second factor applies, else the second-factor page (the MFA policy, the client's or the
+/// request's `acr`); then on to `return_to`.
+pub(crate) async fn continue_sign_in(
+    state: &AppState,
+    req: &Request,
+    meta: &RequestMeta,
+    user: &User,
+    first: FirstFactor,
+    return_to: &str,
+) -> Response {
+    let required = oauth::required_acr_for(state, return_to).await;
+    match state
+        .mfa
+        .after_first_factor(user, required, return_to, first)
+        .await
+    {
         Ok(crate::accounts::mfa::AfterPassword::Done { amr, acr }) => {
-            start_session(state, req, &meta, &user, &amr, acr, return_to, None).await
+            start_session(state, req, meta, user, &amr, acr, return_to, None).await
         }
         Ok(crate::accounts::mfa::AfterPassword::Pending(pending)) => {
             mfa_page(state, req, &pending, None).await

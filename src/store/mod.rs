@@ -2,12 +2,14 @@
 //! Decides nothing about protocol rules; atomic state changes are single statements or
 //! transactions inside the adapter so that concurrent instances can never both win.
 
+mod magic_link;
 mod model;
 pub mod postgres;
 mod sql;
 mod sql_accounts;
 mod sql_admin;
 mod sql_device;
+mod sql_magic_link;
 mod sql_mfa;
 mod sql_par;
 mod sql_registration;
@@ -18,9 +20,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use magic_link::{MagicLink, MagicLinkStore};
 pub use model::*;
-pub use sql_par::{ParStore, PushedRequest};
 pub use sql_device::{DeviceApproval, DeviceGrant, DeviceStatus, DeviceStore};
+pub use sql_par::{ParStore, PushedRequest};
 pub use sql_registration::{DynamicRegistration, InitialAccessToken, RegistrationStore};
 
 /// Unix time in seconds (UTC), the one time representation in storage.
@@ -449,6 +452,7 @@ pub trait Store:
     + ParStore
     + DeviceStore
     + RegistrationStore
+    + MagicLinkStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -544,6 +544,9 @@ macro_rules! impl_sql_store {
                     // Spent ones stay until they expire: a reused request_uri is then told so.
                     "DELETE FROM pushed_authorization_requests WHERE uri_hash IN \
                      (SELECT uri_hash FROM pushed_authorization_requests WHERE expires_at < $1 LIMIT $2)",
+                    // Kept a day past their end, so a late click is told why it is refused.
+                    "DELETE FROM magic_links WHERE token_hash IN \
+                     (SELECT token_hash FROM magic_links WHERE expires_at < $1 - 86400 LIMIT $2)",
                 ];
                 let mut removed = 0;
                 for sql in statements {

@@ -21,6 +21,7 @@ mod ipv6_limits;
 mod keys;
 mod logout;
 mod loopback_redirects;
+mod magic_link;
 mod mfa;
 mod par;
 mod passkeys;

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 pub use passkeys::{passkey_name, PasskeyCeremony, DEFAULT_NAME as DEFAULT_PASSKEY_NAME};
 pub use policy::{Acr, AcrRequest};
-pub use sign_in::{AfterPassword, PendingSignIn, SignedIn};
+pub use sign_in::{AfterPassword, FirstFactor, PendingSignIn, SignedIn};
 pub use totp::TotpEnrollment;
 
 use super::service::RequestMeta;

@@ -88,6 +88,29 @@ pub fn combine_amr(so_far: &[String], added: &[&str]) -> Vec<String> {
     amr
 }
 
+/// The `amr` of a sign-in by emailed link (`accounts/magic_link.rs`). RFC 8176 §2 has no
+/// value for a link sent to the inbox; `otp` ("one-time password", a secret used once) is the
+/// closest: a one-time secret delivered out of band. It is one factor.
+pub const EMAILED_LINK_AMR: &str = "otp";
+
+/// Whether a session's methods are those of an emailed link alone.
+pub fn is_emailed_link(amr: &[String]) -> bool {
+    matches!(amr, [only] if only == EMAILED_LINK_AMR)
+}
+
+/// [`combine_amr`] for a second factor passed after an emailed link: the link (a secret sent
+/// to the inbox) and the account's own factor (an app or a key held by the person) are two
+/// independent factors, so `mfa` joins them even though the link, like an app's code, is
+/// called `otp`.
+pub fn combine_after_link(so_far: &[String], added: &[&str]) -> Vec<String> {
+    let mut amr = combine_amr(so_far, added);
+    let factor = added.iter().any(|m| matches!(*m, "otp" | "hwk" | "swk"));
+    if factor && !amr.iter().any(|a| a == "mfa") {
+        amr.push("mfa".into());
+    }
+    amr
+}
+
 /// What an authorization request asks of the sign-in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AcrRequest {
@@ -153,6 +176,19 @@ mod tests {
             Acr::of_amr(&combine_amr(&v(&["pwd"]), &["hwk"])),
             Acr::PhishingResistant
         );
+    }
+
+    #[test]
+    fn a_second_factor_after_an_emailed_link_makes_two() {
+        let link = v(&[EMAILED_LINK_AMR]);
+        assert!(is_emailed_link(&link));
+        assert!(!is_emailed_link(&v(&["pwd", "otp", "mfa"])));
+        assert_eq!(Acr::of_amr(&link), Acr::OneFactor);
+        let both = combine_after_link(&link, &["otp"]);
+        assert_eq!(both, v(&["otp", "mfa"]));
+        assert_eq!(Acr::of_amr(&both), Acr::Mfa);
+        let key = combine_after_link(&link, &["hwk", "user"]);
+        assert_eq!(Acr::of_amr(&key), Acr::PhishingResistant);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::policy::{combine_amr, Acr};
+use super::policy::{combine_after_link, combine_amr, is_emailed_link, Acr};
 use super::{recovery, store_failed, totp, Methods, MfaError, MfaService};
 use crate::accounts::service::RequestMeta;
 use crate::random;
@@ -37,6 +37,9 @@ pub(crate) struct SignInData {
     /// (a page left open after signing out must not mint a session).
     #[serde(default)]
     pub session_id_hash: Option<String>,
+    /// The first step was an emailed link (`amr` `["otp"]`): the second factor makes two.
+    #[serde(default)]
+    pub emailed_link: bool,
 }
 
 /// A sign-in waiting for its second factor.
@@ -50,6 +53,24 @@ pub struct PendingSignIn {
     pub step_up: bool,
     pub return_to: String,
     pub required: Option<Acr>,
+}
+
+/// How the first step of a sign-in was passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstFactor {
+    /// `pwd`.
+    Password,
+    /// A mailed sign-in link: `otp` (see [`super::policy::EMAILED_LINK_AMR`]).
+    EmailedLink,
+}
+
+impl FirstFactor {
+    pub fn amr(self) -> &'static str {
+        match self {
+            FirstFactor::Password => "pwd",
+            FirstFactor::EmailedLink => super::policy::EMAILED_LINK_AMR,
+        }
+    }
 }
 
 /// What the password step leads to.
@@ -84,7 +105,21 @@ impl MfaService {
         required: Option<Acr>,
         return_to: &str,
     ) -> Result<AfterPassword, MfaError> {
-        let amr = vec!["pwd".to_string()];
+        self.after_first_factor(user, required, return_to, FirstFactor::Password)
+            .await
+    }
+
+    /// [`Self::after_password`] for any first factor: the same policies (a factor the
+    /// account has, `required_for_roles`, the client's or request's `acr`) after a password
+    /// or an emailed link.
+    pub async fn after_first_factor(
+        &self,
+        user: &User,
+        required: Option<Acr>,
+        return_to: &str,
+        first: FirstFactor,
+    ) -> Result<AfterPassword, MfaError> {
+        let amr = vec![first.amr().to_string()];
         if !self.enabled() {
             if required.is_some() {
                 // A client (or request) that needs MFA gets none from a server without it.
@@ -109,6 +144,7 @@ impl MfaService {
             enroll: !has_factor,
             step_up: false,
             session_id_hash: None,
+            emailed_link: first == FirstFactor::EmailedLink,
         };
         Ok(AfterPassword::Pending(self.hold(user, data).await?))
     }
@@ -132,6 +168,7 @@ impl MfaService {
             enroll: !has_factor,
             step_up: true,
             session_id_hash: Some(session.id_hash.clone()),
+            emailed_link: is_emailed_link(session_amr),
         };
         self.hold(user, data).await
     }
@@ -306,7 +343,11 @@ impl MfaService {
             self.limiter.reset(&key).await;
         }
         self.passed_attempt(user.id).await;
-        let amr = combine_amr(&data.amr, added_amr);
+        let amr = if data.emailed_link {
+            combine_after_link(&data.amr, added_amr)
+        } else {
+            combine_amr(&data.amr, added_amr)
+        };
         let acr = Acr::of_amr(&amr);
         self.audit(
             meta,

@@ -8,6 +8,7 @@ mod admin_clients;
 mod admin_keys;
 mod admin_sessions;
 mod auth;
+mod magic_link;
 mod mfa;
 mod passkeys;
 mod users;
@@ -446,6 +447,7 @@ async fn json_errors<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
 /// Every group of operations of the API.
 type Apis = (
     auth::AuthApi,
+    magic_link::MagicLinkApi,
     mfa::MfaApi,
     passkeys::PasskeyApi,
     users::UsersApi,
@@ -460,6 +462,7 @@ pub fn service(issuer: &str) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             auth::AuthApi,
+            magic_link::MagicLinkApi,
             mfa::MfaApi,
             passkeys::PasskeyApi,
             users::UsersApi,
