@@ -24,3 +24,4 @@ CREATE TABLE device_grants (
     access_token_jti    TEXT
 );
 CREATE INDEX device_grants_expiry ON device_grants (expires_at);
+CREATE INDEX device_grants_session ON device_grants (session_id_hash);

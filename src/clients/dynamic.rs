@@ -486,7 +486,8 @@ fn replacement(reg: &ClientRegistration) -> ClientUpdate {
         backchannel_logout_session_required: Some(reg.backchannel_logout_session_required),
         jwks: Some(reg.jwks.clone()),
         jwks_uri: Some(reg.jwks_uri.clone()),
-        require_par: Some(reg.require_par),
+        // Asked for, it is set; left out, an operator's `--require-par` stays (RFC 9126 §6).
+        require_par: reg.require_par.then_some(true),
         logo_uri: Some(reg.logo_uri.clone()),
         client_uri: Some(reg.client_uri.clone()),
         application_type: Some(

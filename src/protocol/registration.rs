@@ -62,6 +62,47 @@ pub struct MetadataError {
     pub description: String,
 }
 
+/// Whether a URL the server itself will call (keys to fetch, logout tokens to post) names a
+/// host outside this machine and its private networks (RFC 9700 §4.16 / RFC 7591 §5: a
+/// self-registered client must not make the server reach internal services). An IP literal
+/// is checked by range; names that are local by definition (`localhost`, `*.localhost`,
+/// `*.local`, `*.internal`) are refused. Names that resolve to private addresses are not
+/// caught here.
+fn public_target(uri: &str) -> bool {
+    use std::net::IpAddr;
+    let Ok(url) = url::Url::parse(uri) else {
+        return true; // malformed: `prepare` refuses it with its own message
+    };
+    let private_v4 = |ip: std::net::Ipv4Addr| {
+        ip.is_loopback()
+            || ip.is_private()
+            || ip.is_link_local()
+            || ip.is_unspecified()
+            || ip.is_broadcast()
+            || ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64 // 100.64/10, CGNAT
+    };
+    match url.host() {
+        None => true,
+        Some(url::Host::Ipv4(ip)) => !private_v4(ip),
+        Some(url::Host::Ipv6(ip)) => {
+            let seg = ip.segments();
+            let mapped = ip.to_ipv4_mapped().map(IpAddr::V4);
+            !(ip.is_loopback()
+                || ip.is_unspecified()
+                || (seg[0] & 0xfe00) == 0xfc00 // fc00::/7, unique local
+                || (seg[0] & 0xffc0) == 0xfe80 // fe80::/10, link-local
+                || matches!(mapped, Some(IpAddr::V4(v4)) if private_v4(v4)))
+        }
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            !(name == "localhost"
+                || [".localhost", ".local", ".internal"]
+                    .iter()
+                    .any(|suffix| name.ends_with(suffix)))
+        }
+    }
+}
+
 fn metadata(description: impl Into<String>) -> MetadataError {
     MetadataError {
         code: MetadataErrorCode::InvalidClientMetadata,
@@ -201,6 +242,19 @@ pub fn parse(
         native_redirects(&redirect_uris)?;
     }
 
+    let backchannel_logout_uri = m.string("backchannel_logout_uri")?;
+    for (field, uri) in [
+        ("jwks_uri", &jwks_uri),
+        ("backchannel_logout_uri", &backchannel_logout_uri),
+    ] {
+        if let Some(uri) = uri.as_deref().filter(|u| !public_target(u)) {
+            return Err(metadata(format!(
+                "{field}: {uri:?} names a loopback, private or link-local host; this server \
+                 fetches or posts to it, so a self-registered client must name a public one"
+            )));
+        }
+    }
+
     let registration = ClientRegistration {
         name: m
             .string("client_name")?
@@ -217,7 +271,7 @@ pub fn parse(
         id_token_alg: m.string("id_token_signed_response_alg")?,
         access_token_alg: None,
         always_issue_refresh_token: false,
-        backchannel_logout_uri: m.string("backchannel_logout_uri")?,
+        backchannel_logout_uri,
         backchannel_logout_session_required: m
             .bool("backchannel_logout_session_required")?
             .unwrap_or(false),
@@ -504,6 +558,31 @@ impl Fields<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn urls_the_server_calls_must_be_public() {
+        for private in [
+            "http://127.0.0.1:9000/jwks",
+            "https://10.1.2.3/jwks",
+            "https://192.168.0.1/x",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::1]/x",
+            "https://[fd00::1]/x",
+            "https://[::ffff:10.0.0.1]/x",
+            "https://localhost/x",
+            "https://metadata.google.internal/x",
+            "https://100.64.0.1/x",
+        ] {
+            assert!(!super::public_target(private), "{private}");
+        }
+        for public in [
+            "https://rp.example.com/jwks",
+            "https://8.8.8.8/x",
+            "https://[2001:db8::1]/x",
+        ] {
+            assert!(super::public_target(public), "{public}");
+        }
+    }
+
     use super::*;
 
     fn policy() -> (Vec<String>, Vec<String>) {

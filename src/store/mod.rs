@@ -214,7 +214,8 @@ pub trait RefreshStore: Send + Sync {
         session_id_hash: &str,
         now: Timestamp,
     ) -> StoreResult<Vec<String>>;
-    /// The clients that were issued codes in a browser session (for back-channel logout).
+    /// The clients that were issued codes, or refresh tokens bound to it, in a browser session
+    /// (for back-channel logout).
     async fn clients_of_session(&self, session_id_hash: &str) -> StoreResult<Vec<String>>;
     /// Records a client assertion's `jti`; false if it was seen before (replay).
     async fn remember_assertion(

@@ -964,9 +964,12 @@ macro_rules! impl_sql_store {
                     }
                 }
                 // An access token minted straight from a code (no refresh token, e.g. the
-                // console's) is recorded only on the code: it must be denied too.
+                // console's) or from a device approval made in this session is recorded only
+                // there: it must be denied too.
                 let minted: Vec<String> = sqlx::query_scalar(
                     "SELECT access_token_jti FROM authorization_codes \
+                     WHERE session_id_hash = $1 AND access_token_jti IS NOT NULL \
+                     UNION ALL SELECT access_token_jti FROM device_grants \
                      WHERE session_id_hash = $1 AND access_token_jti IS NOT NULL",
                 )
                 .bind(session_id_hash)
@@ -979,7 +982,10 @@ macro_rules! impl_sql_store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn clients_of_session(&self, session_id_hash: &str) -> StoreResult<Vec<String>> {
                 Ok(sqlx::query_scalar(
-                    "SELECT DISTINCT client_id FROM authorization_codes WHERE session_id_hash = $1",
+                    // The clients of its codes, and of refresh tokens bound to it without a
+                    // code (a device approved in this session, RFC 8628).
+                    "SELECT client_id FROM authorization_codes WHERE session_id_hash = $1 \
+                     UNION SELECT client_id FROM refresh_tokens WHERE session_id_hash = $1",
                 )
                 .bind(session_id_hash)
                 .fetch_all(&self.pool)

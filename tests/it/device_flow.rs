@@ -970,3 +970,58 @@ async fn a_client_requiring_mfa_gets_a_second_factor_before_the_consent_page() {
         "no refresh_token grant"
     );
 }
+
+/// The device's tokens are bound to the browser session that approved it: signing that
+/// session out ends the device's session-bound refresh token and denies its access token.
+#[tokio::test]
+async fn signing_out_the_approving_session_ends_the_devices_tokens() {
+    let app = TestApp::spawn().await;
+    let client = device_client(&app).await;
+    let user = ada(&app).await;
+    let started = authorize_device(&app, &client, "openid profile").await;
+    let (status, page) = decide_on_device_page(
+        &app,
+        &browser(),
+        started["verification_uri_complete"].as_str().unwrap(),
+        &user,
+        "allow",
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let (status, tokens) = poll(&app, &client, started["device_code"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    let userinfo = |token: String| {
+        let app = &app;
+        async move {
+            let resp = app.http.get(app.url("/userinfo")).bearer_auth(token);
+            resp.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(userinfo(access.to_string()).await, 200);
+    let ended = app
+        .state
+        .sessions
+        .end_other_sessions(user.id, None, "test", "signed out everywhere")
+        .await
+        .unwrap();
+    assert_eq!(ended, 1);
+    assert_eq!(
+        userinfo(access.to_string()).await,
+        401,
+        "the access token is denied"
+    );
+    if let Some(refresh) = tokens["refresh_token"].as_str() {
+        let (status, body) = client_post(
+            &app,
+            "/token",
+            &client,
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+    }
+}

@@ -374,6 +374,17 @@ async fn refused_metadata_names_the_field_in_rfc_7591_errors_and_writes_nothing(
         ),
         (
             json!({"redirect_uris": [CB], "token_endpoint_auth_method": "private_key_jwt",
+                "jwks_uri": "https://169.254.169.254/latest/meta-data"}),
+            "invalid_client_metadata",
+            "jwks_uri",
+        ),
+        (
+            json!({"redirect_uris": [CB], "backchannel_logout_uri": "http://127.0.0.1:9/logout"}),
+            "invalid_client_metadata",
+            "backchannel_logout_uri",
+        ),
+        (
+            json!({"redirect_uris": [CB], "token_endpoint_auth_method": "private_key_jwt",
                 "jwks": {"keys": "nope"}}),
             "invalid_client_metadata",
             "jwks",
