@@ -138,13 +138,16 @@ pub trait DeviceStore: Send + Sync {
         user_id: Uuid,
         now: Timestamp,
     ) -> StoreResult<bool>;
-    /// Records a poll of a pending grant and the interval in force from now on.
+    /// Records a poll of a pending grant and the interval in force from now on, if the grant
+    /// was last polled at `seen` (what the poll's decision was based on): of parallel polls
+    /// exactly one gets true, so they cannot all pass as paced (RFC 8628 §3.5).
     async fn record_device_poll(
         &self,
         device_code_hash: &str,
         now: Timestamp,
         interval_secs: i64,
-    ) -> StoreResult<()>;
+        seen: Option<Timestamp>,
+    ) -> StoreResult<bool>;
     /// Approved and unexpired -> redeemed with the access token's `jti`: of two parallel
     /// polls exactly one gets true.
     async fn redeem_device_grant(
@@ -295,17 +298,21 @@ macro_rules! impl_sql_device_store {
                 hash: &str,
                 now: Timestamp,
                 interval_secs: i64,
-            ) -> StoreResult<()> {
-                sqlx::query(
+                seen: Option<Timestamp>,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
                     "UPDATE device_grants SET last_polled_at = $2, interval_secs = $3 \
-                     WHERE device_code_hash = $1 AND status = 'pending'",
+                     WHERE device_code_hash = $1 AND status = 'pending' \
+                     AND (last_polled_at = $4 OR (last_polled_at IS NULL AND $5))",
                 )
                 .bind(hash)
                 .bind(now)
                 .bind(interval_secs)
+                .bind(seen.unwrap_or(0))
+                .bind(seen.is_none())
                 .execute(&self.writer)
                 .await?;
-                Ok(())
+                Ok(done.rows_affected() == 1)
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]

@@ -1025,3 +1025,26 @@ async fn signing_out_the_approving_session_ends_the_devices_tokens() {
         );
     }
 }
+
+/// RFC 8628 §3.5 pacing holds for parallel polls too: of two polls at the same moment one is
+/// told to slow down.
+#[tokio::test]
+async fn parallel_polls_of_a_pending_code_cannot_both_pass_as_paced() {
+    let app = TestApp::spawn().await;
+    let client = device_client(&app).await;
+    for _ in 0..3 {
+        let started = authorize_device(&app, &client, "openid").await;
+        let code = started["device_code"].as_str().unwrap();
+        let (a, b) = tokio::join!(poll(&app, &client, code), poll(&app, &client, code));
+        let mut errors = vec![
+            a.1["error"].as_str().unwrap_or("").to_string(),
+            b.1["error"].as_str().unwrap_or("").to_string(),
+        ];
+        errors.sort();
+        assert_eq!(
+            errors,
+            ["authorization_pending", "slow_down"],
+            "{a:?} {b:?}"
+        );
+    }
+}

@@ -1839,7 +1839,17 @@ async fn a_device_grant_is_approved_and_redeemed_exactly_once(store: Arc<dyn Sto
     );
     assert!(store.get_device_grant("dev-2").await.unwrap().is_none());
 
-    store.record_device_poll("dev-1", 1100, 10).await.unwrap();
+    assert!(store
+        .record_device_poll("dev-1", 1100, 10, None)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .record_device_poll("dev-1", 1100, 10, None)
+            .await
+            .unwrap(),
+        "a parallel poll that saw the same state loses"
+    );
     let polled = store.get_device_grant("dev-1").await.unwrap().unwrap();
     assert_eq!(
         (polled.last_polled_at, polled.interval_secs),
@@ -1885,7 +1895,10 @@ async fn a_device_grant_is_approved_and_redeemed_exactly_once(store: Arc<dyn Sto
     assert_eq!(approved.acr.as_deref(), Some("mfa"));
     assert_eq!(approved.decided_at, Some(1200));
     // A poll no longer moves an approved grant's interval.
-    store.record_device_poll("dev-1", 1250, 99).await.unwrap();
+    assert!(!store
+        .record_device_poll("dev-1", 1250, 99, Some(1100))
+        .await
+        .unwrap());
     assert_eq!(
         store
             .get_device_grant("dev-1")

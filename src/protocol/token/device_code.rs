@@ -35,14 +35,24 @@ pub async fn exchange(
     }
     match decide_poll(&grant, ctx.now) {
         Poll::Pending => {
-            record_poll(ctx, &hash, grant.interval_secs).await?;
+            if !record_poll(ctx, &hash, grant.interval_secs, grant.last_polled_at).await? {
+                // Another poll of this code got in at the same moment (or the grant just
+                // changed): polling in parallel is polling too fast.
+                return Err(OAuthError::new(
+                    ErrorCode::SlowDown,
+                    format!(
+                        "polled too soon; wait {} seconds between requests",
+                        grant.interval_secs + 5
+                    ),
+                ));
+            }
             Err(OAuthError::new(
                 ErrorCode::AuthorizationPending,
                 "the user has not yet approved the request; keep polling",
             ))
         }
         Poll::SlowDown { new_interval } => {
-            record_poll(ctx, &hash, new_interval).await?;
+            record_poll(ctx, &hash, new_interval, grant.last_polled_at).await?;
             Err(OAuthError::new(
                 ErrorCode::SlowDown,
                 format!(
@@ -66,10 +76,16 @@ pub async fn exchange(
     }
 }
 
-/// RFC 8628 §3.5: every poll of a pending grant is the start of the next interval.
-async fn record_poll(ctx: &TokenContext<'_>, hash: &str, interval: i64) -> Result<(), OAuthError> {
+/// RFC 8628 §3.5: every poll of a pending grant is the start of the next interval; false when
+/// a parallel poll recorded itself first.
+async fn record_poll(
+    ctx: &TokenContext<'_>,
+    hash: &str,
+    interval: i64,
+    seen: Option<i64>,
+) -> Result<bool, OAuthError> {
     ctx.store
-        .record_device_poll(hash, ctx.now, interval)
+        .record_device_poll(hash, ctx.now, interval, seen)
         .await
         .map_err(storage_failed)
 }
