@@ -72,6 +72,8 @@ pub struct AppServices {
     pub client_admin: Arc<crate::clients::ClientService>,
     /// Clients that register themselves (RFC 7591, RFC 7592).
     pub registration: Arc<crate::clients::dynamic::RegistrationService>,
+    /// Upstream providers ("Sign in with …") and the identities linked to accounts.
+    pub federation: Arc<crate::federation::FederationService>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +243,16 @@ impl Portcullis {
             settings.registration.clone(),
             &settings.issuer,
         ));
+        let federation = Arc::new(
+            crate::federation::FederationService::new(
+                settings.clone(),
+                store.clone(),
+                clock.clone(),
+                metrics.clone(),
+                keys.clone(),
+            )
+            .map_err(|e| StartError::Config(e.to_string()))?,
+        );
         match store.refresh_search_names().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "recomputed lower-cased names for search"),
@@ -278,6 +290,7 @@ impl Portcullis {
                 sessions,
                 accounts,
                 mfa,
+                federation,
             })),
         })
     }
@@ -369,6 +382,18 @@ impl Portcullis {
             .at(
                 crate::accounts::magic_link::PATH,
                 get(http::pages::magic_link::follow),
+            )
+            .at(
+                "/upstream/:provider/start",
+                post(http::pages::upstream::start),
+            )
+            .at(
+                "/upstream/:provider/callback",
+                get(http::pages::upstream::callback),
+            )
+            .at(
+                crate::federation::linking::CONFIRM_PATH,
+                get(http::pages::upstream::confirm_link),
             )
             .nest("/account", http::account::routes())
             .at("/consent", post(http::pages::consent_submit))

@@ -12,6 +12,9 @@ use url::Url;
 
 use crate::limiter::Policy;
 
+mod upstream;
+pub use upstream::{UpstreamKind, UpstreamSettings};
+
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "config/portcullis.toml";
 
@@ -49,6 +52,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub par: ParSettings,
     pub registration: RegistrationSettings,
+    /// `[[upstream]]`: providers people may sign in through (`federation/`).
+    pub upstream: Vec<UpstreamSettings>,
 }
 
 /// Pushed authorization requests (RFC 9126).
@@ -669,6 +674,7 @@ impl Default for Settings {
             telemetry: TelemetrySettings::default(),
             par: ParSettings::default(),
             registration: RegistrationSettings::default(),
+            upstream: Vec::new(),
         }
     }
 }
@@ -906,6 +912,7 @@ impl Settings {
             ));
         }
         self.validate_par()?;
+        upstream::validate_all(&self.upstream)?;
         if self.janitor.batch == 0 {
             return Err(invalid("janitor.batch", "0", "at least 1"));
         }

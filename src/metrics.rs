@@ -20,7 +20,7 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// The routes HTTP metrics are labelled with; any other path counts as `other`.
-pub const ROUTES: [&str; 39] = [
+pub const ROUTES: [&str; 42] = [
     "/.well-known/openid-configuration",
     "/.well-known/oauth-authorization-server",
     "/jwks.json",
@@ -59,6 +59,9 @@ pub const ROUTES: [&str; 39] = [
     "/device",
     "/device/confirm",
     "/connect/register",
+    "/upstream/{id}/start",
+    "/upstream/{id}/callback",
+    "/upstream/link",
     "/users/{id}",
 ];
 const OTHER_ROUTE: usize = ROUTES.len();
@@ -80,6 +83,12 @@ impl Route {
         if path.starts_with("/connect/register/") {
             return Route::of("/connect/register");
         }
+        // Every provider's start and callback count as one route each.
+        let path = match path.strip_prefix("/upstream/") {
+            Some(rest) if rest.ends_with("/start") => "/upstream/{id}/start",
+            Some(rest) if rest.ends_with("/callback") => "/upstream/{id}/callback",
+            _ => path,
+        };
         Route(
             ROUTES
                 .iter()
@@ -170,7 +179,7 @@ pub struct Metrics {
 }
 
 /// Help texts of every series, so the exposition documents itself.
-const HELP: [(&str, &str, &str); 17] = [
+const HELP: [(&str, &str, &str); 18] = [
     (
         "portcullis_http_requests_total",
         "counter",
@@ -255,6 +264,11 @@ const HELP: [(&str, &str, &str); 17] = [
         "portcullis_magic_links_total",
         "counter",
         "Sign-in links by result (sent, unknown, throttled, used, refused) and refusal reason.",
+    ),
+    (
+        "portcullis_upstream_sign_ins_total",
+        "counter",
+        "Upstream sign-ins (\"Sign in with ...\") by provider and result: success, created, linked, link_required, or the refusal reason.",
     ),
 ];
 

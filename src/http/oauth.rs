@@ -124,10 +124,12 @@ pub async fn authorize(req: &Request, body: Body, state: Data<&AppState>) -> Res
     let now = state.clock.now();
     match rules::decide(&request, facts, consented, now) {
         Err(error) => fail(error),
+        // `return_to` keeps `prompt=login`: a provider the person picks on the page must be
+        // told (OIDC Core §3.1.2.1); finishing the sign-in drops it (`resume_url`).
         Ok(Interaction::Login) => pages::login_page(
             state,
             req,
-            &without_prompt(&return_to, "login"),
+            &return_to,
             request.login_hint.as_deref().unwrap_or(""),
             None,
             Some(client.name.clone()),
@@ -385,6 +387,30 @@ pub async fn required_acr_for(
     rules::validate(&params, Some(&client), &state.settings.oauth)
         .ok()?
         .required_acr
+}
+
+/// What the request being resumed asks of a sign-in that an upstream provider must also
+/// honour (OIDC Core §3.1.2.1): `prompt=login` and `max_age`.
+pub async fn upstream_hints_for(state: &AppState, return_to: &str) -> crate::federation::Hints {
+    let mut hints = crate::federation::Hints::default();
+    let Some(query) = return_to.strip_prefix("/authorize?") else {
+        return hints;
+    };
+    let Ok(params) = Params::parse(query.as_bytes()) else {
+        return hints;
+    };
+    // A pushed request's prompt and max_age are in the pushed parameters (RFC 9126 §4).
+    let Some(params) = crate::http::par::parameters(state, params).await else {
+        return hints;
+    };
+    hints.prompt_login = params
+        .get("prompt")
+        .is_some_and(|p| p.split(' ').any(|v| v == "login"));
+    hints.max_age = params
+        .get("max_age")
+        .and_then(|m| m.parse::<i64>().ok())
+        .filter(|m| *m >= 0);
+    hints
 }
 
 /// The client's name for the login page, from the request being resumed.

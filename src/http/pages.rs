@@ -4,6 +4,7 @@
 
 pub mod magic_link;
 pub mod passkey;
+pub mod upstream;
 
 use askama::Template;
 use poem::http::StatusCode;
@@ -61,6 +62,10 @@ pub struct LoginPage {
     pub passkeys: bool,
     /// "Email me a sign-in link" (`accounts.magic_link`), keeping the pending request.
     pub magic_link_href: Option<String>,
+    /// An explanation above the form (not an error).
+    pub notice: Option<String>,
+    /// "Sign in with …", one button per `[[upstream]]` provider.
+    pub upstreams: Vec<crate::federation::ProviderButton>,
 }
 
 pub struct ScopeLine {
@@ -208,6 +213,36 @@ pub fn login_page(
     error: Option<&str>,
     client_name: Option<String>,
 ) -> Response {
+    let extras = LoginExtras {
+        client_name,
+        ..Default::default()
+    };
+    login_page_with(state, req, return_to, username, error, extras)
+}
+
+/// What a login page may show besides the form.
+#[derive(Debug, Default)]
+pub struct LoginExtras {
+    pub client_name: Option<String>,
+    pub notice: Option<String>,
+    /// No "Sign in with …" buttons (the page asks for this account's own sign-in).
+    pub hide_upstream: bool,
+}
+
+/// [`login_page`] with a notice, or without the upstream providers' buttons.
+pub fn login_page_with(
+    state: &AppState,
+    req: &Request,
+    return_to: &str,
+    username: &str,
+    error: Option<&str>,
+    extras: LoginExtras,
+) -> Response {
+    let LoginExtras {
+        client_name,
+        notice,
+        hide_upstream,
+    } = extras;
     let (csrf, cookie) = session::csrf_token(state, req);
     let page = LoginPage {
         brand: (&state.settings.branding).into(),
@@ -222,6 +257,12 @@ pub fn login_page(
             .accounts
             .magic_links_enabled()
             .then(|| magic_link::form_href(return_to)),
+        notice,
+        upstreams: if hide_upstream {
+            Vec::new()
+        } else {
+            state.federation.buttons()
+        },
     };
     let status = if error.is_some() {
         StatusCode::UNAUTHORIZED
@@ -308,11 +349,26 @@ pub fn safe_return_to(raw: Option<&str>) -> Option<&str> {
 
 /// A page of ours (not an authorization request) a sign-in may return to.
 fn is_own_page(return_to: &str) -> bool {
-    crate::http::account::is_page(return_to) || crate::http::device::is_return_path(return_to)
+    crate::http::account::is_page(return_to)
+        || crate::http::device::is_return_path(return_to)
+        || is_held_link(return_to)
+}
+
+/// The page finishing an upstream link held until this sign-in (`federation/linking.rs`).
+fn is_held_link(return_to: &str) -> bool {
+    return_to
+        .strip_prefix(crate::federation::linking::CONFIRM_PATH)
+        .and_then(|rest| rest.strip_prefix("?pending="))
+        .is_some_and(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// Where a finished sign-in goes: the authorization request it interrupted, or a page of ours.
-fn next_after_sign_in(state: &AppState, return_to: &str) -> String {
+pub(crate) fn next_after_sign_in(state: &AppState, return_to: &str) -> String {
     if is_own_page(return_to) {
         crate::protocol::discovery::endpoint(&state.settings.issuer, return_to)
     } else {

@@ -2,6 +2,7 @@
 //! Decides nothing about protocol rules; atomic state changes are single statements or
 //! transactions inside the adapter so that concurrent instances can never both win.
 
+mod identity;
 mod magic_link;
 mod model;
 pub mod postgres;
@@ -9,6 +10,7 @@ mod sql;
 mod sql_accounts;
 mod sql_admin;
 mod sql_device;
+mod sql_identity;
 mod sql_magic_link;
 mod sql_mfa;
 mod sql_par;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use identity::{IdentityStore, LinkRefusal, UserIdentity};
 pub use magic_link::{MagicLink, MagicLinkStore};
 pub use model::*;
 pub use sql_device::{DeviceApproval, DeviceGrant, DeviceStatus, DeviceStore};
@@ -454,6 +457,7 @@ pub trait Store:
     + DeviceStore
     + RegistrationStore
     + MagicLinkStore
+    + IdentityStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -31,6 +31,33 @@ macro_rules! impl_sql_store {
 
         type DbRow = <$db as sqlx::Database>::Row;
 
+        /// The one INSERT of a user, on a pool or inside a transaction.
+        async fn insert_user<'e, E>(executor: E, u: &User) -> StoreResult<()>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            sqlx::query(
+                "INSERT INTO users (id, email, email_lower, email_verified, name, \
+                 password_hash, roles, disabled, created_at, updated_at, deleted_at, name_lower) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(u.id)
+            .bind(&u.email)
+            .bind(User::email_key(&u.email))
+            .bind(u.email_verified)
+            .bind(&u.name)
+            .bind(&u.password_hash)
+            .bind(list_to_json(&u.roles))
+            .bind(u.disabled)
+            .bind(u.created_at)
+            .bind(u.updated_at)
+            .bind(u.deleted_at)
+            .bind(u.name.as_deref().map(str::to_lowercase))
+            .execute(executor)
+            .await?;
+            Ok(())
+        }
+
         const CLIENT_COLUMNS: &str = "id, name, secret_hash, redirect_uris, \
             post_logout_redirect_uris, grant_types, scope, token_endpoint_auth_method, \
             first_party, id_token_signed_response_alg, access_token_signed_response_alg, \
@@ -356,26 +383,7 @@ macro_rules! impl_sql_store {
         impl UserStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn create_user(&self, u: &User) -> StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO users (id, email, email_lower, email_verified, name, \
-                     password_hash, roles, disabled, created_at, updated_at, deleted_at, name_lower) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(u.id)
-                .bind(&u.email)
-                .bind(User::email_key(&u.email))
-                .bind(u.email_verified)
-                .bind(&u.name)
-                .bind(&u.password_hash)
-                .bind(list_to_json(&u.roles))
-                .bind(u.disabled)
-                .bind(u.created_at)
-                .bind(u.updated_at)
-                .bind(u.deleted_at)
-                .bind(u.name.as_deref().map(str::to_lowercase))
-                .execute(&self.writer)
-                .await?;
-                Ok(())
+                insert_user(&self.writer, u).await
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]

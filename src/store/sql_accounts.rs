@@ -267,6 +267,12 @@ macro_rules! impl_sql_account_store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                // The upstream identities go too: signing in through them again is a
+                // first-time sign-in, not a way back into the deleted account.
+                sqlx::query("DELETE FROM user_identities WHERE user_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(Some(jtis))
             }

@@ -197,7 +197,9 @@ impl TestApp {
         app
     }
 
-    async fn spawn_on(
+    /// A server on a listener bound beforehand (its issuer known before it starts, e.g. to
+    /// register its callback at another server first).
+    pub async fn spawn_on(
         listener: std::net::TcpListener,
         issuer: String,
         mut settings: Settings,
@@ -274,6 +276,16 @@ impl TestApp {
             let _ = server.await;
         }
     }
+}
+
+/// A listener on a free port and the issuer `http://127.0.0.1:<port>` of a server to come.
+pub fn reserve() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let issuer = format!(
+        "http://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    (listener, issuer)
 }
 
 /// A user the tests sign in as.

@@ -31,3 +31,4 @@ mod server;
 mod soft_passkey;
 mod store_contract;
 mod token_lifecycle;
+mod upstream;

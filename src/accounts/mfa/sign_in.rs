@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::policy::{combine_after_link, combine_amr, is_emailed_link, Acr};
 use super::{recovery, store_failed, totp, Methods, MfaError, MfaService};
 use crate::accounts::service::RequestMeta;
+use crate::federation::FEDERATED_AMR;
 use crate::random;
 use crate::store::{FactorKind, MfaChallenge, User};
 
@@ -40,6 +41,10 @@ pub(crate) struct SignInData {
     /// The first step was an emailed link (`amr` `["otp"]`): the second factor makes two.
     #[serde(default)]
     pub emailed_link: bool,
+    /// The first step was an upstream provider's sign-in (`amr` `fed` and the upstream's):
+    /// the second factor makes two, and the level is that of our own factors.
+    #[serde(default)]
+    pub federated: bool,
 }
 
 /// A sign-in waiting for its second factor.
@@ -56,19 +61,33 @@ pub struct PendingSignIn {
 }
 
 /// How the first step of a sign-in was passed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FirstFactor {
     /// `pwd`.
     Password,
     /// A mailed sign-in link: `otp` (see [`super::policy::EMAILED_LINK_AMR`]).
     EmailedLink,
+    /// An upstream provider signed the person in: `amr` is `fed` followed by the upstream's
+    /// own values (`federation::UpstreamProfile::session_amr`).
+    Upstream { amr: Vec<String> },
 }
 
 impl FirstFactor {
-    pub fn amr(self) -> &'static str {
+    pub fn amr(&self) -> Vec<String> {
         match self {
-            FirstFactor::Password => "pwd",
-            FirstFactor::EmailedLink => super::policy::EMAILED_LINK_AMR,
+            FirstFactor::Password => vec!["pwd".into()],
+            FirstFactor::EmailedLink => vec![super::policy::EMAILED_LINK_AMR.into()],
+            FirstFactor::Upstream { amr } => amr.clone(),
+        }
+    }
+
+    /// The level the first step reached alone: one factor, or `mfa` when an upstream says
+    /// its sign-in used several (RFC 8176 `mfa`). An upstream's passkey is not ours: it
+    /// never reaches `phr` here.
+    pub fn level(&self) -> Acr {
+        match self {
+            FirstFactor::Upstream { amr } if amr.iter().any(|m| m == "mfa") => Acr::Mfa,
+            _ => Acr::OneFactor,
         }
     }
 }
@@ -119,16 +138,19 @@ impl MfaService {
         return_to: &str,
         first: FirstFactor,
     ) -> Result<AfterPassword, MfaError> {
-        let amr = vec![first.amr().to_string()];
+        let amr = first.amr();
+        let reached = first.level();
         if !self.enabled() {
-            if required.is_some() {
+            if required.is_some_and(|r| r > reached) {
                 // A client (or request) that needs MFA gets none from a server without it.
                 return Err(MfaError::Disabled);
             }
-            return Ok(AfterPassword::Done {
-                amr,
-                acr: Acr::OneFactor,
-            });
+            return Ok(AfterPassword::Done { amr, acr: reached });
+        }
+        // An upstream sign-in that already used several factors meets every policy up to `mfa`
+        // (an account's own factor, an admin role, a client's `require_mfa`).
+        if reached == Acr::Mfa && required.is_none_or(|r| r <= reached) {
+            return Ok(AfterPassword::Done { amr, acr: reached });
         }
         let has_factor = !self.factors(user.id).await?.is_empty();
         if !has_factor && !self.required_for(user) && required.is_none() {
@@ -145,6 +167,7 @@ impl MfaService {
             step_up: false,
             session_id_hash: None,
             emailed_link: first == FirstFactor::EmailedLink,
+            federated: matches!(first, FirstFactor::Upstream { .. }),
         };
         Ok(AfterPassword::Pending(self.hold(user, data).await?))
     }
@@ -169,6 +192,7 @@ impl MfaService {
             step_up: true,
             session_id_hash: Some(session.id_hash.clone()),
             emailed_link: is_emailed_link(session_amr),
+            federated: session_amr.iter().any(|m| m == FEDERATED_AMR),
         };
         self.hold(user, data).await
     }
@@ -343,12 +367,17 @@ impl MfaService {
             self.limiter.reset(&key).await;
         }
         self.passed_attempt(user.id).await;
-        let amr = if data.emailed_link {
+        let amr = if data.emailed_link || data.federated {
             combine_after_link(&data.amr, added_amr)
         } else {
             combine_amr(&data.amr, added_amr)
         };
-        let acr = Acr::of_amr(&amr);
+        let acr = if data.federated {
+            // Our own chain: the upstream sign-in as one factor, then ours.
+            Acr::of_amr(&combine_after_link(&[FEDERATED_AMR.to_string()], added_amr))
+        } else {
+            Acr::of_amr(&amr)
+        };
         self.audit(
             meta,
             "mfa.succeeded",

@@ -65,6 +65,7 @@ pub fn routes() -> Route {
         .at("/security/passkey/finish", post(passkey_finish))
         .at("/security/remove", post(security::remove))
         .at("/security/recovery-codes", post(security::regenerate))
+        .at("/security/unlink", post(security::unlink))
 }
 
 /// What every account page shows around its own part: the heading, who is signed in, the

@@ -41,6 +41,18 @@ struct SecurityPage {
     required: bool,
     /// Offer "Add a passkey".
     passkeys: bool,
+    /// Upstream accounts that sign this person in, and the providers not linked yet.
+    identities: Vec<IdentityLine>,
+    link_options: Vec<crate::federation::ProviderButton>,
+}
+
+pub struct IdentityLine {
+    pub provider: String,
+    pub provider_name: String,
+    /// The upstream's address (or its subject, when it shared none).
+    pub account: String,
+    pub linked: String,
+    pub last_used: Option<String>,
 }
 
 #[derive(Template)]
@@ -70,7 +82,7 @@ async fn signed_in(
         .ok_or_else(|| login_page(state, req, PATH, "", message, None))
 }
 
-pub(super) async fn page(
+pub(crate) async fn page(
     state: &AppState,
     req: &Request,
     user: &User,
@@ -82,6 +94,29 @@ pub(super) async fn page(
         Err(e) => return failure(state, req, e),
     };
     let recovery_left = state.mfa.recovery_codes_left(user.id).await.unwrap_or(0);
+    let linked = match state.federation.identities_of(user.id).await {
+        Ok(i) => i,
+        Err(_) => return failure(state, req, MfaError::Internal),
+    };
+    let link_options = state
+        .federation
+        .buttons()
+        .into_iter()
+        .filter(|b| !linked.iter().any(|i| i.provider == b.id))
+        .collect();
+    let identities = linked
+        .into_iter()
+        .map(|i| IdentityLine {
+            provider_name: state
+                .federation
+                .provider(&i.provider)
+                .map_or_else(|| i.provider.clone(), |p| p.name().to_string()),
+            account: i.email.clone().unwrap_or_else(|| i.subject.clone()),
+            linked: day(i.created_at),
+            last_used: i.last_used_at.map(day),
+            provider: i.provider,
+        })
+        .collect();
     let (csrf, cookie) = session::csrf_token(state, req);
     let view = SecurityPage {
         brand: (&state.settings.branding).into(),
@@ -106,6 +141,8 @@ pub(super) async fn page(
         recovery_left,
         required: state.mfa.required_for(user),
         passkeys: state.mfa.passkeys_offered(),
+        identities,
+        link_options,
     };
     let status = if error.is_some() {
         StatusCode::CONFLICT
@@ -315,5 +352,38 @@ pub async fn regenerate(req: &Request, body: Body, state: Data<&AppState>) -> Re
             page(state, req, &user, None, Some(capitalise(&e.to_string()))).await
         }
         Err(e) => failure(state, req, e),
+    }
+}
+
+/// `POST /account/security/unlink`: stops an upstream account signing this person in, unless
+/// it is their last way to sign in.
+#[handler]
+pub async fn unlink(req: &Request, body: Body, state: Data<&AppState>) -> Response {
+    let state = *state;
+    let (form, user) = match for_change(state, req, body).await {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
+    };
+    let provider = form.get("provider").unwrap_or("");
+    let meta = crate::http::api::meta_of(req);
+    let name = state
+        .federation
+        .provider(provider)
+        .map_or_else(|| provider.to_string(), |p| p.name().to_string());
+    match state.federation.unlink(&meta, &user, provider).await {
+        Ok(()) => {
+            page(
+                state,
+                req,
+                &user,
+                Some(format!("{name} is unlinked.")),
+                None,
+            )
+            .await
+        }
+        Err(crate::federation::FederationError::Internal) => {
+            failure(state, req, MfaError::Internal)
+        }
+        Err(e) => page(state, req, &user, None, Some(sentence(&e.to_string()))).await,
     }
 }
