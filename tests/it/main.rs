@@ -32,3 +32,4 @@ mod soft_passkey;
 mod store_contract;
 mod token_lifecycle;
 mod upstream;
+mod upstream_faults;

@@ -1990,3 +1990,160 @@ mod device_postgres {
         device_grants_expire_once_and_are_purged_in_batches,
     );
 }
+
+fn identity(provider: &str, subject: &str, user_id: Uuid) -> store::UserIdentity {
+    store::UserIdentity {
+        provider: provider.into(),
+        subject: subject.into(),
+        user_id,
+        email: Some("ada@upstream.example".into()),
+        name: Some("Ada".into()),
+        created_at: 100,
+        last_used_at: None,
+    }
+}
+
+async fn identities_link_once_and_a_new_account_comes_with_its_identity_or_not_at_all(
+    store: Arc<dyn Store>,
+) {
+    use store::LinkRefusal;
+    let ada = user("ada@example.org");
+    store.create_user(&ada).await.unwrap();
+    let gh = identity("github", "42", ada.id);
+    assert_eq!(store.link_identity(&gh).await.unwrap(), Ok(()));
+    assert_eq!(
+        store.find_identity("github", "42").await.unwrap(),
+        Some(gh.clone())
+    );
+    // The same upstream account, or a second one at the same provider, is refused.
+    let grace = user("grace@example.org");
+    store.create_user(&grace).await.unwrap();
+    assert_eq!(
+        store
+            .link_identity(&identity("github", "42", grace.id))
+            .await
+            .unwrap(),
+        Err(LinkRefusal::IdentityTaken)
+    );
+    assert_eq!(
+        store
+            .link_identity(&identity("github", "43", ada.id))
+            .await
+            .unwrap(),
+        Err(LinkRefusal::ProviderTaken)
+    );
+    store
+        .touch_identity("github", "42", Some("new@upstream.example"), None, 200)
+        .await
+        .unwrap();
+    let touched = store.find_identity("github", "42").await.unwrap().unwrap();
+    assert_eq!(touched.last_used_at, Some(200));
+    assert_eq!(touched.email.as_deref(), Some("new@upstream.example"));
+    assert_eq!(touched.name.as_deref(), Some("Ada"));
+
+    // JIT: the account and its identity together; a clash writes neither.
+    let newcomer = user("new@example.org");
+    store
+        .create_user_with_identity(&newcomer, &identity("corp", "n1", newcomer.id))
+        .await
+        .unwrap();
+    assert_eq!(store.identities_of(newcomer.id).await.unwrap().len(), 1);
+    let clash = user("NEW@example.org");
+    assert!(matches!(
+        store
+            .create_user_with_identity(&clash, &identity("corp", "n2", clash.id))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store.find_identity("corp", "n2").await.unwrap().is_none());
+    let taken = user("other@example.org");
+    assert!(store
+        .create_user_with_identity(&taken, &identity("corp", "n1", taken.id))
+        .await
+        .is_err());
+    assert!(
+        store.get_user(taken.id).await.unwrap().is_none(),
+        "no half account"
+    );
+
+    // A deleted account's identities go with it.
+    store.soft_delete_user(ada.id, 300).await.unwrap();
+    assert!(store.find_identity("github", "42").await.unwrap().is_none());
+}
+
+async fn parallel_unlinks_keep_the_last_way_to_sign_in(store: Arc<dyn Store>) {
+    let mut jit = user("jit@example.org");
+    jit.password_hash = None;
+    store
+        .create_user_with_identity(&jit, &identity("corp", "j1", jit.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .link_identity(&identity("github", "j2", jit.id))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store.unlink_identity(jit.id, "gitlab", 1).await.unwrap(),
+        None
+    );
+    for _ in 0..3 {
+        let (a, b) = tokio::join!(
+            store.unlink_identity(jit.id, "corp", 1),
+            store.unlink_identity(jit.id, "github", 1)
+        );
+        let done = [a.unwrap(), b.unwrap()];
+        assert_eq!(
+            done.iter().filter(|d| **d == Some(true)).count(),
+            1,
+            "exactly one of two parallel unlinks of the last two ways in: {done:?}"
+        );
+        assert_eq!(store.identities_of(jit.id).await.unwrap().len(), 1);
+        // Put the other one back for the next round.
+        let left = store.identities_of(jit.id).await.unwrap();
+        let missing = if left[0].provider == "corp" {
+            ("github", "j2")
+        } else {
+            ("corp", "j1")
+        };
+        store
+            .link_identity(&identity(missing.0, missing.1, jit.id))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // With a password, the last identity may go.
+    let mut with_password = user("pw@example.org");
+    with_password.email_verified = true;
+    store.create_user(&with_password).await.unwrap();
+    store
+        .link_identity(&identity("corp", "p1", with_password.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .unlink_identity(with_password.id, "corp", 1)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+}
+
+mod identity_sqlite {
+    use super::*;
+    contract_suite!(@tests sqlite_db;
+        identities_link_once_and_a_new_account_comes_with_its_identity_or_not_at_all,
+        parallel_unlinks_keep_the_last_way_to_sign_in,
+    );
+}
+
+mod identity_postgres {
+    use super::*;
+    contract_suite!(@tests postgres_db;
+        identities_link_once_and_a_new_account_comes_with_its_identity_or_not_at_all,
+        parallel_unlinks_keep_the_last_way_to_sign_in,
+    );
+}

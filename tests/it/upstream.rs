@@ -624,6 +624,26 @@ async fn the_security_page_lists_links_and_unlinks_identities_but_not_the_last_w
         .await
         .unwrap()
         .contains("last way to sign in"));
+    // "Download my data" lists the identity.
+    let page = b
+        .get(p.ours.url("/account/data"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let export: Value = b
+        .post(p.ours.url("/account/data/export"))
+        .form(&[("csrf", form_value(&page, "csrf").unwrap())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(export["identities"][0]["provider"], PROVIDER);
+    assert_eq!(export["identities"][0]["email"], "ada@corp.example");
 
     // An account with a password links the provider from its security page, then unlinks it.
     let owner = p

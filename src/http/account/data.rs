@@ -1,5 +1,5 @@
 //! `/account/data`: "download my data": one JSON file of what the server keeps about the person
-//! (profile, second factors, consents, sessions, the audit events about them). Never a secret:
+//! (profile, second factors, upstream identities, consents, sessions, the audit events about them). Never a secret:
 //! no password hash, factor key, recovery code, token, or session cookie hash.
 
 use askama::Template;
@@ -95,6 +95,11 @@ async fn collect(
     let consents = state.sessions.consents(user.id).await?;
     let sessions = state.sessions.user_sessions(user.id).await?;
     let audit = audit_events(state, user).await?;
+    let identities = state
+        .federation
+        .identities_of(user.id)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(json!({
         "exported_at": state.clock.now(),
         "issuer": state.settings.issuer,
@@ -116,6 +121,14 @@ async fn collect(
             "last_used_at": f.last_used_at,
         })).collect::<Vec<_>>(),
         "recovery_codes_left": recovery_codes_left,
+        "identities": identities.iter().map(|i| json!({
+            "provider": i.provider,
+            "subject": i.subject,
+            "email": i.email,
+            "name": i.name,
+            "linked_at": i.created_at,
+            "last_used_at": i.last_used_at,
+        })).collect::<Vec<_>>(),
         "consents": consents.iter().map(|c| json!({
             "id": c.id,
             "client_id": c.client_id,

@@ -290,7 +290,8 @@ pub async fn confirm_link(req: &Request, state: Data<&AppState>) -> Response {
     let token = query.get("pending").unwrap_or("");
     let here = format!("{CONFIRM_PATH}?pending={token}");
     let Some((current, user)) = session::current(state, req).await else {
-        return login_page_with(state, req, &here, "", None, LoginExtras::default());
+        let back = safe_return_to(Some(&here)).unwrap_or("");
+        return login_page_with(state, req, back, "", None, LoginExtras::default());
     };
     let meta = crate::http::api::meta_of(req);
     let nonce = read_nonce(state, req);
