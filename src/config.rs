@@ -13,7 +13,7 @@ use url::Url;
 use crate::limiter::Policy;
 
 mod upstream;
-pub use upstream::{UpstreamKind, UpstreamSettings};
+pub use upstream::{is_http_url as upstream_url_ok, UpstreamKind, UpstreamSettings};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "config/portcullis.toml";

@@ -53,6 +53,10 @@ pub struct UpstreamSettings {
     /// First-time users get a new account (otherwise sign-up through it is closed).
     #[serde(default)]
     pub auto_create: bool,
+    /// Believe the provider's `amr` (OIDC): its values appear in our tokens, and its `mfa`
+    /// counts as our second factor. Off: a sign-in there is one factor, `amr` `["fed"]`.
+    #[serde(default)]
+    pub trust_amr: bool,
     #[serde(default)]
     pub icon_url: Option<String>,
     /// `oauth2` (and overrides for `github`): the endpoints.
@@ -165,7 +169,11 @@ impl UpstreamSettings {
         }
         let http_url = |key: &'static str, value: &Option<String>| -> Result<(), ConfigError> {
             match value {
-                Some(v) if !is_http_url(v) => Err(bad(key, v, at("an absolute http(s) URL"))),
+                Some(v) if !is_http_url(v) => Err(bad(
+                    key,
+                    v,
+                    at("an absolute https URL (http only for localhost)"),
+                )),
                 _ => Ok(()),
             }
         };
@@ -210,7 +218,7 @@ impl UpstreamSettings {
                     ("upstream.userinfo_url", &self.userinfo_url),
                 ] {
                     if value.is_none() {
-                        return Err(bad(key, "", at("an http(s) URL (kind = \"oauth2\")")));
+                        return Err(bad(key, "", at("an https URL (kind = \"oauth2\")")));
                     }
                 }
                 if !self.claims.contains_key("sub") {
@@ -227,8 +235,19 @@ impl UpstreamSettings {
     }
 }
 
-fn is_http_url(value: &str) -> bool {
-    Url::parse(value).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+/// An https URL, or plain http to a loopback host (development and tests): a provider's
+/// endpoints carry secrets and the keys that sign in anyone.
+pub fn is_http_url(value: &str) -> bool {
+    Url::parse(value).is_ok_and(|u| match u.scheme() {
+        "https" => u.has_host(),
+        "http" => matches!(
+            u.host(),
+            Some(url::Host::Domain("localhost"))
+                | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+                | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+        ),
+        _ => false,
+    })
 }
 
 /// Checks every entry, and that ids are unique.

@@ -125,10 +125,15 @@ impl FederationService {
                 .map_err(store_failed)?
                 .filter(|u| u.deleted_at.is_none());
             if let Some(owner) = owner {
-                if owner.disabled {
-                    return Err(FederationError::AccountDisabled);
-                }
-                if provider.config.trust_email && profile.email_verified {
+                // Linked on the provider's word only to an account whose own address was
+                // proved: an unverified account may be someone else's claim to the address,
+                // set up in advance (pre-account takeover). A disabled account gets the same
+                // page as any other (its sign-in will fail): nothing tells them apart.
+                if provider.config.trust_email
+                    && profile.email_verified
+                    && owner.email_verified
+                    && !owner.disabled
+                {
                     self.link(&identity(owner.id)).await?;
                     self.audit_about("upstream.linked", meta, provider_id, owner.id)
                         .await;
@@ -149,8 +154,8 @@ impl FederationService {
         let user = User {
             id: Uuid::new_v4(),
             email: address,
-            // Verified only if the upstream vouches for it.
-            email_verified: profile.email_verified,
+            // Verified only if a provider trusted for addresses vouches for it.
+            email_verified: provider.config.trust_email && profile.email_verified,
             name: profile.name.clone(),
             password_hash: None,
             roles: self.settings.accounts.default_roles.clone(),

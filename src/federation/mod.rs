@@ -75,11 +75,24 @@ pub struct ProviderButton {
 
 /// What the authorization request being signed in for asks of the sign-in, passed on to the
 /// upstream (OIDC Core §3.1.2.1) so that re-authentication there is real.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Hints {
     pub prompt_login: bool,
     pub max_age: Option<i64>,
+    /// A relying party demands it: the upstream's `auth_time` must prove it, and a provider
+    /// that cannot (plain OAuth 2.0) is refused. Otherwise (linking from the security page)
+    /// it is asked for, as a courtesy.
+    pub demanded: bool,
 }
+
+impl Hints {
+    pub fn any(&self) -> bool {
+        self.prompt_login || self.max_age.is_some()
+    }
+}
+
+/// Clock skew allowed when comparing the upstream's `auth_time` with ours.
+const AUTH_TIME_SKEW_SECS: i64 = 30;
 
 /// The record of a flow in progress.
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,6 +104,8 @@ struct FlowData {
     browser_hash: String,
     /// Set when a signed-in person links this provider from the security page.
     link_user: Option<Uuid>,
+    #[serde(default)]
+    hints: Hints,
 }
 
 /// Who the upstream says the person is.
@@ -105,10 +120,11 @@ pub struct UpstreamProfile {
 }
 
 impl UpstreamProfile {
-    /// The `amr` of a session from this sign-in: `fed`, then the upstream's methods.
-    pub fn session_amr(&self) -> Vec<String> {
+    /// The `amr` of a session from this sign-in: `fed`, then — from a provider trusted for
+    /// it (`trust_amr`) — the upstream's methods.
+    pub fn session_amr(&self, trust_amr: bool) -> Vec<String> {
         let mut amr = vec![FEDERATED_AMR.to_string()];
-        for m in &self.amr {
+        for m in self.amr.iter().filter(|_| trust_amr) {
             if KNOWN_AMR.contains(&m.as_str()) && !amr.contains(m) {
                 amr.push(m.clone());
             }
@@ -170,6 +186,10 @@ pub enum FederationError {
     ProviderTaken,
     #[error("this is your last way to sign in; add a password or another provider first")]
     LastMethod,
+    /// The relying party asked for a fresh sign-in (`prompt=login`, `max_age`), which a plain
+    /// OAuth 2.0 provider cannot prove, or the upstream's `auth_time` does not show.
+    #[error("this application needs a fresh sign-in, which the provider did not confirm; sign in another way")]
+    NotFresh,
     #[error("that provider is not linked to your account")]
     NotLinked,
     #[error("something went wrong; try again in a moment")]
@@ -193,6 +213,7 @@ impl FederationError {
             FederationError::LinkedElsewhere => "linked_elsewhere",
             FederationError::ProviderTaken => "provider_taken",
             FederationError::LastMethod => "last_method",
+            FederationError::NotFresh => "not_fresh",
             FederationError::NotLinked => "not_linked",
             FederationError::Internal => "internal",
         }
@@ -206,10 +227,11 @@ pub(crate) fn store_failed(e: crate::store::StoreError) -> FederationError {
 
 /// Why the service cannot start.
 #[derive(Debug, thiserror::Error)]
-#[error("[[upstream]] {id:?}: client_secret_env names {var:?}, which is not set in the environment; set it to the client secret the provider gave you")]
-pub struct MissingSecret {
-    pub id: String,
-    pub var: String,
+pub enum FederationStartError {
+    #[error("[[upstream]] {id:?}: client_secret_env names {var:?}, which is not set in the environment; set it to the client secret the provider gave you")]
+    MissingSecret { id: String, var: String },
+    #[error("cannot build the HTTP client for upstream providers: {0}")]
+    Http(String),
 }
 
 pub struct FederationService {
@@ -231,7 +253,7 @@ impl FederationService {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         keys: Arc<KeyManager>,
-    ) -> Result<FederationService, MissingSecret> {
+    ) -> Result<FederationService, FederationStartError> {
         let mut providers = Vec::new();
         for config in &settings.upstream {
             let secret = match (&config.client_secret, &config.client_secret_env) {
@@ -239,7 +261,7 @@ impl FederationService {
                 (None, Some(var)) => match std::env::var(var) {
                     Ok(v) if !v.is_empty() => Some(SecretString::from(v)),
                     _ => {
-                        return Err(MissingSecret {
+                        return Err(FederationStartError::MissingSecret {
                             id: config.id.clone(),
                             var: var.clone(),
                         })
@@ -258,7 +280,7 @@ impl FederationService {
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("Portcullis/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
+            .map_err(|e| FederationStartError::Http(e.to_string()))?;
         Ok(FederationService {
             settings,
             store,
@@ -333,6 +355,10 @@ impl FederationService {
                 ))
                 .await
             }
+            // Plain OAuth 2.0 says nothing of when the person signed in.
+            UpstreamKind::Oauth2 | UpstreamKind::Github if hints.demanded && hints.any() => {
+                Err(FederationError::NotFresh)
+            }
             UpstreamKind::Oauth2 | UpstreamKind::Github => {
                 oauth2::authorization_url(provider, &redirect_uri, &state, &pkce_verifier)
             }
@@ -349,6 +375,7 @@ impl FederationService {
             return_to: return_to.to_string(),
             browser_hash: random::hash_secret(browser_nonce),
             link_user,
+            hints,
         };
         let now = self.clock.now();
         let record = MfaChallenge {
@@ -449,6 +476,12 @@ impl FederationService {
         let profile = match provider.config.kind {
             UpstreamKind::Oidc => {
                 let nonce = self.derived("nonce", &callback.state);
+                let fresh = oidc::Freshness {
+                    hints: data.hints,
+                    started_at: record.created_at,
+                    now,
+                    skew: AUTH_TIME_SKEW_SECS,
+                };
                 Box::pin(oidc::exchange(
                     self,
                     provider,
@@ -457,6 +490,7 @@ impl FederationService {
                     &pkce_verifier,
                     &nonce,
                     callback.iss.as_deref(),
+                    fresh,
                 ))
                 .await?
             }
@@ -498,6 +532,12 @@ impl FederationService {
 
     /// Audits and counts a refused upstream sign-in (the detail is logged, never shown).
     pub(crate) async fn failed(&self, meta: &RequestMeta, provider: &str, e: &FederationError) {
+        if matches!(e, FederationError::UnknownProvider(_)) {
+            // Anyone can make up a path: counted, not written to the audit log.
+            self.metrics
+                .count(METRIC, &[("provider", "unknown"), ("result", e.reason())]);
+            return;
+        }
         let detail = match e {
             FederationError::Unreachable(d)
             | FederationError::BadResponse(d)

@@ -19,14 +19,50 @@ use openidconnect::{
 use tokio::sync::RwLock;
 
 use super::{FederationError, FederationService, Hints, Provider, UpstreamProfile};
+use crate::config::upstream_url_ok;
+use crate::store::Timestamp;
 
 /// How long discovery metadata (and its JWKS) is used before it is read again.
 const METADATA_TTL: Duration = Duration::from_secs(3600);
+/// At most one key-set fetch per provider this often, whatever ID tokens name.
+const JWKS_COOLDOWN: Duration = Duration::from_secs(30);
 
-/// Each provider's metadata, with the JWKS in it, and when it was read.
+/// Each provider's metadata, with the JWKS in it, and when it was read; and when its keys
+/// were last fetched again for an unknown `kid`.
 #[derive(Default)]
 pub struct MetadataCache {
     entries: RwLock<HashMap<String, (CoreProviderMetadata, Instant)>>,
+    key_fetches: RwLock<HashMap<String, Instant>>,
+}
+
+/// What the relying party demanded of the sign-in, and when the flow started: the upstream's
+/// `auth_time` must show it (OIDC Core §3.1.3.7 items 11 and 13).
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    pub hints: Hints,
+    pub started_at: Timestamp,
+    pub now: Timestamp,
+    pub skew: i64,
+}
+
+impl Freshness {
+    fn check(&self, auth_time: Option<i64>) -> Result<(), FederationError> {
+        if !self.hints.demanded || !self.hints.any() {
+            return Ok(());
+        }
+        let Some(at) = auth_time else {
+            return Err(FederationError::NotFresh);
+        };
+        if self.hints.prompt_login && at < self.started_at - self.skew {
+            return Err(FederationError::NotFresh);
+        }
+        if let Some(max_age) = self.hints.max_age {
+            if self.now - at > max_age + self.skew {
+                return Err(FederationError::NotFresh);
+            }
+        }
+        Ok(())
+    }
 }
 
 fn unreachable(e: impl std::fmt::Display) -> FederationError {
@@ -62,6 +98,22 @@ impl MetadataCache {
                 openidconnect::DiscoveryError::Request(e) => unreachable(e),
                 other => FederationError::BadResponse(format!("discovery: {other}")),
             })?;
+        // The endpoints it names carry codes, tokens and the keys: https (or loopback) only.
+        let endpoints = [
+            Some(metadata.authorization_endpoint().as_str()),
+            metadata.token_endpoint().map(|u| u.as_str()),
+            metadata.userinfo_endpoint().map(|u| u.as_str()),
+            Some(metadata.jwks_uri().as_str()),
+        ];
+        if let Some(bad) = endpoints
+            .into_iter()
+            .flatten()
+            .find(|u| !upstream_url_ok(u))
+        {
+            return Err(FederationError::BadResponse(format!(
+                "discovery names a plain-http endpoint {bad:?}"
+            )));
+        }
         self.entries.write().await.insert(
             provider.id().to_string(),
             (metadata.clone(), Instant::now()),
@@ -77,6 +129,16 @@ impl MetadataCache {
         provider: &Provider,
         metadata: CoreProviderMetadata,
     ) -> Result<CoreProviderMetadata, FederationError> {
+        {
+            let mut fetches = self.key_fetches.write().await;
+            if fetches
+                .get(provider.id())
+                .is_some_and(|at| at.elapsed() < JWKS_COOLDOWN)
+            {
+                return Ok(metadata);
+            }
+            fetches.insert(provider.id().to_string(), Instant::now());
+        }
         let jwks = CoreJsonWebKeySet::fetch_async(metadata.jwks_uri(), &service.http)
             .await
             .map_err(|e| unreachable(format!("jwks: {e}")))?;
@@ -163,6 +225,7 @@ pub(super) async fn authorization_url(
     Ok(url.to_string())
 }
 
+#[allow(clippy::too_many_arguments)] // the parts of one code exchange
 pub(super) async fn exchange(
     service: &FederationService,
     provider: &Provider,
@@ -171,6 +234,7 @@ pub(super) async fn exchange(
     pkce_verifier: &str,
     nonce: &str,
     iss: Option<&str>,
+    fresh: Freshness,
 ) -> Result<UpstreamProfile, FederationError> {
     let metadata = service.oidc.get(service, provider).await?;
     // RFC 9207 §2.4: an `iss` in the response must be the provider's (mix-up defence).
@@ -218,6 +282,7 @@ pub(super) async fn exchange(
         }
         Err(e) => return Err(FederationError::InvalidIdToken(e.to_string())),
     };
+    fresh.check(claims.auth_time().map(|t| t.timestamp()))?;
     let mut profile = UpstreamProfile {
         subject: claims.subject().to_string(),
         email: claims.email().map(|e| e.to_string()),

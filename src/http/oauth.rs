@@ -392,7 +392,10 @@ pub async fn required_acr_for(
 /// What the request being resumed asks of a sign-in that an upstream provider must also
 /// honour (OIDC Core §3.1.2.1): `prompt=login` and `max_age`.
 pub async fn upstream_hints_for(state: &AppState, return_to: &str) -> crate::federation::Hints {
-    let mut hints = crate::federation::Hints::default();
+    let mut hints = crate::federation::Hints {
+        demanded: true,
+        ..Default::default()
+    };
     let Some(query) = return_to.strip_prefix("/authorize?") else {
         return hints;
     };

@@ -45,6 +45,7 @@ pub(crate) fn oidc_upstream(issuer: &str, client: &TestClient) -> UpstreamSettin
         scopes: None,
         trust_email: false,
         auto_create: true,
+        trust_amr: false,
         icon_url: None,
         authorization_url: None,
         token_url: None,
@@ -57,14 +58,19 @@ pub(crate) fn oidc_upstream(issuer: &str, client: &TestClient) -> UpstreamSettin
 /// The upstream listens on `localhost`, ours on `127.0.0.1`: one browser keeps separate
 /// cookies for each (cookies ignore ports).
 pub(crate) async fn pair(tune: impl FnOnce(&mut Settings)) -> Pair {
+    pair_with(|_| {}, tune).await
+}
+
+/// [`pair`] with the upstream's settings tuned too.
+pub(crate) async fn pair_with(
+    tune_upstream: impl FnOnce(&mut Settings),
+    tune: impl FnOnce(&mut Settings),
+) -> Pair {
     let up_dir = Arc::new(tempfile::tempdir().unwrap());
     let up_url = fresh_database_url(up_dir.path()).await;
-    let upstream = TestApp::spawn_localhost(
-        test_settings(up_dir.path(), up_url),
-        up_dir,
-        Arc::new(SystemClock),
-    )
-    .await;
+    let mut up_settings = test_settings(up_dir.path(), up_url);
+    tune_upstream(&mut up_settings);
+    let upstream = TestApp::spawn_localhost(up_settings, up_dir, Arc::new(SystemClock)).await;
     let (listener, issuer) = reserve();
     let up_client = upstream
         .register_client(ClientRegistration {
@@ -230,7 +236,12 @@ async fn audit_kinds(app: &TestApp) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn a_relying_party_signs_a_new_user_in_through_an_upstream_portcullis() {
-    let p = pair(|_| {}).await;
+    // Trusted for addresses and for its `amr`.
+    let p = pair(|s| {
+        s.upstream[0].trust_email = true;
+        s.upstream[0].trust_amr = true;
+    })
+    .await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -290,8 +301,8 @@ async fn a_relying_party_signs_a_new_user_in_through_an_upstream_portcullis() {
     // `fed`, then the upstream's own method (a password there).
     assert_eq!(amr, vec!["fed".to_string(), "pwd".to_string()]);
 
-    // A new account (auto_create), its address verified because the upstream vouched for it,
-    // and the identity that finds it next time.
+    // A new account (auto_create), its address verified because the trusted upstream vouched
+    // for it, and the identity that finds it next time.
     let sub: uuid::Uuid = claims.subject().parse().unwrap();
     let user = p.ours.state.store.get_user(sub).await.unwrap().unwrap();
     assert!(user.email_verified);
@@ -333,6 +344,19 @@ async fn a_returning_upstream_user_is_found_by_subject_even_after_changing_addre
     let again = tokens_through_upstream(&p, None).await;
     let claims = claims_of(again["id_token"].as_str().unwrap());
     assert_eq!(claims["sub"], sub, "the same account");
+    // Not trusted for its `amr` (the default): one factor, `fed` alone.
+    assert_eq!(claims["amr"], serde_json::json!(["fed"]));
+    assert_eq!(claims["acr"], "1fa");
+    // Nor for addresses: the account it made has an unverified one.
+    let user = p
+        .ours
+        .state
+        .store
+        .get_user(sub.as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!user.email_verified);
     assert_eq!(user_count(&p.ours).await, 1, "no second account");
     let ids = p
         .ours
@@ -715,4 +739,133 @@ async fn an_upstream_key_rotation_is_followed_by_refetching_its_keys() {
     p.upstream.state.keys.rotate().await.unwrap();
     tokens_through_upstream(&p, None).await;
     assert_eq!(user_count(&p.ours).await, 1);
+}
+
+#[tokio::test]
+async fn a_trusted_provider_vouching_for_nothing_still_needs_the_existing_accounts_sign_in() {
+    // The upstream lets people sign in before they verify their address.
+    let p = pair_with(
+        |up| up.accounts.require_verified_email = false,
+        |s| s.upstream[0].trust_email = true,
+    )
+    .await;
+    // The upstream says the address is not verified.
+    let mut up = p
+        .upstream
+        .state
+        .store
+        .get_user(p.up_user.id)
+        .await
+        .unwrap()
+        .unwrap();
+    up.email_verified = false;
+    assert!(p.upstream.state.store.update_user(&up).await.unwrap());
+    let existing = p
+        .ours
+        .create_user("ada@corp.example", "our own password 1")
+        .await;
+    let b = browser();
+    let url = auth_url(&p.ours, &p.rp, &[]);
+    let back = upstream_answer(&p, &b, &url, &p.up_user, "allow").await;
+    let html = b
+        .get(back.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("already exists here"), "{html}");
+    assert!(p
+        .ours
+        .state
+        .store
+        .identities_of(existing.id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(user_count(&p.ours).await, 1, "no second account either");
+}
+
+#[tokio::test]
+async fn a_trusted_address_never_links_to_an_account_whose_own_address_is_unproved() {
+    // Someone registered the address here first, without proving it: the provider's word
+    // must not hand the real owner's sign-ins to that account (pre-account takeover).
+    let p = pair(|s| s.upstream[0].trust_email = true).await;
+    let squatter = p
+        .ours
+        .create_user("ada@corp.example", "the squatters password")
+        .await;
+    let mut user = p
+        .ours
+        .state
+        .store
+        .get_user(squatter.id)
+        .await
+        .unwrap()
+        .unwrap();
+    user.email_verified = false;
+    assert!(p.ours.state.store.update_user(&user).await.unwrap());
+    let b = browser();
+    let url = auth_url(&p.ours, &p.rp, &[]);
+    let back = upstream_answer(&p, &b, &url, &p.up_user, "allow").await;
+    let html = b
+        .get(back.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("already exists here"), "{html}");
+    assert!(p
+        .ours
+        .state
+        .store
+        .identities_of(squatter.id)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_fresh_sign_in_demanded_by_the_relying_party_goes_through_the_upstream() {
+    let p = pair(|_| {}).await;
+    let b = browser();
+    let url = auth_url(&p.ours, &p.rp, &[("prompt", "login"), ("max_age", "0")]);
+    let Landing::Client(back) = through_upstream(&p, &b, &url, None).await else {
+        panic!("prompt=login through the upstream ends with a code");
+    };
+    assert!(query(&back, "code").is_some());
+}
+
+#[tokio::test]
+async fn a_plain_oauth2_provider_cannot_prove_a_fresh_sign_in_and_is_refused_for_one() {
+    let p = pair(|s| {
+        let mut gh = s.upstream[0].clone();
+        gh.id = "gh".into();
+        gh.name = "GitHub".into();
+        gh.kind = UpstreamKind::Github;
+        gh.issuer = None;
+        s.upstream.push(gh);
+    })
+    .await;
+    let b = browser();
+    let url = auth_url(&p.ours, &p.rp, &[("prompt", "login")]);
+    let mut resp = b.get(&url).send().await.unwrap();
+    while resp.status().is_redirection() {
+        resp = b.get(location(&resp).unwrap()).send().await.unwrap();
+    }
+    let html = resp.text().await.unwrap();
+    let start = b
+        .post(p.ours.url("/upstream/gh/start"))
+        .form(&[
+            ("csrf", form_value(&html, "csrf").unwrap()),
+            ("return_to", form_value(&html, "return_to").unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), 403);
+    assert!(start.text().await.unwrap().contains("fresh sign-in"));
 }

@@ -93,7 +93,10 @@ pub(crate) fn refused(
         other => (
             if matches!(other, FederationError::NotLinked) {
                 StatusCode::NOT_FOUND
-            } else if matches!(other, FederationError::NoEmail | FederationError::AccountDisabled) {
+            } else if matches!(
+                other,
+                FederationError::NoEmail | FederationError::AccountDisabled | FederationError::NotFresh
+            ) {
                 StatusCode::FORBIDDEN
             } else {
                 StatusCode::CONFLICT
@@ -156,7 +159,16 @@ pub async fn start(
             None,
         )
     };
-    let hints = crate::http::oauth::upstream_hints_for(state, &return_to).await;
+    let hints = if linking {
+        // Adding a way in: ask the provider to sign the person in afresh, so the account
+        // linked is the one they just signed in to, not one left signed in on this device.
+        crate::federation::Hints {
+            prompt_login: true,
+            ..Default::default()
+        }
+    } else {
+        crate::http::oauth::upstream_hints_for(state, &return_to).await
+    };
     let (nonce, cookie) = nonce_cookie(state, req);
     match Box::pin(
         state
@@ -272,8 +284,12 @@ pub async fn callback(
         .federation
         .signed_in(&meta, &provider, &user, created)
         .await;
+    let trust_amr = state
+        .federation
+        .provider(&provider)
+        .is_some_and(|p| p.config.trust_amr);
     let first = FirstFactor::Upstream {
-        amr: finished.profile.session_amr(),
+        amr: finished.profile.session_amr(trust_amr),
     };
     Box::pin(continue_sign_in(
         state, req, &meta, &user, first, &return_to,
