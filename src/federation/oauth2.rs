@@ -3,7 +3,7 @@
 //! API read with the access token, mapped to claims by `[upstream].claims`. GitHub's
 //! address comes from `/user/emails`: the primary one, verified only if GitHub says so.
 
-use oauth2::basic::BasicClient;
+use oauth2::basic::{BasicClient, BasicErrorResponse};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
     PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse, TokenUrl,
@@ -68,7 +68,21 @@ pub(super) async fn exchange(
                 FederationError::Unreachable(format!("token endpoint: {e}"))
             }
             RequestTokenError::ServerResponse(r) => {
-                FederationError::BadResponse(format!("token endpoint said {}", r.error()))
+                FederationError::BadResponse(format!("token endpoint said {}", error_code(&r)))
+            }
+            // GitHub answers a refused code exchange with 200 and an RFC 6749 §5.2 error body,
+            // which the crate then fails to read as tokens: name the error code it sent. (Only
+            // the code: a body that did hold tokens is never logged.)
+            RequestTokenError::Parse(_, body) => {
+                match serde_json::from_slice::<BasicErrorResponse>(&body) {
+                    Ok(r) => FederationError::BadResponse(format!(
+                        "token endpoint said {}",
+                        error_code(&r)
+                    )),
+                    Err(_) => FederationError::BadResponse(
+                        "token endpoint: the answer is neither tokens nor an error".into(),
+                    ),
+                }
             }
             other => FederationError::BadResponse(format!("token endpoint: {other}")),
         })?;
@@ -144,6 +158,18 @@ async fn get_json(
         .map_err(|e| FederationError::BadResponse(format!("user info: {e}")))
 }
 
+/// The `error` of a token endpoint's error answer, fit for a log line (it is the upstream's
+/// text).
+fn error_code(response: &BasicErrorResponse) -> String {
+    response
+        .error()
+        .to_string()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect()
+}
+
 /// The value at a dotted path (`"id"`, `"profile.email"`).
 fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(value, |v, key| v.get(key))
@@ -151,7 +177,19 @@ fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::lookup;
+    use super::{error_code, lookup, BasicErrorResponse};
+
+    #[test]
+    fn a_token_error_code_is_read_and_kept_short_and_plain() {
+        let github: BasicErrorResponse = serde_json::from_str(
+            r#"{"error":"bad_verification_code","error_description":"The code passed is incorrect or expired."}"#,
+        )
+        .unwrap();
+        assert_eq!(error_code(&github), "bad_verification_code");
+        let hostile: BasicErrorResponse =
+            serde_json::from_str(&format!(r#"{{"error":"x\n{}"}}"#, "y".repeat(100))).unwrap();
+        assert_eq!(error_code(&hostile), format!("x{}", "y".repeat(63)));
+    }
 
     #[test]
     fn a_dotted_path_reaches_into_objects() {

@@ -14,7 +14,7 @@ use crate::browser::{
 use crate::common::{browser as http_browser, sign_in_at, Landing, TestApp, TestUser};
 use crate::console::{admin, user_with_roles};
 
-async fn wait_for(browser: &Client, css: &str) -> fantoccini::elements::Element {
+pub(crate) async fn wait_for(browser: &Client, css: &str) -> fantoccini::elements::Element {
     match browser
         .wait()
         .at_most(Duration::from_secs(10))

@@ -104,6 +104,17 @@ pub(crate) async fn press_upstream_button(
     b: &reqwest::Client,
     auth_url: &str,
 ) -> reqwest::Response {
+    press_provider_button(ours, b, auth_url, PROVIDER, "Corp").await
+}
+
+/// Opens the authorization URL at ours and presses "Sign in with {name}" of the provider `id`.
+pub(crate) async fn press_provider_button(
+    ours: &TestApp,
+    b: &reqwest::Client,
+    auth_url: &str,
+    id: &str,
+    name: &str,
+) -> reqwest::Response {
     let mut resp = b.get(auth_url).send().await.unwrap();
     while resp.status().is_redirection() {
         let to = location(&resp).unwrap();
@@ -111,15 +122,15 @@ pub(crate) async fn press_upstream_button(
     }
     let html = resp.text().await.unwrap();
     assert!(
-        html.contains(&format!("action=\"/upstream/{PROVIDER}/start\"")),
+        html.contains(&format!("action=\"/upstream/{id}/start\"")),
         "the login page offers the provider: {html}"
     );
-    assert!(html.contains("Sign in with Corp"));
+    assert!(html.contains(&format!("Sign in with {name}")));
     let form = [
         ("csrf", form_value(&html, "csrf").unwrap()),
         ("return_to", form_value(&html, "return_to").unwrap()),
     ];
-    b.post(ours.url(&format!("/upstream/{PROVIDER}/start")))
+    b.post(ours.url(&format!("/upstream/{id}/start")))
         .form(&form)
         .send()
         .await
@@ -159,11 +170,7 @@ pub(crate) async fn through_upstream(
             .starts_with(&p.ours.url(&format!("/upstream/{PROVIDER}/callback"))),
         "{back}"
     );
-    let nobody = TestUser {
-        id: uuid::Uuid::nil(),
-        email: "nobody@example.org".into(),
-        password: "not the password".into(),
-    };
+    let nobody = nobody();
     sign_in_at(
         &p.ours,
         b,
@@ -172,6 +179,15 @@ pub(crate) async fn through_upstream(
         "allow",
     )
     .await
+}
+
+/// A person with no account at ours: a login form filled as them is refused.
+pub(crate) fn nobody() -> TestUser {
+    TestUser {
+        id: uuid::Uuid::nil(),
+        email: "nobody@example.org".into(),
+        password: "not the password".into(),
+    }
 }
 
 pub(crate) fn claims_of(jwt: &str) -> Value {
@@ -219,11 +235,11 @@ async fn set_email(app: &TestApp, id: uuid::Uuid, email: &str) {
     }
 }
 
-async fn user_count(app: &TestApp) -> usize {
+pub(crate) async fn user_count(app: &TestApp) -> usize {
     app.state.store.list_users().await.unwrap().len()
 }
 
-async fn audit_kinds(app: &TestApp) -> Vec<(String, Value)> {
+pub(crate) async fn audit_kinds(app: &TestApp) -> Vec<(String, Value)> {
     app.state
         .store
         .recent_audit(200)
