@@ -72,6 +72,8 @@ pub struct AppServices {
     pub client_admin: Arc<crate::clients::ClientService>,
     /// Clients that register themselves (RFC 7591, RFC 7592).
     pub registration: Arc<crate::clients::dynamic::RegistrationService>,
+    /// Webhooks, the event listings and the outbox's delivery workers.
+    pub events: Arc<crate::events::EventService>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +143,7 @@ impl Portcullis {
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
         let master = master_key(&settings)?;
+        let events_master = master.clone();
         let store = open_store(&settings).await?;
         let retention = settings.longest_token_ttl_secs() + settings.keys.jwks_max_age_secs;
         let keys = KeyManager::start(
@@ -241,6 +244,17 @@ impl Portcullis {
             settings.registration.clone(),
             &settings.issuer,
         ));
+        let events = Arc::new(
+            crate::events::EventService::new(
+                store.clone(),
+                clock.clone(),
+                events_master,
+                settings.events.clone(),
+                metrics.clone(),
+                redis.clone(),
+            )
+            .map_err(StartError::Config)?,
+        );
         match store.refresh_search_names().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "recomputed lower-cased names for search"),
@@ -259,6 +273,7 @@ impl Portcullis {
             state: AppState(Arc::new(AppServices {
                 client_admin,
                 registration,
+                events,
                 settings,
                 store,
                 keys,
@@ -545,6 +560,7 @@ impl BoundServer {
         let refresher = tokio::spawn(refresh_keys_periodically(self.state.clone()));
         let cleaner = tokio::spawn(janitor(self.state.clone()));
         let listener = tokio::spawn(listen_for_events(self.state.clone()));
+        let outbox = tokio::spawn(crate::events::worker::run(self.state.events.clone()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -568,6 +584,7 @@ impl BoundServer {
         refresher.abort();
         cleaner.abort();
         listener.abort();
+        outbox.abort();
         for result in [public, management] {
             if let Err(e) = result {
                 tracing::error!(error = %e, "server stopped with an error");

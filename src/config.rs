@@ -49,6 +49,7 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub par: ParSettings,
     pub registration: RegistrationSettings,
+    pub events: crate::events::EventSettings,
 }
 
 /// Pushed authorization requests (RFC 9126).
@@ -669,6 +670,7 @@ impl Default for Settings {
             telemetry: TelemetrySettings::default(),
             par: ParSettings::default(),
             registration: RegistrationSettings::default(),
+            events: crate::events::EventSettings::default(),
         }
     }
 }
@@ -1138,6 +1140,7 @@ impl Settings {
         }
         self.device.validate()?;
         self.registration.validate()?;
+        self.events.validate(self.redis.url.as_deref())?;
         let h = &self.http;
         if h.max_body_bytes < 1024
             || h.max_uri_bytes < 1024

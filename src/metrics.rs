@@ -170,7 +170,7 @@ pub struct Metrics {
 }
 
 /// Help texts of every series, so the exposition documents itself.
-const HELP: [(&str, &str, &str); 17] = [
+const HELP: [(&str, &str, &str); 21] = [
     (
         "portcullis_http_requests_total",
         "counter",
@@ -255,6 +255,26 @@ const HELP: [(&str, &str, &str); 17] = [
         "portcullis_magic_links_total",
         "counter",
         "Sign-in links by result (sent, unknown, throttled, used, refused) and refusal reason.",
+    ),
+    (
+        "portcullis_events_total",
+        "counter",
+        "Domain events written to the outbox, by type (counted when fanned out).",
+    ),
+    (
+        "portcullis_webhook_deliveries_total",
+        "counter",
+        "Webhook delivery attempts by result: delivered, retried, dead_lettered.",
+    ),
+    (
+        "portcullis_webhook_delivery_duration_seconds",
+        "histogram",
+        "Webhook delivery request latency.",
+    ),
+    (
+        "portcullis_events_streamed_total",
+        "counter",
+        "Events added to the Redis stream.",
     ),
 ];
 

@@ -274,7 +274,8 @@ macro_rules! impl_sql_store {
         #[async_trait]
         impl ClientStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn create_client(&self, c: &Client) -> StoreResult<()> {
+            async fn create_client(&self, c: &Client, events: &[Event]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
                 sqlx::query(
                     "INSERT INTO clients (id, name, secret_hash, redirect_uris, \
                      post_logout_redirect_uris, grant_types, scope, token_endpoint_auth_method, \
@@ -312,8 +313,10 @@ macro_rules! impl_sql_store {
                 .bind(&c.logo_uri)
                 .bind(&c.client_uri)
                 .bind(&c.application_type)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -343,19 +346,17 @@ macro_rules! impl_sql_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn delete_client(&self, id: &str) -> StoreResult<bool> {
-                let done = sqlx::query("DELETE FROM clients WHERE id = $1")
-                    .bind(id)
-                    .execute(&self.writer)
-                    .await?;
-                Ok(done.rows_affected() > 0)
+            async fn delete_client(&self, id: &str, events: &[Event]) -> StoreResult<bool> {
+                let query = sqlx::query("DELETE FROM clients WHERE id = $1").bind(id);
+                execute_one_with_events(&self.writer, query, events).await
             }
         }
 
         #[async_trait]
         impl UserStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn create_user(&self, u: &User) -> StoreResult<()> {
+            async fn create_user(&self, u: &User, events: &[Event]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
                 sqlx::query(
                     "INSERT INTO users (id, email, email_lower, email_verified, name, \
                      password_hash, roles, disabled, created_at, updated_at, deleted_at, name_lower) \
@@ -373,8 +374,10 @@ macro_rules! impl_sql_store {
                 .bind(u.updated_at)
                 .bind(u.deleted_at)
                 .bind(u.name.as_deref().map(str::to_lowercase))
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -433,6 +436,7 @@ macro_rules! impl_sql_store {
                 new_next: &SigningKeyRecord,
                 now: Timestamp,
                 expected_active: Option<&str>,
+                events: &[Event],
             ) -> StoreResult<()> {
                 // Writes first: in SQLite a transaction that reads before it writes cannot wait
                 // for the write lock (SQLITE_BUSY at once); starting with the UPDATE lets it wait.
@@ -475,6 +479,7 @@ macro_rules! impl_sql_store {
                 let mut record = new_next.clone();
                 record.state = KeyState::Next;
                 insert_key(&mut *tx, &record).await?;
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -557,12 +562,10 @@ macro_rules! impl_sql_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn delete_retired_key(&self, kid: &str) -> StoreResult<bool> {
-                let done = sqlx::query("DELETE FROM signing_keys WHERE kid = $1 AND state = 'retired'")
-                    .bind(kid)
-                    .execute(&self.writer)
-                    .await?;
-                Ok(done.rows_affected() == 1)
+            async fn delete_retired_key(&self, kid: &str, events: &[Event]) -> StoreResult<bool> {
+                let query = sqlx::query("DELETE FROM signing_keys WHERE kid = $1 AND state = 'retired'")
+                    .bind(kid);
+                execute_one_with_events(&self.writer, query, events).await
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
@@ -616,7 +619,8 @@ macro_rules! impl_sql_store {
         #[async_trait]
         impl SessionStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn create_session(&self, s: &BrowserSession) -> StoreResult<()> {
+            async fn create_session(&self, s: &BrowserSession, events: &[Event]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
                 sqlx::query(
                     "INSERT INTO browser_sessions (id_hash, sid, user_id, auth_time, amr, acr, \
                      user_agent, ip, created_at, last_seen_at, expires_at, revoked_at) \
@@ -634,8 +638,10 @@ macro_rules! impl_sql_store {
                 .bind(s.last_seen_at)
                 .bind(s.expires_at)
                 .bind(s.revoked_at)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -660,16 +666,14 @@ macro_rules! impl_sql_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn revoke_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<bool> {
-                let done = sqlx::query(
+            async fn revoke_session(&self, id_hash: &str, now: Timestamp, events: &[Event]) -> StoreResult<bool> {
+                let query = sqlx::query(
                     "UPDATE browser_sessions SET revoked_at = $1 \
                      WHERE id_hash = $2 AND revoked_at IS NULL",
                 )
                 .bind(now)
-                .bind(id_hash)
-                .execute(&self.writer)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                .bind(id_hash);
+                execute_one_with_events(&self.writer, query, events).await
             }
         }
 
@@ -922,15 +926,18 @@ macro_rules! impl_sql_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn revoke_refresh_family(&self, family_id: Uuid, now: Timestamp) -> StoreResult<Vec<String>> {
+            async fn revoke_refresh_family(&self, family_id: Uuid, now: Timestamp, events: &[Event]) -> StoreResult<Vec<String>> {
+                let mut tx = self.writer.begin().await?;
                 let rows = sqlx::query(
                     "UPDATE refresh_tokens SET revoked_at = $1, successor_sealed = NULL \
                      WHERE family_id = $2 AND revoked_at IS NULL RETURNING access_token_jti",
                 )
                 .bind(now)
                 .bind(family_id)
-                .fetch_all(&self.writer)
+                .fetch_all(&mut *tx)
                 .await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
                 let mut jtis = Vec::new();
                 for row in &rows {
                     if let Some(jti) = row.try_get::<Option<String>, _>("access_token_jti")? {

@@ -334,7 +334,7 @@ impl TestApp {
             updated_at: now,
             deleted_at: None,
         };
-        self.state.store.create_user(&user).await.unwrap();
+        self.state.store.create_user(&user, &[]).await.unwrap();
         TestUser {
             id: user.id,
             email: email.into(),

@@ -16,6 +16,7 @@ mod config;
 mod console;
 mod device_flow;
 mod documents;
+mod events;
 mod flow_errors;
 mod ipv6_limits;
 mod keys;

@@ -558,6 +558,14 @@ pub(super) async fn issue_tokens(
     event.client_id = Some(client.id.clone());
     event.detail = serde_json::json!({"via": "api", "amr": amr, "acr": acr.as_str()});
     let _ = state.store.record_audit(&event).await;
+    let signed_in = state
+        .accounts
+        .event(crate::events::EventType::UserSignedIn, meta)
+        .subject(user.id)
+        .actor(Some(user.id))
+        .client(Some(&client.id))
+        .data(serde_json::json!({"amr": amr, "via": "api"}));
+    state.accounts.emit(&[signed_in]).await;
     state.metrics.count(
         "portcullis_tokens_issued_total",
         &[("grant", "password_api"), ("client_id", client.id.as_str())],

@@ -210,9 +210,17 @@ async fn redeem_used(
 
 /// Revokes the family of `token` and denies the access tokens it issued.
 pub async fn revoke_family(ctx: &TokenContext<'_>, token: &RefreshToken, event: &str) {
+    // RFC 9700 §4.14.2: a reused refresh token revokes its family; the event is written with
+    // the revocation.
+    let reuse = (event == "refresh.reuse_detected").then(|| {
+        crate::events::Event::new(crate::events::EventType::TokenRefreshReuseDetected, ctx.now)
+            .subject(token.user_id)
+            .client(Some(&token.client_id))
+            .data(serde_json::json!({"familyId": token.family_id, "generation": token.generation}))
+    });
     match ctx
         .store
-        .revoke_refresh_family(token.family_id, ctx.now)
+        .revoke_refresh_family(token.family_id, ctx.now, reuse.as_slice())
         .await
     {
         Ok(jtis) => {
