@@ -345,33 +345,33 @@ async fn a_change_that_fails_or_rolls_back_writes_no_event() {
 // ---- webhooks ----------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
-struct Hit {
-    id: String,
-    timestamp: i64,
-    signature: String,
-    body: String,
+pub struct Hit {
+    pub id: String,
+    pub timestamp: i64,
+    pub signature: String,
+    pub body: String,
 }
 
 /// What the receiver answers next: a status, or a status after a delay.
 #[derive(Debug, Clone, Copy)]
-enum Reply {
+pub enum Reply {
     Status(u16),
     Slow(u64),
 }
 
 #[derive(Clone, Default)]
-struct Receiver {
+pub struct Receiver {
     hits: Arc<Mutex<Vec<Hit>>>,
     /// Replies to give, in order; 200 once they run out.
     plan: Arc<Mutex<VecDeque<Reply>>>,
 }
 
 impl Receiver {
-    fn hits(&self) -> Vec<Hit> {
+    pub fn hits(&self) -> Vec<Hit> {
         self.hits.lock().unwrap().clone()
     }
 
-    fn plan(&self, replies: &[Reply]) {
+    pub fn plan(&self, replies: &[Reply]) {
         self.plan.lock().unwrap().extend(replies.iter().copied());
     }
 }
@@ -407,7 +407,7 @@ async fn receive(req: &Request, body: String, rx: Data<&Receiver>) -> Response {
 }
 
 /// A webhook receiver on a free loopback port: its URL and what it got.
-async fn receiver() -> (String, Receiver) {
+pub async fn receiver() -> (String, Receiver) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -463,7 +463,7 @@ async fn deliveries(app: &TestApp, token: &str, hook: &str, state: &str) -> Vec<
     body["items"].as_array().unwrap().clone()
 }
 
-async fn new_client(app: &TestApp, name: &str) -> String {
+pub async fn new_client(app: &TestApp, name: &str) -> String {
     app.state
         .client_admin
         .create(

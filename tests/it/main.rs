@@ -17,6 +17,7 @@ mod console;
 mod device_flow;
 mod documents;
 mod events;
+mod events_stream;
 mod flow_errors;
 mod ipv6_limits;
 mod keys;
