@@ -52,6 +52,9 @@ pub enum WebhookCommand {
     Replay { delivery: Uuid },
 }
 
+/// The audit trail's actor for changes made here.
+const ACTOR: &str = "cli";
+
 /// The event service without workers (the running servers deliver).
 pub(super) async fn service(settings: &Settings) -> Result<EventService, CliError> {
     let store = app::open_store(settings).await?;
@@ -83,10 +86,13 @@ pub async fn run(cmd: WebhookCommand, settings: &Settings) -> Result<(), CliErro
             json,
         } => {
             let (hook, secret) = events
-                .create_webhook(NewWebhook {
-                    url,
-                    event_types: types,
-                })
+                .create_webhook(
+                    NewWebhook {
+                        url,
+                        event_types: types,
+                    },
+                    ACTOR,
+                )
                 .await
                 .map_err(failed)?;
             if json {
@@ -127,7 +133,7 @@ pub async fn run(cmd: WebhookCommand, settings: &Settings) -> Result<(), CliErro
             Ok(())
         }
         WebhookCommand::Delete { id } => {
-            events.delete_webhook(id).await.map_err(failed)?;
+            events.delete_webhook(id, ACTOR).await.map_err(failed)?;
             println!("deleted webhook {id}");
             Ok(())
         }
@@ -160,7 +166,7 @@ pub async fn run(cmd: WebhookCommand, settings: &Settings) -> Result<(), CliErro
             Ok(())
         }
         WebhookCommand::Replay { delivery } => {
-            let d = events.replay(delivery).await.map_err(failed)?;
+            let d = events.replay(delivery, ACTOR).await.map_err(failed)?;
             println!("delivery {} of event {} is pending again", d.id, d.event_id);
             Ok(())
         }

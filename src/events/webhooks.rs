@@ -5,13 +5,14 @@
 use std::time::Instant;
 
 use rand::Rng;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::signing::WebhookSecret;
 use super::{ssrf, EventService, EventType};
 use crate::store::{
-    AttemptResult, ClaimedDelivery, Delivery, DeliveryQuery, EventQuery, NextStep, OutboxEvent,
-    StoreError, Timestamp, Webhook,
+    AttemptResult, AuditEvent, ClaimedDelivery, Delivery, DeliveryQuery, EventQuery, NextStep,
+    OutboxEvent, StoreError, Timestamp, Webhook,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,7 @@ impl EventService {
     pub async fn create_webhook(
         &self,
         new: NewWebhook,
+        actor: &str,
     ) -> Result<(Webhook, WebhookSecret), EventError> {
         let url = url::Url::parse(&new.url)
             .map_err(|e| invalid("invalid_url", format!("the URL does not parse: {e}")))?;
@@ -88,6 +90,8 @@ impl EventService {
             created_at: self.clock.now(),
         };
         self.store.create_webhook(&webhook).await?;
+        let detail = json!({"webhook": id, "url": webhook.url, "eventTypes": webhook.event_types});
+        self.audit("webhook.created", actor, detail).await?;
         Ok((webhook, secret))
     }
 
@@ -95,11 +99,24 @@ impl EventService {
         Ok(self.store.list_webhooks().await?)
     }
 
-    pub async fn delete_webhook(&self, id: Uuid) -> Result<(), EventError> {
-        match self.store.delete_webhook(id).await? {
-            true => Ok(()),
-            false => Err(EventError::NotFound),
+    pub async fn delete_webhook(&self, id: Uuid, actor: &str) -> Result<(), EventError> {
+        if !self.store.delete_webhook(id).await? {
+            return Err(EventError::NotFound);
         }
+        self.audit("webhook.deleted", actor, json!({"webhook": id}))
+            .await
+    }
+
+    async fn audit(
+        &self,
+        kind: &str,
+        actor: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), EventError> {
+        let mut event = AuditEvent::new(kind, self.clock.now());
+        event.actor = Some(actor.to_string());
+        event.detail = detail;
+        Ok(self.store.record_audit(&event).await?)
     }
 
     pub async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, EventError> {
@@ -111,7 +128,7 @@ impl EventService {
     }
 
     /// Sends a dead-lettered (or delivered) delivery again, from a fresh count of attempts.
-    pub async fn replay(&self, delivery: Uuid) -> Result<Delivery, EventError> {
+    pub async fn replay(&self, delivery: Uuid, actor: &str) -> Result<Delivery, EventError> {
         let Some(found) = self.store.get_delivery(delivery).await? else {
             return Err(EventError::NotFound);
         };
@@ -125,6 +142,12 @@ impl EventService {
                 "the delivery is pending already: it will be attempted on schedule",
             ));
         }
+        self.audit(
+            "webhook.replayed",
+            actor,
+            json!({"delivery": delivery, "event": found.event_id}),
+        )
+        .await?;
         Ok(self.store.get_delivery(delivery).await?.unwrap_or(found))
     }
 

@@ -501,6 +501,20 @@ async fn a_webhook_receives_each_wanted_event_signed_per_standard_webhooks() {
     assert_eq!(list["items"][0]["id"], hook.as_str());
     assert!(!list.to_string().contains("whsec_") && !list.to_string().contains("secret"));
 
+    let (_, audit) = api(
+        &app,
+        Method::GET,
+        "/admin/audit?type=webhook.created",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        audit["items"][0]["detail"]["webhook"],
+        hook.as_str(),
+        "{audit}"
+    );
+    assert!(audit["items"][0]["actor"].is_string());
     let id = new_client(&app, "Billing").await;
     app.create_user("not-wanted@example.com", PASSWORD).await;
     app.state.client_admin.delete(&id, "cli").await.unwrap();
@@ -714,5 +728,173 @@ async fn the_webhook_routes_need_the_admin_role() {
         "/admin/events",
     ] {
         assert!(spec["paths"][path].is_object(), "{path} in /openapi.json");
+    }
+}
+
+#[tokio::test]
+async fn second_factor_changes_write_their_events() {
+    let app = app_with(|s| s.events.workers = false).await;
+    let m = meta();
+    let user = app.create_user("ada@example.com", PASSWORD).await;
+    let user = stored_user(&app, user.id).await;
+    let enrollment = app.state.mfa.begin_totp(&user).await.unwrap();
+    let code = crate::common::code_at(&enrollment.secret, app.state.clock.now());
+    app.state.mfa.confirm_totp(&m, &user, &code).await.unwrap();
+    app.state
+        .mfa
+        .remove_factor(&m, &user, enrollment.factor_id)
+        .await
+        .unwrap();
+    // An admin's reset of a user with no factor left removes nothing and says nothing.
+    app.state.mfa.reset(&m, None, &user).await.unwrap();
+    assert_eq!(types(&app).await, ["user.mfa_enrolled", "user.mfa_removed"]);
+    let enrolled = &envelopes(&app, EventType::UserMfaEnrolled).await[0];
+    assert_eq!(enrolled["data"]["kind"], "totp");
+    assert_eq!(
+        enrolled["data"]["factorId"],
+        enrollment.factor_id.to_string()
+    );
+    assert!(!enrolled.to_string().contains(&enrollment.secret));
+}
+
+#[tokio::test]
+async fn delivery_metrics_count_written_delivered_and_dead_lettered_events() {
+    let app = app_with(fast).await;
+    let (url, rx) = receiver().await;
+    rx.plan(&[Reply::Status(500), Reply::Status(500), Reply::Status(500)]);
+    let (hook, _) = app
+        .state
+        .events
+        .create_webhook(
+            portcullis::events::NewWebhook {
+                url,
+                event_types: vec!["client.created".into()],
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    new_client(&app, "one").await;
+    wait_for("the dead letter", async || {
+        let dead = app
+            .state
+            .events
+            .deliveries(&portcullis::store::DeliveryQuery {
+                webhook_id: Some(hook.id),
+                state: Some(portcullis::store::DeliveryState::Dead),
+                event_id: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        (!dead.is_empty()).then_some(())
+    })
+    .await;
+    new_client(&app, "two").await;
+    wait_for("the second delivery", async || {
+        (rx.hits().len() == 4).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = app.metrics_text().await;
+    for line in [
+        "portcullis_events_total{type=\"client.created\"} 2",
+        "portcullis_webhook_deliveries_total{result=\"retried\"} 2",
+        "portcullis_webhook_deliveries_total{result=\"dead_lettered\"} 1",
+        "portcullis_webhook_deliveries_total{result=\"delivered\"} 1",
+        "portcullis_webhook_delivery_duration_seconds_count 4",
+    ] {
+        assert!(text.contains(line), "{line} missing in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn parallel_claims_never_share_a_delivery_and_a_lapsed_lease_frees_it() {
+    let app = app_with(|s| {
+        s.events.workers = false;
+        s.events.allow_private_targets = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    let store = app.state.store.clone();
+    app.state
+        .events
+        .create_webhook(
+            portcullis::events::NewWebhook {
+                url: "http://127.0.0.1:9/hook".into(),
+                event_types: vec![],
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let now = app.state.clock.now() + 5;
+    let events: Vec<Event> = (0..40)
+        .map(|i| Event::new(EventType::UserSignInFailed, now).data(json!({"n": i})))
+        .collect();
+    store.record_events(&events).await.unwrap();
+    // Two fan-outs at once make one delivery per event.
+    let (a, b) = tokio::join!(store.fan_out_events(now, 25), store.fan_out_events(now, 25));
+    let mut fanned = a.unwrap().len() + b.unwrap().len();
+    fanned += store.fan_out_events(now, 25).await.unwrap().len();
+    assert_eq!(fanned, 40);
+    let claims = (0..4).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_deliveries(&format!("claimer-{i}"), now, 60, 40)
+                .await
+                .unwrap()
+        }
+    });
+    let claimed: Vec<_> = futures_util::future::join_all(claims).await;
+    let mut ids: Vec<uuid::Uuid> = claimed.iter().flatten().map(|d| d.id).collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        (total, ids.len()),
+        (40, 40),
+        "each delivery claimed exactly once"
+    );
+    // Nothing is due again while the leases run; once they lapse (an instance died), all is.
+    assert!(store
+        .claim_deliveries("late", now + 59, 60, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let retaken = store
+        .claim_deliveries("late", now + 60, 60, 100)
+        .await
+        .unwrap();
+    assert_eq!(retaken.len(), 40);
+    assert!(retaken.iter().all(|d| d.attempts == 2));
+    // The first claimer's result no longer counts: the claim is someone else's now.
+    let (claimer, first) = claimed
+        .iter()
+        .enumerate()
+        .find_map(|(i, c)| c.first().map(|d| (format!("claimer-{i}"), d)))
+        .unwrap();
+    let result = portcullis::store::AttemptResult {
+        status: Some(200),
+        error: None,
+        now: now + 61,
+        next: portcullis::store::NextStep::Delivered,
+    };
+    assert!(!store
+        .finish_delivery(first.id, &claimer, &result)
+        .await
+        .unwrap());
+    assert!(store
+        .finish_delivery(first.id, "late", &result)
+        .await
+        .unwrap());
+}
+
+#[test]
+fn the_readme_documents_every_event_type() {
+    let readme = include_str!("../../README.md");
+    for t in EventType::ALL {
+        let row = format!("| `{}` | {} |", t.as_str(), t.describe());
+        assert!(readme.contains(&row), "README lacks the row {row}");
     }
 }

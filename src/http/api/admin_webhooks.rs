@@ -225,13 +225,16 @@ impl AdminWebhooksApi {
         body: Json<NewWebhookBody>,
     ) -> Result<CreatedResponse, ApiError> {
         let trace = Trace::of(req);
-        admin_write_guard(&state, &auth, &trace).await?;
+        let actor = admin_write_guard(&state, &auth, &trace).await?;
         let (hook, secret) = state
             .events
-            .create_webhook(NewWebhook {
-                url: body.0.url,
-                event_types: body.0.event_types,
-            })
+            .create_webhook(
+                NewWebhook {
+                    url: body.0.url,
+                    event_types: body.0.event_types,
+                },
+                &actor.id.to_string(),
+            )
             .await
             .map_err(|e| event_error(e, &trace))?;
         Ok(CreatedResponse::Created(
@@ -256,10 +259,10 @@ impl AdminWebhooksApi {
         id: Path<Uuid>,
     ) -> Result<DeletedResponse, ApiError> {
         let trace = Trace::of(req);
-        admin_write_guard(&state, &auth, &trace).await?;
+        let actor = admin_write_guard(&state, &auth, &trace).await?;
         state
             .events
-            .delete_webhook(id.0)
+            .delete_webhook(id.0, &actor.id.to_string())
             .await
             .map_err(|e| event_error(e, &trace))?;
         Ok(DeletedResponse::Done)
@@ -316,13 +319,17 @@ impl AdminWebhooksApi {
         id: Path<Uuid>,
     ) -> Result<ReplayedResponse, ApiError> {
         let trace = Trace::of(req);
-        admin_write_guard(&state, &auth, &trace).await?;
-        let replayed = state.events.replay(id.0).await.map_err(|e| match e {
-            EventError::Invalid { code, message } => {
-                ApiError::new(StatusCode::CONFLICT, code, message, &trace)
-            }
-            other => event_error(other, &trace),
-        })?;
+        let actor = admin_write_guard(&state, &auth, &trace).await?;
+        let replayed = state
+            .events
+            .replay(id.0, &actor.id.to_string())
+            .await
+            .map_err(|e| match e {
+                EventError::Invalid { code, message } => {
+                    ApiError::new(StatusCode::CONFLICT, code, message, &trace)
+                }
+                other => event_error(other, &trace),
+            })?;
         Ok(ReplayedResponse::Ok(Json(DeliveryView::from(&replayed))))
     }
 
