@@ -156,3 +156,52 @@ impl EventSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(tune: impl FnOnce(&mut EventSettings), redis: Option<&str>) -> String {
+        let mut s = EventSettings::default();
+        tune(&mut s);
+        match s.validate(redis) {
+            Err(ConfigError::Invalid { key, .. }) => key.to_string(),
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_pass_and_bad_values_name_their_key() {
+        assert!(EventSettings::default().validate(None).is_ok());
+        let window: u64 = EventSettings::default().retry_schedule_secs.iter().sum();
+        assert!(
+            (20 * 3600..=26 * 3600).contains(&window),
+            "about a day: {window}"
+        );
+        assert_eq!(
+            refused(
+                |s| s.allow_private_targets = vec!["10.0.0.0/33".into()],
+                None
+            ),
+            "events.allow_private_targets"
+        );
+        assert_eq!(
+            refused(|s| s.redis_stream = Some("events".into()), None),
+            "events.redis_stream"
+        );
+        assert_eq!(refused(|s| s.lease_secs = 10, None), "events.lease_secs");
+        assert_eq!(
+            refused(|s| s.poll_interval_ms = 0, None),
+            "events.poll_interval_ms"
+        );
+        assert_eq!(
+            refused(|s| s.retention_secs = 60, None),
+            "events.retention_secs"
+        );
+        let s = EventSettings {
+            redis_stream: Some("portcullis:events".into()),
+            ..EventSettings::default()
+        };
+        assert!(s.validate(Some("redis://127.0.0.1")).is_ok());
+    }
+}

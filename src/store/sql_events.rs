@@ -372,19 +372,31 @@ macro_rules! impl_sql_event_store {
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn fan_out_events(&self, now: Timestamp, batch: u32) -> StoreResult<Vec<String>> {
+                // Writes first (the claim), so SQLite takes its write lock at once and
+                // PostgreSQL skips the events another instance is fanning out.
                 let mut tx = self.writer.begin().await?;
                 let sql = format!(
-                    "SELECT id, type, occurred_at FROM events WHERE fanned_out_at IS NULL \
-                     ORDER BY id LIMIT $1 {}",
+                    "UPDATE events SET fanned_out_at = $1 WHERE id IN (SELECT id FROM events \
+                     WHERE fanned_out_at IS NULL ORDER BY id LIMIT $2 {}) \
+                     RETURNING id, type, occurred_at",
                     $lock
                 );
-                let events = sqlx::query(&sql)
+                let mut events = Vec::new();
+                for row in sqlx::query(&sql)
+                    .bind(now)
                     .bind(i64::from(batch))
                     .fetch_all(&mut *tx)
-                    .await?;
+                    .await?
+                {
+                    let id: Uuid = row.try_get("id")?;
+                    let kind: String = row.try_get("type")?;
+                    let occurred_at: Timestamp = row.try_get("occurred_at")?;
+                    events.push((id, kind, occurred_at));
+                }
                 if events.is_empty() {
                     return Ok(Vec::new());
                 }
+                events.sort_by_key(|(id, _, _)| *id);
                 let hooks: Vec<Webhook> = sqlx::query(
                     "SELECT id, url, event_types, secret_sealed, created_at FROM webhooks",
                 )
@@ -393,14 +405,10 @@ macro_rules! impl_sql_event_store {
                 .iter()
                 .map(webhook_from_row)
                 .collect::<StoreResult<_>>()?;
-                let mut kinds = Vec::with_capacity(events.len());
-                for row in &events {
-                    let id: Uuid = row.try_get("id")?;
-                    let kind: String = row.try_get("type")?;
-                    let occurred_at: Timestamp = row.try_get("occurred_at")?;
+                for (id, kind, occurred_at) in &events {
                     for hook in hooks
                         .iter()
-                        .filter(|h| h.wants(&kind) && h.created_at <= occurred_at)
+                        .filter(|h| h.wants(kind) && h.created_at <= *occurred_at)
                     {
                         sqlx::query(
                             "INSERT INTO webhook_deliveries (id, webhook_id, event_id, \
@@ -414,15 +422,9 @@ macro_rules! impl_sql_event_store {
                         .execute(&mut *tx)
                         .await?;
                     }
-                    sqlx::query("UPDATE events SET fanned_out_at = $1 WHERE id = $2")
-                        .bind(now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    kinds.push(kind);
                 }
                 tx.commit().await?;
-                Ok(kinds)
+                Ok(events.into_iter().map(|(_, kind, _)| kind).collect())
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]

@@ -660,6 +660,55 @@ async fn internal_targets_are_refused_unless_allowed() {
     )
     .await;
     assert_error(&got, 422, "invalid_event_type");
+    // Hostile input gets a 4xx ErrorResponse, never a 500.
+    let raw = app
+        .http
+        .post(app.url("/admin/webhooks"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{\"url\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+    let long = format!("https://hooks.example.com/{}", "a".repeat(3000));
+    let got = api(
+        &app,
+        Method::POST,
+        "/admin/webhooks",
+        Some(&token),
+        Some(json!({"url": long})),
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::BAD_REQUEST, "{}", got.1);
+    let got = api(
+        &app,
+        Method::POST,
+        "/admin/webhooks/deliveries/not-a-uuid/replay",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::BAD_REQUEST, "{}", got.1);
+    let hook = uuid::Uuid::new_v4();
+    let got = api(
+        &app,
+        Method::GET,
+        &format!("/admin/webhooks/{hook}/deliveries?state=bogus"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_error(&got, 400, "invalid_request");
+    let got = api(
+        &app,
+        Method::DELETE,
+        &format!("/admin/webhooks/{hook}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_error(&got, 404, "not_found");
     // A name that resolves to loopback passes registration but is refused at connect time.
     let by_name = url.replace("127.0.0.1", "localhost");
     let (status, created) = api(
@@ -888,6 +937,11 @@ async fn parallel_claims_never_share_a_delivery_and_a_lapsed_lease_frees_it() {
         .finish_delivery(first.id, "late", &result)
         .await
         .unwrap());
+    // Only an event nobody waits for goes when its retention ends (and, with a stream, only
+    // once streamed).
+    assert_eq!(store.purge_events(now + 1, true, 100).await.unwrap(), 0);
+    assert_eq!(store.purge_events(now + 1, false, 100).await.unwrap(), 1);
+    assert_eq!(outbox(&app, None).await.len(), 39);
 }
 
 #[test]
