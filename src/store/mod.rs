@@ -199,7 +199,9 @@ pub trait DenyListStore: Send + Sync {
 
 #[async_trait]
 pub trait RefreshStore: Send + Sync {
-    async fn create_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
+    /// `events` (a sign-in through the API) are written in the same transaction.
+    async fn create_refresh_token(&self, token: &RefreshToken, events: &[Event])
+        -> StoreResult<()>;
     async fn get_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
     /// The token of `token_hash` with its user and live session's `sid`, in one query: the
     /// three reads a rotation starts with.

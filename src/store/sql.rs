@@ -825,8 +825,12 @@ macro_rules! impl_sql_store {
         #[async_trait]
         impl RefreshStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn create_refresh_token(&self, t: &RefreshToken) -> StoreResult<()> {
-                insert_refresh(&self.writer, t).await
+            async fn create_refresh_token(&self, t: &RefreshToken, events: &[Event]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                insert_refresh(&mut *tx, t).await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]

@@ -735,8 +735,8 @@ async fn internal_targets_are_refused_unless_allowed() {
 #[tokio::test]
 async fn the_webhook_routes_need_the_admin_role() {
     let app = app_with(fast).await;
-    first_party(&app).await;
-    app.create_user("eve@example.com", PASSWORD).await;
+    let product = first_party(&app).await;
+    let eve = app.create_user("eve@example.com", PASSWORD).await;
     let (_, body) = api(
         &app,
         Method::POST,
@@ -746,6 +746,11 @@ async fn the_webhook_routes_need_the_admin_role() {
     )
     .await;
     let user = body["accessToken"].as_str().unwrap().to_string();
+    // A sign-in through the API is written with its refresh family.
+    let signed_in = &envelopes(&app, EventType::UserSignedIn).await[0];
+    assert_eq!(signed_in["subject"], eve.id.to_string());
+    assert_eq!(signed_in["client"], product.id.as_str());
+    assert_eq!(signed_in["data"]["via"], "api");
     for (method, path) in [
         (Method::GET, "/admin/webhooks"),
         (Method::POST, "/admin/webhooks"),

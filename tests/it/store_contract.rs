@@ -311,7 +311,7 @@ async fn refresh_rotation_is_atomic_and_families_revoke_together(store: Arc<dyn 
     store.create_client(&client("c"), &[]).await.unwrap();
     let family = Uuid::new_v4();
     let first = refresh(Uuid::new_v4(), family, "r0", "c", u.id, "openid");
-    store.create_refresh_token(&first).await.unwrap();
+    store.create_refresh_token(&first, &[]).await.unwrap();
     let mut racers = Vec::new();
     for i in 0..8 {
         let store = store.clone();
@@ -378,7 +378,7 @@ async fn refresh_rotation_is_atomic_and_families_revoke_together(store: Arc<dyn 
         u.id,
         "openid offline_access",
     );
-    store.create_refresh_token(&offline).await.unwrap();
+    store.create_refresh_token(&offline, &[]).await.unwrap();
     let jtis = store
         .revoke_session_refresh_tokens("sess", 300)
         .await
@@ -432,7 +432,7 @@ async fn a_refresh_grant_reads_token_user_and_live_session_at_once(store: Arc<dy
     store.create_session(&session, &[]).await.unwrap();
     let mut bound = refresh(Uuid::new_v4(), Uuid::new_v4(), "bound", "c", u.id, "openid");
     bound.session_id_hash = Some("sh".into());
-    store.create_refresh_token(&bound).await.unwrap();
+    store.create_refresh_token(&bound, &[]).await.unwrap();
     let unbound = refresh(
         Uuid::new_v4(),
         Uuid::new_v4(),
@@ -441,7 +441,7 @@ async fn a_refresh_grant_reads_token_user_and_live_session_at_once(store: Arc<dy
         u.id,
         "openid",
     );
-    store.create_refresh_token(&unbound).await.unwrap();
+    store.create_refresh_token(&unbound, &[]).await.unwrap();
 
     let grant = store.get_refresh_grant("bound").await.unwrap().unwrap();
     assert_eq!(
@@ -753,14 +753,17 @@ async fn mailed_tokens_are_single_use_and_a_reset_is_one_transaction(store: Arc<
     store.create_user(&ada, &[]).await.unwrap();
     store.create_client(&client("app"), &[]).await.unwrap();
     store
-        .create_refresh_token(&refresh(
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            "r1",
-            "app",
-            ada.id,
-            "openid",
-        ))
+        .create_refresh_token(
+            &refresh(
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+                "r1",
+                "app",
+                ada.id,
+                "openid",
+            ),
+            &[],
+        )
         .await
         .unwrap();
     let reset = account_token("reset", TokenPurpose::PasswordReset, &ada, 1000);
@@ -989,14 +992,17 @@ async fn users_are_searched_updated_and_soft_deleted(store: Arc<dyn Store>) {
 
     store.create_client(&client("app"), &[]).await.unwrap();
     store
-        .create_refresh_token(&refresh(
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            "r1",
-            "app",
-            ada.id,
-            "openid",
-        ))
+        .create_refresh_token(
+            &refresh(
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+                "r1",
+                "app",
+                ada.id,
+                "openid",
+            ),
+            &[],
+        )
         .await
         .unwrap();
     let jtis = store.soft_delete_user(ada.id, 300, &[]).await.unwrap();
@@ -1549,12 +1555,15 @@ async fn a_users_sessions_and_consents_are_listed_and_revoked(store: Arc<dyn Sto
     token.created_at = 130;
     token.session_id_hash = None;
     token.auth_code_hash = None;
-    store.create_refresh_token(&token).await.unwrap();
+    store.create_refresh_token(&token, &[]).await.unwrap();
     let mut other_client = refresh(Uuid::new_v4(), Uuid::new_v4(), "r2", "d", u.id, "openid");
     other_client.created_at = 140;
     other_client.session_id_hash = None;
     other_client.auth_code_hash = None;
-    store.create_refresh_token(&other_client).await.unwrap();
+    store
+        .create_refresh_token(&other_client, &[])
+        .await
+        .unwrap();
     let consents = store.user_consents(u.id).await.unwrap();
     let clients: Vec<&str> = consents.iter().map(|c| c.client_id.as_str()).collect();
     assert_eq!(clients, ["d", "c"], "most recently changed first");

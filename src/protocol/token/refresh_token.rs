@@ -33,6 +33,8 @@ pub struct FirstToken<'a> {
     pub amr: &'a [String],
     pub acr: Option<&'a str>,
     pub access_token_jti: &'a str,
+    /// Written with the token (the API's `user.signed_in`).
+    pub events: &'a [crate::events::Event],
 }
 
 /// Starts a new family and returns its first token.
@@ -68,7 +70,7 @@ pub async fn issue_first(
         acr: first.acr.map(str::to_string),
     };
     ctx.store
-        .create_refresh_token(&token)
+        .create_refresh_token(&token, first.events)
         .await
         .map_err(storage_failed)?;
     Ok(value)
