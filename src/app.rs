@@ -74,6 +74,8 @@ pub struct AppServices {
     pub registration: Arc<crate::clients::dynamic::RegistrationService>,
     /// Upstream providers ("Sign in with …") and the identities linked to accounts.
     pub federation: Arc<crate::federation::FederationService>,
+    /// Webhooks, the event listings and the outbox's delivery workers.
+    pub events: Arc<crate::events::EventService>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +145,7 @@ impl Portcullis {
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
         let master = master_key(&settings)?;
+        let events_master = master.clone();
         let store = open_store(&settings).await?;
         let retention = settings.longest_token_ttl_secs() + settings.keys.jwks_max_age_secs;
         let keys = KeyManager::start(
@@ -253,6 +256,17 @@ impl Portcullis {
             )
             .map_err(|e| StartError::Config(e.to_string()))?,
         );
+        let events = Arc::new(
+            crate::events::EventService::new(
+                store.clone(),
+                clock.clone(),
+                events_master,
+                settings.events.clone(),
+                metrics.clone(),
+                redis.clone(),
+            )
+            .map_err(StartError::Config)?,
+        );
         match store.refresh_search_names().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "recomputed lower-cased names for search"),
@@ -271,6 +285,7 @@ impl Portcullis {
             state: AppState(Arc::new(AppServices {
                 client_admin,
                 registration,
+                events,
                 settings,
                 store,
                 keys,
@@ -570,6 +585,7 @@ impl BoundServer {
         let refresher = tokio::spawn(refresh_keys_periodically(self.state.clone()));
         let cleaner = tokio::spawn(janitor(self.state.clone()));
         let listener = tokio::spawn(listen_for_events(self.state.clone()));
+        let outbox = tokio::spawn(crate::events::worker::run(self.state.events.clone()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -593,6 +609,7 @@ impl BoundServer {
         refresher.abort();
         cleaner.abort();
         listener.abort();
+        outbox.abort();
         for result in [public, management] {
             if let Err(e) = result {
                 tracing::error!(error = %e, "server stopped with an error");

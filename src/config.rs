@@ -54,6 +54,7 @@ pub struct Settings {
     pub registration: RegistrationSettings,
     /// `[[upstream]]`: providers people may sign in through (`federation/`).
     pub upstream: Vec<UpstreamSettings>,
+    pub events: crate::events::EventSettings,
 }
 
 /// Pushed authorization requests (RFC 9126).
@@ -675,6 +676,7 @@ impl Default for Settings {
             par: ParSettings::default(),
             registration: RegistrationSettings::default(),
             upstream: Vec::new(),
+            events: crate::events::EventSettings::default(),
         }
     }
 }
@@ -1145,6 +1147,7 @@ impl Settings {
         }
         self.device.validate()?;
         self.registration.validate()?;
+        self.events.validate(self.redis.url.as_deref())?;
         let h = &self.http;
         if h.max_body_bytes < 1024
             || h.max_uri_bytes < 1024

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod denylist;
 pub mod document;
+pub mod events;
 pub mod federation;
 pub mod http;
 pub mod keys;

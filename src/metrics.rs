@@ -179,7 +179,7 @@ pub struct Metrics {
 }
 
 /// Help texts of every series, so the exposition documents itself.
-const HELP: [(&str, &str, &str); 18] = [
+const HELP: [(&str, &str, &str); 22] = [
     (
         "portcullis_http_requests_total",
         "counter",
@@ -269,6 +269,26 @@ const HELP: [(&str, &str, &str); 18] = [
         "portcullis_upstream_sign_ins_total",
         "counter",
         "Upstream sign-ins (\"Sign in with ...\") by provider and result: success, created, linked, link_required, or the refusal reason.",
+    ),
+    (
+        "portcullis_events_total",
+        "counter",
+        "Domain events written to the outbox, by type (counted when fanned out).",
+    ),
+    (
+        "portcullis_webhook_deliveries_total",
+        "counter",
+        "Webhook delivery attempts by result: delivered, retried, dead_lettered.",
+    ),
+    (
+        "portcullis_webhook_delivery_duration_seconds",
+        "histogram",
+        "Webhook delivery request latency.",
+    ),
+    (
+        "portcullis_events_streamed_total",
+        "counter",
+        "Events added to the Redis stream.",
     ),
 ];
 

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::service::{is_admin, parse_name, store_failed, AccountError, RequestMeta};
 use super::{AccountService, Role};
+use crate::events::EventType;
 use crate::store::User;
 
 /// A change to a user; `None` leaves a field as it is.
@@ -82,6 +83,7 @@ impl AccountService {
         mut user: User,
         patch: UserPatch,
     ) -> Result<User, AccountError> {
+        let before = user.clone();
         let before_roles = user.roles.clone();
         if let Some(name) = patch.name {
             user.name = parse_name(name.as_deref())?;
@@ -121,7 +123,33 @@ impl AccountService {
             user.email_verified = verified;
         }
         user.updated_at = self.clock.now();
-        let written = self.store.update_user(&user).await.map_err(store_failed)?;
+        let changed: Vec<&str> = [
+            (before.name != user.name, "name"),
+            (before.roles != user.roles, "roles"),
+            (before.disabled != user.disabled, "disabled"),
+            (
+                before.email_verified != user.email_verified,
+                "emailVerified",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(yes, field)| yes.then_some(field))
+        .collect();
+        let updated = self
+            .event(EventType::UserUpdated, meta)
+            .subject(user.id)
+            .actor(Uuid::parse_str(actor).ok())
+            .data(serde_json::json!({"changed": changed}));
+        let events = if changed.is_empty() {
+            vec![]
+        } else {
+            vec![updated]
+        };
+        let written = self
+            .store
+            .update_user(&user, &events)
+            .await
+            .map_err(store_failed)?;
         if !written {
             return Err(AccountError::NotFound);
         }
@@ -173,9 +201,13 @@ impl AccountService {
         actor: &User,
         id: Uuid,
     ) -> Result<(), AccountError> {
+        let deleted = self
+            .event(EventType::UserDeleted, meta)
+            .subject(id)
+            .actor(Some(actor.id));
         let jtis = self
             .store
-            .soft_delete_user(id, self.clock.now())
+            .soft_delete_user(id, self.clock.now(), &[deleted])
             .await
             .map_err(store_failed)?
             .ok_or(AccountError::NotFound)?;

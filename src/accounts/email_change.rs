@@ -55,9 +55,22 @@ impl AccountService {
         meta: &RequestMeta,
         token: &str,
     ) -> Result<Uuid, AccountError> {
+        let hash = link_hash(token)?;
+        let now = self.clock.now();
+        let link = self
+            .store
+            .get_account_token(&hash, crate::store::TokenPurpose::EmailChange, now)
+            .await
+            .map_err(store_failed)?
+            .ok_or(AccountError::InvalidToken)?;
+        let updated = self
+            .event(crate::events::EventType::UserUpdated, meta)
+            .subject(link.user_id)
+            .actor(Some(link.user_id))
+            .data(serde_json::json!({"changed": ["email"], "email": link.email}));
         let changed = self
             .store
-            .change_email(&link_hash(token)?, self.clock.now())
+            .change_email(&hash, now, &[updated])
             .await
             .map_err(store_failed)?
             .ok_or(AccountError::InvalidToken)?;

@@ -7,7 +7,8 @@ use uuid::Uuid;
 use super::policy::check_password;
 use super::service::{link_hash, parse_email, parse_name, store_failed, AccountError, RequestMeta};
 use super::AccountService;
-use crate::store::{StoreError, User};
+use crate::events::EventType;
+use crate::store::{StoreError, TokenPurpose, User};
 
 pub struct Registration<'a> {
     pub email: &'a str,
@@ -67,7 +68,12 @@ impl AccountService {
             updated_at: now,
             deleted_at: None,
         };
-        match self.store.create_user(&user).await {
+        let registered = self
+            .event(EventType::UserRegistered, meta)
+            .subject(user.id)
+            .actor(Some(user.id))
+            .data(serde_json::json!({"email": user.email, "emailVerified": false}));
+        match self.store.create_user(&user, &[registered]).await {
             Ok(()) => {
                 let mut event = self.audit_event("user.registered", meta);
                 event.subject = Some(user.id.to_string());
@@ -103,9 +109,23 @@ impl AccountService {
         meta: &RequestMeta,
         token: &str,
     ) -> Result<Uuid, AccountError> {
+        let hash = link_hash(token)?;
+        let now = self.clock.now();
+        // The link names its user and address; the event is written with the change.
+        let link = self
+            .store
+            .get_account_token(&hash, TokenPurpose::VerifyEmail, now)
+            .await
+            .map_err(store_failed)?
+            .ok_or(AccountError::InvalidToken)?;
+        let verified = self
+            .event(EventType::UserEmailVerified, meta)
+            .subject(link.user_id)
+            .actor(Some(link.user_id))
+            .data(serde_json::json!({"email": link.email}));
         let user_id = self
             .store
-            .verify_email(&link_hash(token)?, self.clock.now())
+            .verify_email(&hash, now, &[verified])
             .await
             .map_err(store_failed)?
             .ok_or(AccountError::InvalidToken)?;

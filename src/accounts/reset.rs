@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::policy::check_password;
 use super::service::{link_hash, store_failed, AccountError, RequestMeta};
 use super::{AccountService, Email};
+use crate::events::EventType;
 use crate::random;
 use crate::store::{TokenPurpose, User};
 
@@ -63,9 +64,13 @@ impl AccountService {
         let password = check_password(password, &self.settings.password, Some(&user.email))?;
         let hash = self.passwords.hash(&password).await?;
         let now = self.clock.now();
+        let reset = self
+            .event(EventType::UserPasswordReset, meta)
+            .subject(user.id)
+            .actor(Some(user.id));
         let (user_id, jtis) = self
             .store
-            .reset_password(&random::hash_secret(token), &hash, now)
+            .reset_password(&random::hash_secret(token), &hash, now, &[reset])
             .await
             .map_err(store_failed)?
             .ok_or(AccountError::InvalidToken)?;
@@ -91,9 +96,13 @@ impl AccountService {
         }
         let password = check_password(new, &self.settings.password, Some(&user.email))?;
         let hash = self.passwords.hash(&password).await?;
+        let changed = self
+            .event(EventType::UserPasswordChanged, meta)
+            .subject(user.id)
+            .actor(Some(user.id));
         let jtis = self
             .store
-            .set_password(user.id, &hash, self.clock.now())
+            .set_password(user.id, &hash, self.clock.now(), &[changed])
             .await
             .map_err(store_failed)?
             .ok_or(AccountError::NotFound)?;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::{Email, PasswordError, PasswordHasher};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::events::{Event, EventType};
 use crate::limiter::{Decision, Limiter, Policy};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
@@ -131,6 +132,19 @@ impl AccountService {
             .map(|ua| ua.chars().take(256).collect());
         event.trace_id = meta.trace_id.clone();
         event
+    }
+
+    /// A domain event stamped with the time and the request's trace id (never its IP: events
+    /// that need it put it in their data).
+    pub fn event(&self, kind: EventType, meta: &RequestMeta) -> Event {
+        Event::new(kind, self.clock.now()).trace(meta.trace_id.as_deref())
+    }
+
+    /// Writes events that accompany no other change; a failure is logged, not the caller's.
+    pub async fn emit(&self, events: &[Event]) {
+        if let Err(e) = self.store.record_events(events).await {
+            tracing::error!(error = %e, "could not write events to the outbox");
+        }
     }
 
     pub async fn record(&self, event: AuditEvent) {

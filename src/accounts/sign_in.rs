@@ -5,6 +5,7 @@
 use super::policy::needs_rehash;
 use super::service::{AccountError, RequestMeta};
 use super::{AccountService, Email};
+use crate::events::EventType;
 use crate::limiter::Decision;
 use crate::store::{Timestamp, User};
 
@@ -34,8 +35,11 @@ impl AccountService {
             &[("op", "verify")],
             started.elapsed(),
         );
+        let account = user.as_ref().map(|u| u.id.to_string());
         let Some(user) = user.filter(|_| ok) else {
             self.record(self.audit_event("login.failed", meta)).await;
+            self.emit_sign_in_failure(meta, account, &account_keys)
+                .await;
             self.metrics
                 .count("portcullis_logins_total", &[("result", "failure")]);
             self.slow_down(&account_keys).await;
@@ -57,6 +61,30 @@ impl AccountService {
         self.metrics
             .count("portcullis_logins_total", &[("result", "success")]);
         Ok(user)
+    }
+
+    /// `user.sign_in_failed`, and `user.locked_out` when this failure spent the last attempt
+    /// an account budget allowed (once per window, however long an attack goes on).
+    async fn emit_sign_in_failure(
+        &self,
+        meta: &RequestMeta,
+        account: Option<String>,
+        account_keys: &[(String, Decision)],
+    ) {
+        let ip = meta.ip.map(|ip| ip.to_string());
+        let mut failed = self
+            .event(EventType::UserSignInFailed, meta)
+            .data(serde_json::json!({"ip": ip}));
+        failed.subject = account.clone();
+        let mut events = vec![failed];
+        if let Some((_, d)) = account_keys.iter().find(|(_, d)| d.remaining == 0) {
+            let mut locked = self
+                .event(EventType::UserLockedOut, meta)
+                .data(serde_json::json!({"ip": ip, "retryAfterSecs": d.reset_secs}));
+            locked.subject = account;
+            events.push(locked);
+        }
+        self.emit(&events).await;
     }
 
     /// Confirms that the person at a signed-in browser is the account's owner before a grave

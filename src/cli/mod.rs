@@ -1,11 +1,13 @@
-//! The command line: `serve`, `migrate`, and the operator's `client`, `user`, `keys` and
-//! `audit` tools (sharing the services of the admin API and console).
+//! The command line: `serve`, `migrate`, and the operator's `client`, `user`, `keys`,
+//! `audit`, `webhook` and `events` tools (sharing the services of the admin API and console).
 //! Exit status: 0 done, 1 the system failed (database down, ...), 2 the input was refused.
 
 mod audit;
 mod client;
+mod events;
 mod keys;
 mod user;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +65,12 @@ pub enum Command {
     /// Read the audit trail
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Subscribe webhooks to events; list their deliveries and replay dead letters
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
+    /// Read the recent domain events
+    #[command(subcommand)]
+    Events(events::EventsCommand),
 }
 
 /// A command's failure: bad input (exit 2) or a system fault (exit 1).
@@ -173,6 +181,8 @@ async fn run(command: Command, settings: Settings) -> Result<(), CliError> {
         Command::User(cmd) => user::run(cmd, &settings).await,
         Command::Keys(cmd) => keys::run(cmd, settings).await,
         Command::Audit(cmd) => audit::run(cmd, &settings).await,
+        Command::Webhook(cmd) => webhook::run(cmd, &settings).await,
+        Command::Events(cmd) => events::run(cmd, &settings).await,
     }
 }
 

@@ -205,7 +205,13 @@ pub async fn run(cmd: UserCommand, settings: &Settings) -> Result<(), CliError> 
         UserCommand::ResetMfa { email } => {
             let store = app::open_store(settings).await?;
             let user = find_user(&*store, &email).await?;
-            let removed = store.delete_all_factors(user.id).await?;
+            let removed_event = crate::events::Event::new(
+                crate::events::EventType::UserMfaRemoved,
+                SystemClock.now(),
+            )
+            .subject(user.id)
+            .data(json!({"all": true}));
+            let removed = store.delete_all_factors(user.id, &[removed_event]).await?;
             let mut event = AuditEvent::new("mfa.reset", SystemClock.now());
             event.subject = Some(user.id.to_string());
             event.actor = Some(ACTOR.into());
@@ -356,7 +362,10 @@ async fn create(args: CreateArgs, settings: &Settings) -> Result<(), CliError> {
         updated_at: now,
         deleted_at: None,
     };
-    match store.create_user(&user).await {
+    let registered = crate::events::Event::new(crate::events::EventType::UserRegistered, now)
+        .subject(user.id)
+        .data(json!({"email": user.email, "emailVerified": user.email_verified}));
+    match store.create_user(&user, &[registered]).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => return Err(taken()),
         Err(e) => return Err(e.into()),

@@ -165,16 +165,16 @@ mod tests {
     async fn a_deleted_client_is_forgotten_after_the_ttl_or_at_once_on_invalidation() {
         let (d, store, clock, _dir) = directory(10).await;
         assert_eq!(d.get("a").await.unwrap(), None, "misses are not remembered");
-        store.create_client(&client("a")).await.unwrap();
+        store.create_client(&client("a"), &[]).await.unwrap();
         assert!(d.get("a").await.unwrap().is_some());
-        store.delete_client("a").await.unwrap();
+        store.delete_client("a", &[]).await.unwrap();
         assert!(d.get("a").await.unwrap().is_some(), "served from memory");
         clock.advance(10);
         assert_eq!(d.get("a").await.unwrap(), None, "the entry lived 10 s");
 
-        store.create_client(&client("b")).await.unwrap();
+        store.create_client(&client("b"), &[]).await.unwrap();
         assert!(d.get("b").await.unwrap().is_some());
-        store.delete_client("b").await.unwrap();
+        store.delete_client("b", &[]).await.unwrap();
         d.invalidate();
         assert_eq!(d.get("b").await.unwrap(), None);
     }
@@ -182,11 +182,11 @@ mod tests {
     #[tokio::test]
     async fn a_read_that_straddles_an_invalidation_is_not_kept() {
         let (d, store, _, _dir) = directory(10).await;
-        store.create_client(&client("a")).await.unwrap();
+        store.create_client(&client("a"), &[]).await.unwrap();
         let read_before = d.generation();
         let stale = store.get_client("a").await.unwrap().unwrap();
         // Meanwhile: the CLI deletes the client and the announcement arrives.
-        store.delete_client("a").await.unwrap();
+        store.delete_client("a", &[]).await.unwrap();
         d.invalidate();
         d.remember(Some("a"), &stale, read_before);
         d.remember(None, &stale, read_before);
@@ -197,9 +197,9 @@ mod tests {
     #[tokio::test]
     async fn a_zero_ttl_reads_the_database_every_time() {
         let (d, store, _, _dir) = directory(0).await;
-        store.create_client(&client("a")).await.unwrap();
+        store.create_client(&client("a"), &[]).await.unwrap();
         assert!(d.get("a").await.unwrap().is_some());
-        store.delete_client("a").await.unwrap();
+        store.delete_client("a", &[]).await.unwrap();
         assert_eq!(d.get("a").await.unwrap(), None);
     }
 }

@@ -279,7 +279,15 @@ pub async fn register(
     actor: &str,
 ) -> Result<Registered, RegistrationError> {
     let registered = prepare(reg, now)?;
-    store.create_client(&registered.client).await?;
+    let created = crate::events::Event::new(crate::events::EventType::ClientCreated, now)
+        .subject(&registered.client.id)
+        .client(Some(&registered.client.id))
+        .actor(uuid::Uuid::parse_str(actor).ok())
+        .data(serde_json::json!({
+            "name": registered.client.name,
+            "dynamic": registered.client.dynamic,
+        }));
+    store.create_client(&registered.client, &[created]).await?;
     let mut event = AuditEvent::new("client.created", now);
     event.actor = Some(actor.to_string());
     event.client_id = Some(registered.client.id.clone());

@@ -12,6 +12,7 @@ use super::{prepare, ClientDirectory, ClientRegistration, Registered, Registrati
 use crate::cache::RedisHandle;
 use crate::clock::Clock;
 use crate::denylist::DenyList;
+use crate::events::{Event, EventType};
 use crate::protocol::redirect_uri::RedirectUri;
 use crate::random;
 use crate::store::{AuditEvent, Client, ClientQuery, Store, StoreError};
@@ -161,7 +162,17 @@ impl ClientService {
         let mut changed = changed_fields(&before, &client);
         let method_changed = before.token_endpoint_auth_method != client.token_endpoint_auth_method;
         if !changed.is_empty() {
-            if !self.store.update_client(&client, method_changed).await? {
+            let updated = self.event(
+                EventType::ClientUpdated,
+                id,
+                actor,
+                json!({"change": "registration", "changed": changed}),
+            );
+            if !self
+                .store
+                .update_client(&client, method_changed, &[updated])
+                .await?
+            {
                 return Err(ClientError::NotFound(id.to_string()));
             }
             if method_changed {
@@ -200,7 +211,18 @@ impl ClientService {
 
     async fn switch(&self, id: &str, disabled: bool, actor: &str) -> Result<Client, ClientError> {
         let now = self.clock.now();
-        if !self.store.set_client_disabled(id, disabled, now).await? {
+        let change = if disabled { "disabled" } else { "enabled" };
+        let updated = self.event(
+            EventType::ClientUpdated,
+            id,
+            actor,
+            json!({"change": change}),
+        );
+        if !self
+            .store
+            .set_client_disabled(id, disabled, now, &[updated])
+            .await?
+        {
             return Err(ClientError::NotFound(id.to_string()));
         }
         if disabled {
@@ -238,7 +260,17 @@ impl ClientService {
         let now = self.clock.now();
         if !self
             .store
-            .set_client_secret(id, &random::hash_secret(&secret), now)
+            .set_client_secret(
+                id,
+                &random::hash_secret(&secret),
+                now,
+                &[self.event(
+                    EventType::ClientUpdated,
+                    id,
+                    actor,
+                    json!({"change": "secret_rotated"}),
+                )],
+            )
             .await?
         {
             return Err(ClientError::NoSecret(id.to_string()));
@@ -257,7 +289,8 @@ impl ClientService {
         self.get(id).await?;
         // The rows go with the client; the access tokens they were issued with are denied.
         self.revoke_grants(id, self.clock.now()).await?;
-        if !self.store.delete_client(id).await? {
+        let deleted = self.event(EventType::ClientDeleted, id, actor, json!({}));
+        if !self.store.delete_client(id, &[deleted]).await? {
             return Err(ClientError::NotFound(id.to_string()));
         }
         self.audit("client.deleted", id, actor, json!({})).await?;
@@ -277,7 +310,8 @@ impl ClientService {
         let now = self.clock.now();
         let wanted = console_client(&redirect, now);
         match self.store.get_client(CONSOLE_CLIENT_ID).await? {
-            None => match self.store.create_client(&wanted).await {
+            // The built-in console client is no operator's change: no event.
+            None => match self.store.create_client(&wanted, &[]).await {
                 Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
                 Err(e) => Err(e.into()),
             },
@@ -287,7 +321,7 @@ impl ClientService {
                     updated_at: now,
                     ..existing
                 };
-                self.store.update_client(&client, false).await?;
+                self.store.update_client(&client, false, &[]).await?;
                 self.audit(
                     "client.updated",
                     CONSOLE_CLIENT_ID,
@@ -300,6 +334,15 @@ impl ClientService {
             }
             Some(_) => Ok(()),
         }
+    }
+
+    /// A `client.*` event; `actor` is named when it is a user id (not "cli", "portcullis").
+    fn event(&self, kind: EventType, id: &str, actor: &str, data: serde_json::Value) -> Event {
+        Event::new(kind, self.clock.now())
+            .subject(id)
+            .client(Some(id))
+            .actor(uuid::Uuid::parse_str(actor).ok())
+            .data(data)
     }
 
     async fn audit(

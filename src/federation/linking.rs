@@ -164,9 +164,18 @@ impl FederationService {
             updated_at: now,
             deleted_at: None,
         };
+        let registered = crate::events::Event::new(crate::events::EventType::UserRegistered, now)
+            .trace(meta.trace_id.as_deref())
+            .subject(user.id)
+            .actor(Some(user.id))
+            .data(serde_json::json!({
+                "email": user.email,
+                "emailVerified": user.email_verified,
+                "provider": provider_id,
+            }));
         match self
             .store
-            .create_user_with_identity(&user, &identity(user.id))
+            .create_user_with_identity(&user, &identity(user.id), &[registered])
             .await
         {
             Ok(()) => {}

@@ -180,7 +180,16 @@ async fn open(
         expires_at,
         revoked_at: None,
     };
-    state.store.create_session(&session).await?;
+    let signed_in = state
+        .accounts
+        .event(
+            crate::events::EventType::UserSignedIn,
+            &crate::http::api::meta_of(req),
+        )
+        .subject(session.user_id)
+        .actor(Some(session.user_id))
+        .data(serde_json::json!({"amr": session.amr, "sessionId": session.sid}));
+    state.store.create_session(&session, &[signed_in]).await?;
     let max_age = u64::try_from(expires_at - now).unwrap_or(0);
     Ok((session, set_cookie(state, SESSION, &id, Some(max_age))))
 }

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::clock::Clock;
 use crate::document::JsonDocument;
+use crate::events::{Event, EventType};
 use crate::random;
 use crate::store::{AuditEvent, KeyState, SigningKeyRecord, Store, StoreError, Timestamp};
 pub use master::{MasterKey, MasterKeyError, MasterKeySource};
@@ -316,9 +317,21 @@ impl KeyManager {
         actor: Option<&str>,
     ) -> Result<Vec<(SigningAlg, String)>, KeyError> {
         let now = self.clock.now();
+        let records = self.store.list_signing_keys().await?;
         for alg in SigningAlg::ALL {
             let new_next = new_record(alg, KeyState::Next, &self.master, now)?;
-            self.store.rotate_signing_keys(&new_next, now, None).await?;
+            let of = |state| find_key(&records, alg, state);
+            let rotated = rotated_event(
+                alg,
+                of(KeyState::Next),
+                of(KeyState::Active),
+                &new_next,
+                now,
+            )
+            .actor(actor);
+            self.store
+                .rotate_signing_keys(&new_next, now, None, &[rotated])
+                .await?;
         }
         self.store
             .purge_retired_keys(now - self.retention_secs)
@@ -358,25 +371,24 @@ impl KeyManager {
         if let (KeyState::Active | KeyState::Next, Some(alg)) =
             (record.state, SigningAlg::parse(&record.alg))
         {
-            if record.state == KeyState::Next {
-                // A compromised next key must never sign: replace it by rotating twice.
+            let mut active = find_key(&records, alg, KeyState::Active);
+            let mut next = find_key(&records, alg, KeyState::Next);
+            let rounds = if record.state == KeyState::Next { 2 } else { 1 };
+            // A compromised next key must never sign: replace it by rotating twice.
+            for _ in 0..rounds {
+                let new_next = new_record(alg, KeyState::Next, &self.master, now)?;
+                let rotated = rotated_event(alg, next.clone(), active, &new_next, now).actor(actor);
                 self.store
-                    .rotate_signing_keys(
-                        &new_record(alg, KeyState::Next, &self.master, now)?,
-                        now,
-                        None,
-                    )
+                    .rotate_signing_keys(&new_next, now, None, &[rotated])
                     .await?;
+                (active, next) = (next, Some(new_next.kid));
             }
-            self.store
-                .rotate_signing_keys(
-                    &new_record(alg, KeyState::Next, &self.master, now)?,
-                    now,
-                    None,
-                )
-                .await?;
         }
-        let removed = self.store.delete_retired_key(kid).await?;
+        let revoked = Event::new(EventType::KeyRevoked, now)
+            .subject(kid)
+            .actor(actor)
+            .data(json!({"alg": record.alg}));
+        let removed = self.store.delete_retired_key(kid, &[revoked]).await?;
         let mut event = AuditEvent::new("keys.revoked", now);
         event.actor = actor.map(str::to_string);
         event.detail = json!({"kid": kid});
@@ -412,9 +424,16 @@ impl KeyManager {
                 continue;
             }
             let new_next = new_record(alg, KeyState::Next, &self.master, now)?;
+            let event = rotated_event(
+                alg,
+                Some(next.kid.clone()),
+                Some(active.kid.clone()),
+                &new_next,
+                now,
+            );
             match self
                 .store
-                .rotate_signing_keys(&new_next, now, Some(&active.kid))
+                .rotate_signing_keys(&new_next, now, Some(&active.kid), &[event])
                 .await
             {
                 Ok(()) => {
@@ -437,6 +456,30 @@ impl KeyManager {
         }
         Ok(rotated)
     }
+}
+
+fn find_key(records: &[SigningKeyRecord], alg: SigningAlg, state: KeyState) -> Option<String> {
+    records
+        .iter()
+        .find(|k| k.alg == alg.as_str() && k.state == state)
+        .map(|k| k.kid.clone())
+}
+
+/// `key.rotated`: `promoted` starts signing, `retired` stops, `new_next` is published.
+fn rotated_event(
+    alg: SigningAlg,
+    promoted: Option<String>,
+    retired: Option<String>,
+    new_next: &SigningKeyRecord,
+    now: Timestamp,
+) -> Event {
+    let mut event = Event::new(EventType::KeyRotated, now).data(json!({
+        "alg": alg.as_str(),
+        "retired": retired,
+        "next": new_next.kid,
+    }));
+    event.subject = promoted;
+    event
 }
 
 fn new_record(

@@ -76,7 +76,15 @@ impl SessionService {
         actor: Option<&str>,
     ) -> StoreResult<bool> {
         let now = self.clock.now();
-        if !self.store.revoke_session(&session.id_hash, now).await? {
+        let ended = crate::events::Event::new(crate::events::EventType::SessionEnded, now)
+            .subject(session.user_id)
+            .actor(actor)
+            .data(json!({"sessionId": session.sid, "reason": reason}));
+        if !self
+            .store
+            .revoke_session(&session.id_hash, now, &[ended])
+            .await?
+        {
             return Ok(false);
         }
         match self
@@ -210,7 +218,11 @@ impl SessionService {
     /// in the old session and the relying parties' sessions are left alone (as they always
     /// were); a user who wants them gone signs out.
     pub async fn replace_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<()> {
-        self.store.revoke_session(id_hash, now).await.map(|_| ())
+        // Not a sign-out: no `session.ended` (the new sign-in emits `user.signed_in`).
+        self.store
+            .revoke_session(id_hash, now, &[])
+            .await
+            .map(|_| ())
     }
 
     /// Puts access tokens on the deny-list until they would have expired anyway.

@@ -49,6 +49,7 @@ pub trait IdentityStore: Send + Sync {
         &self,
         user: &User,
         identity: &UserIdentity,
+        events: &[crate::events::Event],
     ) -> StoreResult<()>;
     /// A sign-in through the identity: when, and the upstream's current address and name.
     async fn touch_identity(

@@ -10,6 +10,7 @@ mod sql;
 mod sql_accounts;
 mod sql_admin;
 mod sql_device;
+mod sql_events;
 mod sql_identity;
 mod sql_magic_link;
 mod sql_mfa;
@@ -22,10 +23,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::events::Event;
 pub use identity::{IdentityStore, LinkRefusal, UserIdentity};
+
 pub use magic_link::{MagicLink, MagicLinkStore};
 pub use model::*;
 pub use sql_device::{DeviceApproval, DeviceGrant, DeviceStatus, DeviceStore};
+pub use sql_events::{
+    AttemptResult, ClaimedDelivery, Delivery, DeliveryQuery, DeliveryState, EventQuery, EventStore,
+    NextStep, OutboxEvent, Webhook,
+};
 pub use sql_par::{ParStore, PushedRequest};
 pub use sql_registration::{DynamicRegistration, InitialAccessToken, RegistrationStore};
 
@@ -66,19 +73,22 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
 pub trait ClientStore: Send + Sync {
-    async fn create_client(&self, client: &Client) -> StoreResult<()>;
+    /// Stores the client and `events` in one transaction.
+    async fn create_client(&self, client: &Client, events: &[Event]) -> StoreResult<()>;
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>>;
     async fn list_clients(&self) -> StoreResult<Vec<Client>>;
     /// The first-party client registered first, if any (the one the account API issues for).
     async fn first_party_client(&self) -> StoreResult<Option<Client>>;
     /// Returns whether a client was deleted; its codes, tokens and consents go with it.
-    async fn delete_client(&self, id: &str) -> StoreResult<bool>;
+    /// `events` are written with the deletion (and not when nothing was deleted).
+    async fn delete_client(&self, id: &str, events: &[Event]) -> StoreResult<bool>;
 }
 
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Fails with [`StoreError::Conflict`] when the email is taken, whatever its case.
-    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    /// `events` are written in the same transaction.
+    async fn create_user(&self, user: &User, events: &[Event]) -> StoreResult<()>;
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn find_user_by_email(&self, email_lower: &str) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
@@ -99,6 +109,7 @@ pub trait KeyStore: Send + Sync {
         new_next: &SigningKeyRecord,
         now: Timestamp,
         expected_active: Option<&str>,
+        events: &[Event],
     ) -> StoreResult<()>;
     /// Takes or renews the lease `name` for `holder` until `now + ttl_secs`; false while
     /// another holder's lease is still running. One conditional upsert.
@@ -118,7 +129,7 @@ pub trait KeyStore: Send + Sync {
     async fn purge_expired(&self, now: Timestamp, batch: u32) -> StoreResult<u64>;
     /// Deletes one retired key at once (emergency: a compromised key leaves the JWKS now).
     /// Returns false if no retired key has that id.
-    async fn delete_retired_key(&self, kid: &str) -> StoreResult<bool>;
+    async fn delete_retired_key(&self, kid: &str, events: &[Event]) -> StoreResult<bool>;
     /// Deletes retired keys retired before `before`; returns how many.
     async fn purge_retired_keys(&self, before: Timestamp) -> StoreResult<u64>;
 }
@@ -132,13 +143,20 @@ pub trait AuditStore: Send + Sync {
 
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    async fn create_session(&self, session: &BrowserSession) -> StoreResult<()>;
+    /// `events` (a sign-in) are written in the same transaction.
+    async fn create_session(&self, session: &BrowserSession, events: &[Event]) -> StoreResult<()>;
     /// The session, if it exists and was not revoked (expiry is the caller's rule).
     async fn get_session(&self, id_hash: &str) -> StoreResult<Option<BrowserSession>>;
     async fn touch_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<()>;
     /// False when the session was already revoked (or never existed): of two parallel
     /// sign-outs of one session exactly one gets true.
-    async fn revoke_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<bool>;
+    /// `events` are written only by the call that revoked it.
+    async fn revoke_session(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+        events: &[Event],
+    ) -> StoreResult<bool>;
 }
 
 #[async_trait]
@@ -184,7 +202,9 @@ pub trait DenyListStore: Send + Sync {
 
 #[async_trait]
 pub trait RefreshStore: Send + Sync {
-    async fn create_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
+    /// `events` (a sign-in through the API) are written in the same transaction.
+    async fn create_refresh_token(&self, token: &RefreshToken, events: &[Event])
+        -> StoreResult<()>;
     async fn get_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
     /// The token of `token_hash` with its user and live session's `sid`, in one query: the
     /// three reads a rotation starts with.
@@ -204,10 +224,12 @@ pub trait RefreshStore: Send + Sync {
     /// The unrevoked child of `parent_id` (the successor a grace reuse answers with).
     async fn refresh_successor(&self, parent_id: Uuid) -> StoreResult<Option<RefreshToken>>;
     /// Revokes every token of the family; returns the access-token ids they were issued with.
+    /// `events` (the reuse detection) are written in the same transaction.
     async fn revoke_refresh_family(
         &self,
         family_id: Uuid,
         now: Timestamp,
+        events: &[Event],
     ) -> StoreResult<Vec<String>>;
     /// Revokes the refresh tokens bound to a browser session, except `offline_access` ones;
     /// answers the access token ids to deny: those of the revoked refresh tokens and those
@@ -230,17 +252,24 @@ pub trait RefreshStore: Send + Sync {
 }
 
 /// Account life cycle: profile updates, soft delete, single-use mailed tokens, audit queries.
-/// Each method that changes more than one row is one transaction.
+/// Each method that changes more than one row is one transaction; `events` are written in
+/// the transaction of the change they describe, and only when it is committed.
 #[async_trait]
 pub trait AccountStore: Send + Sync {
     /// Writes name, roles, flags and password hash of a live user; false if it is gone.
-    async fn update_user(&self, user: &User) -> StoreResult<bool>;
+    /// `events` are written with the change (not when the user is gone).
+    async fn update_user(&self, user: &User, events: &[Event]) -> StoreResult<bool>;
     /// One page of live users and the number of live users matching the filter.
     async fn search_users(&self, query: &UserQuery) -> StoreResult<(Vec<User>, u64)>;
     /// Marks the user deleted (the row and its email stay, so the address cannot be taken
     /// over), revokes its sessions and refresh tokens and spends its mailed tokens. Returns
     /// the access-token ids to deny, or `None` if no live user has that id.
-    async fn soft_delete_user(&self, id: Uuid, now: Timestamp) -> StoreResult<Option<Vec<String>>>;
+    async fn soft_delete_user(
+        &self,
+        id: Uuid,
+        now: Timestamp,
+        events: &[Event],
+    ) -> StoreResult<Option<Vec<String>>>;
     /// Stores a new password hash and revokes every session and refresh token of the user in
     /// the same transaction; returns the access-token ids to deny (`None`: no live user).
     async fn set_password(
@@ -248,6 +277,7 @@ pub trait AccountStore: Send + Sync {
         id: Uuid,
         password_hash: &str,
         now: Timestamp,
+        events: &[Event],
     ) -> StoreResult<Option<Vec<String>>>;
     /// Revokes every session and refresh token of the user (a disabled account); returns the
     /// access-token ids to deny.
@@ -271,10 +301,16 @@ pub trait AccountStore: Send + Sync {
         token_hash: &str,
         password_hash: &str,
         now: Timestamp,
+        events: &[Event],
     ) -> StoreResult<Option<(Uuid, Vec<String>)>>;
     /// Spends a verification token and marks the address verified if it is still the
     /// user's; returns the user id, or `None` if the token was spent or expired.
-    async fn verify_email(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Uuid>>;
+    async fn verify_email(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+        events: &[Event],
+    ) -> StoreResult<Option<Uuid>>;
     /// In one transaction: spends an email-change token, gives its live user the address it
     /// was mailed to (verified), and spends every other unused token of the user (links mailed
     /// to the old address). `None`, with nothing written, if the token was spent or expired,
@@ -283,6 +319,7 @@ pub trait AccountStore: Send + Sync {
         &self,
         token_hash: &str,
         now: Timestamp,
+        events: &[Event],
     ) -> StoreResult<Option<EmailChange>>;
     /// Audit events matching the query, newest first.
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
@@ -312,6 +349,7 @@ pub trait MfaStore: Send + Sync {
         step: i64,
         now: Timestamp,
         first_codes: &[String],
+        events: &[Event],
     ) -> StoreResult<Option<bool>>;
     /// Accepts TOTP step `step` of a confirmed factor only if it is later than the last one
     /// accepted: of two requests with the same code exactly one gets true.
@@ -327,10 +365,16 @@ pub trait MfaStore: Send + Sync {
     /// `keep_one`, refuses with `Conflict("last_factor")` when no other confirmed factor
     /// would remain, deciding under a lock of the user, so two parallel removals of a user's
     /// two factors cannot both succeed.
-    async fn delete_factor(&self, user_id: Uuid, id: Uuid, keep_one: bool) -> StoreResult<bool>;
+    async fn delete_factor(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        keep_one: bool,
+        events: &[Event],
+    ) -> StoreResult<bool>;
     /// Deletes every factor and recovery code of the user (an admin's reset); returns how
-    /// many factors went.
-    async fn delete_all_factors(&self, user_id: Uuid) -> StoreResult<u64>;
+    /// many factors went. `events` are written only when there was one.
+    async fn delete_all_factors(&self, user_id: Uuid, events: &[Event]) -> StoreResult<u64>;
     /// Counts one more consecutive failed second-factor attempt; returns the new count.
     async fn record_mfa_failure(&self, user_id: Uuid) -> StoreResult<i64>;
     /// Consecutive failed second-factor attempts of the user.
@@ -373,7 +417,8 @@ pub trait MfaStore: Send + Sync {
 
 /// What operators and people's account pages read and change beyond the protocol: client
 /// search and updates, a user's sessions and consents, the dashboard's counts. Every list is
-/// one query (plus one for its total), never one per row.
+/// one query (plus one for its total), never one per row. `events` are written with the
+/// change they describe, in its transaction, and only when it happened.
 #[async_trait]
 pub trait AdminStore: Send + Sync {
     /// One page of clients matching the query, and how many match on all pages.
@@ -381,13 +426,19 @@ pub trait AdminStore: Send + Sync {
     /// Writes the registration fields of a client (never its id, creation time or `disabled`;
     /// its secret hash only with `write_secret`, when it starts or stops using a secret);
     /// false if it is gone.
-    async fn update_client(&self, client: &Client, write_secret: bool) -> StoreResult<bool>;
+    async fn update_client(
+        &self,
+        client: &Client,
+        write_secret: bool,
+        events: &[Event],
+    ) -> StoreResult<bool>;
     /// Switches a client off or on, touching nothing else; false if it is gone.
     async fn set_client_disabled(
         &self,
         id: &str,
         disabled: bool,
         now: Timestamp,
+        events: &[Event],
     ) -> StoreResult<bool>;
     /// Replaces the secret of a client that has one; false if there is no such client (or it
     /// authenticates without a secret).
@@ -396,6 +447,7 @@ pub trait AdminStore: Send + Sync {
         id: &str,
         secret_hash: &str,
         now: Timestamp,
+        events: &[Event],
     ) -> StoreResult<bool>;
     /// In one transaction: revokes every refresh token of the client and spends its unused
     /// codes (a client switched off, deleted, or changing how it authenticates). Returns the
@@ -458,6 +510,7 @@ pub trait Store:
     + RegistrationStore
     + MagicLinkStore
     + IdentityStore
+    + EventStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

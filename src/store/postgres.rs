@@ -9,6 +9,7 @@ use super::sql::impl_sql_store;
 use super::sql_accounts::impl_sql_account_store;
 use super::sql_admin::impl_sql_admin_store;
 use super::sql_device::impl_sql_device_store;
+use super::sql_events::impl_sql_event_store;
 use super::sql_identity::impl_sql_identity_store;
 use super::sql_magic_link::impl_sql_magic_link_store;
 use super::sql_mfa::impl_sql_mfa_store;
@@ -51,3 +52,9 @@ impl_sql_device_store!(PostgresStore, Postgres, "postgres");
 impl_sql_registration_store!(PostgresStore, Postgres, "postgres");
 impl_sql_magic_link_store!(PostgresStore, Postgres, "postgres");
 impl_sql_identity_store!(PostgresStore, Postgres, "postgres");
+impl_sql_event_store!(
+    PostgresStore,
+    Postgres,
+    "postgres",
+    "FOR UPDATE SKIP LOCKED"
+);

@@ -301,7 +301,8 @@ macro_rules! impl_sql_store {
         #[async_trait]
         impl ClientStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn create_client(&self, c: &Client) -> StoreResult<()> {
+            async fn create_client(&self, c: &Client, events: &[Event]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
                 sqlx::query(
                     "INSERT INTO clients (id, name, secret_hash, redirect_uris, \
                      post_logout_redirect_uris, grant_types, scope, token_endpoint_auth_method, \
@@ -339,8 +340,10 @@ macro_rules! impl_sql_store {
                 .bind(&c.logo_uri)
                 .bind(&c.client_uri)
                 .bind(&c.application_type)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -370,20 +373,21 @@ macro_rules! impl_sql_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn delete_client(&self, id: &str) -> StoreResult<bool> {
-                let done = sqlx::query("DELETE FROM clients WHERE id = $1")
-                    .bind(id)
-                    .execute(&self.writer)
-                    .await?;
-                Ok(done.rows_affected() > 0)
+            async fn delete_client(&self, id: &str, events: &[Event]) -> StoreResult<bool> {
+                let query = sqlx::query("DELETE FROM clients WHERE id = $1").bind(id);
+                execute_one_with_events(&self.writer, query, events).await
             }
         }
 
         #[async_trait]
         impl UserStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn create_user(&self, u: &User) -> StoreResult<()> {
-                insert_user(&self.writer, u).await
+            async fn create_user(&self, u: &User, events: &[Event]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                insert_user(&mut *tx, u).await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
@@ -441,6 +445,7 @@ macro_rules! impl_sql_store {
                 new_next: &SigningKeyRecord,
                 now: Timestamp,
                 expected_active: Option<&str>,
+                events: &[Event],
             ) -> StoreResult<()> {
                 // Writes first: in SQLite a transaction that reads before it writes cannot wait
                 // for the write lock (SQLITE_BUSY at once); starting with the UPDATE lets it wait.
@@ -483,6 +488,7 @@ macro_rules! impl_sql_store {
                 let mut record = new_next.clone();
                 record.state = KeyState::Next;
                 insert_key(&mut *tx, &record).await?;
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -565,12 +571,10 @@ macro_rules! impl_sql_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn delete_retired_key(&self, kid: &str) -> StoreResult<bool> {
-                let done = sqlx::query("DELETE FROM signing_keys WHERE kid = $1 AND state = 'retired'")
-                    .bind(kid)
-                    .execute(&self.writer)
-                    .await?;
-                Ok(done.rows_affected() == 1)
+            async fn delete_retired_key(&self, kid: &str, events: &[Event]) -> StoreResult<bool> {
+                let query = sqlx::query("DELETE FROM signing_keys WHERE kid = $1 AND state = 'retired'")
+                    .bind(kid);
+                execute_one_with_events(&self.writer, query, events).await
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
@@ -624,7 +628,8 @@ macro_rules! impl_sql_store {
         #[async_trait]
         impl SessionStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn create_session(&self, s: &BrowserSession) -> StoreResult<()> {
+            async fn create_session(&self, s: &BrowserSession, events: &[Event]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
                 sqlx::query(
                     "INSERT INTO browser_sessions (id_hash, sid, user_id, auth_time, amr, acr, \
                      user_agent, ip, created_at, last_seen_at, expires_at, revoked_at) \
@@ -642,8 +647,10 @@ macro_rules! impl_sql_store {
                 .bind(s.last_seen_at)
                 .bind(s.expires_at)
                 .bind(s.revoked_at)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -668,16 +675,14 @@ macro_rules! impl_sql_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn revoke_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<bool> {
-                let done = sqlx::query(
+            async fn revoke_session(&self, id_hash: &str, now: Timestamp, events: &[Event]) -> StoreResult<bool> {
+                let query = sqlx::query(
                     "UPDATE browser_sessions SET revoked_at = $1 \
                      WHERE id_hash = $2 AND revoked_at IS NULL",
                 )
                 .bind(now)
-                .bind(id_hash)
-                .execute(&self.writer)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                .bind(id_hash);
+                execute_one_with_events(&self.writer, query, events).await
             }
         }
 
@@ -829,8 +834,12 @@ macro_rules! impl_sql_store {
         #[async_trait]
         impl RefreshStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn create_refresh_token(&self, t: &RefreshToken) -> StoreResult<()> {
-                insert_refresh(&self.writer, t).await
+            async fn create_refresh_token(&self, t: &RefreshToken, events: &[Event]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                insert_refresh(&mut *tx, t).await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
@@ -930,15 +939,18 @@ macro_rules! impl_sql_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn revoke_refresh_family(&self, family_id: Uuid, now: Timestamp) -> StoreResult<Vec<String>> {
+            async fn revoke_refresh_family(&self, family_id: Uuid, now: Timestamp, events: &[Event]) -> StoreResult<Vec<String>> {
+                let mut tx = self.writer.begin().await?;
                 let rows = sqlx::query(
                     "UPDATE refresh_tokens SET revoked_at = $1, successor_sealed = NULL \
                      WHERE family_id = $2 AND revoked_at IS NULL RETURNING access_token_jti",
                 )
                 .bind(now)
                 .bind(family_id)
-                .fetch_all(&self.writer)
+                .fetch_all(&mut *tx)
                 .await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
                 let mut jtis = Vec::new();
                 for row in &rows {
                     if let Some(jti) = row.try_get::<Option<String>, _>("access_token_jti")? {

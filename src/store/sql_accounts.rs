@@ -170,8 +170,8 @@ macro_rules! impl_sql_account_store {
         #[async_trait]
         impl AccountStore for $store {
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn update_user(&self, u: &User) -> StoreResult<bool> {
-                let done = sqlx::query(
+            async fn update_user(&self, u: &User, events: &[Event]) -> StoreResult<bool> {
+                let query = sqlx::query(
                     "UPDATE users SET name = $1, roles = $2, disabled = $3, email_verified = $4, \
                      password_hash = $5, updated_at = $6, name_lower = $8 \
                      WHERE id = $7 AND deleted_at IS NULL",
@@ -183,10 +183,8 @@ macro_rules! impl_sql_account_store {
                 .bind(&u.password_hash)
                 .bind(u.updated_at)
                 .bind(u.id)
-                .bind(u.name.as_deref().map(str::to_lowercase))
-                .execute(&self.writer)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                .bind(u.name.as_deref().map(str::to_lowercase));
+                execute_one_with_events(&self.writer, query, events).await
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
@@ -248,7 +246,7 @@ macro_rules! impl_sql_account_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn soft_delete_user(&self, id: Uuid, now: Timestamp) -> StoreResult<Option<Vec<String>>> {
+            async fn soft_delete_user(&self, id: Uuid, now: Timestamp, events: &[Event]) -> StoreResult<Option<Vec<String>>> {
                 let mut tx = self.writer.begin().await?;
                 let done = sqlx::query(
                     "UPDATE users SET deleted_at = $1, updated_at = $1 \
@@ -273,6 +271,7 @@ macro_rules! impl_sql_account_store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(Some(jtis))
             }
@@ -283,11 +282,13 @@ macro_rules! impl_sql_account_store {
                 id: Uuid,
                 password_hash: &str,
                 now: Timestamp,
+                events: &[Event],
             ) -> StoreResult<Option<Vec<String>>> {
                 let mut tx = self.writer.begin().await?;
                 let Some(jtis) = write_password(&mut tx, id, password_hash, now).await? else {
                     return Ok(None);
                 };
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(Some(jtis))
             }
@@ -357,6 +358,7 @@ macro_rules! impl_sql_account_store {
                 token_hash: &str,
                 password_hash: &str,
                 now: Timestamp,
+                events: &[Event],
             ) -> StoreResult<Option<(Uuid, Vec<String>)>> {
                 let mut tx = self.writer.begin().await?;
                 let spent = spend_token(&mut tx, token_hash, TokenPurpose::PasswordReset, now).await?;
@@ -367,12 +369,13 @@ macro_rules! impl_sql_account_store {
                     // Dropping the transaction rolls the spent token back: nothing is written.
                     return Ok(None);
                 };
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(Some((user_id, jtis)))
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn verify_email(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Uuid>> {
+            async fn verify_email(&self, token_hash: &str, now: Timestamp, events: &[Event]) -> StoreResult<Option<Uuid>> {
                 let mut tx = self.writer.begin().await?;
                 let spent = spend_token(&mut tx, token_hash, TokenPurpose::VerifyEmail, now).await?;
                 let Some((user_id, email)) = spent else {
@@ -392,6 +395,7 @@ macro_rules! impl_sql_account_store {
                     return Ok(None);
                 }
                 spend_user_tokens(&mut tx, user_id, Some(TokenPurpose::VerifyEmail), now).await?;
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(Some(user_id))
             }
@@ -401,6 +405,7 @@ macro_rules! impl_sql_account_store {
                 &self,
                 token_hash: &str,
                 now: Timestamp,
+                events: &[Event],
             ) -> StoreResult<Option<EmailChange>> {
                 let mut tx = self.writer.begin().await?;
                 let spent = spend_token(&mut tx, token_hash, TokenPurpose::EmailChange, now).await?;
@@ -434,6 +439,7 @@ macro_rules! impl_sql_account_store {
                     Err(e) => return Err(e),
                 }
                 spend_user_tokens(&mut tx, user_id, None, now).await?;
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(Some(EmailChange { user_id, from, to }))
             }

@@ -134,7 +134,7 @@ macro_rules! impl_sql_admin_store {
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn update_client(&self, c: &Client, write_secret: bool) -> StoreResult<bool> {
+            async fn update_client(&self, c: &Client, write_secret: bool, events: &[Event]) -> StoreResult<bool> {
                 let secret = if write_secret { ", secret_hash = $23" } else { "" };
                 let sql = format!(
                     "UPDATE clients SET name = $1, name_lower = $2, redirect_uris = $3, \
@@ -172,8 +172,7 @@ macro_rules! impl_sql_admin_store {
                 if write_secret {
                     query = query.bind(&c.secret_hash);
                 }
-                let done = query.execute(&self.writer).await?;
-                Ok(done.rows_affected() == 1)
+                execute_one_with_events(&self.writer, query, events).await
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
@@ -182,16 +181,15 @@ macro_rules! impl_sql_admin_store {
                 id: &str,
                 disabled: bool,
                 now: Timestamp,
+                events: &[Event],
             ) -> StoreResult<bool> {
-                let done = sqlx::query(
+                let query = sqlx::query(
                     "UPDATE clients SET disabled = $1, updated_at = $2 WHERE id = $3",
                 )
                 .bind(disabled)
                 .bind(now)
-                .bind(id)
-                .execute(&self.writer)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                .bind(id);
+                execute_one_with_events(&self.writer, query, events).await
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
@@ -208,17 +206,16 @@ macro_rules! impl_sql_admin_store {
                 id: &str,
                 secret_hash: &str,
                 now: Timestamp,
+                events: &[Event],
             ) -> StoreResult<bool> {
-                let done = sqlx::query(
+                let query = sqlx::query(
                     "UPDATE clients SET secret_hash = $1, updated_at = $2 \
                      WHERE id = $3 AND secret_hash IS NOT NULL",
                 )
                 .bind(secret_hash)
                 .bind(now)
-                .bind(id)
-                .execute(&self.writer)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                .bind(id);
+                execute_one_with_events(&self.writer, query, events).await
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]

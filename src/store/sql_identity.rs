@@ -127,10 +127,12 @@ macro_rules! impl_sql_identity_store {
                 &self,
                 u: &User,
                 identity: &UserIdentity,
+                events: &[$crate::events::Event],
             ) -> StoreResult<()> {
                 let mut tx = self.writer.begin().await?;
                 insert_user(&mut *tx, u).await?;
                 insert_identity(&mut tx, identity).await?;
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(())
             }

@@ -138,6 +138,7 @@ macro_rules! impl_sql_mfa_store {
                 step: i64,
                 now: Timestamp,
                 first_codes: &[String],
+                events: &[Event],
             ) -> StoreResult<Option<bool>> {
                 let mut tx = self.writer.begin().await?;
                 if $backend == "postgres" {
@@ -171,6 +172,7 @@ macro_rules! impl_sql_mfa_store {
                 if first {
                     insert_recovery_codes(&mut tx, user_id, first_codes, now).await?;
                 }
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(Some(first))
             }
@@ -217,6 +219,7 @@ macro_rules! impl_sql_mfa_store {
                 user_id: Uuid,
                 id: Uuid,
                 keep_one: bool,
+                events: &[Event],
             ) -> StoreResult<bool> {
                 let mut tx = self.writer.begin().await?;
                 if keep_one {
@@ -245,12 +248,16 @@ macro_rules! impl_sql_mfa_store {
                     .bind(user_id)
                     .execute(&mut *tx)
                     .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
-                Ok(done.rows_affected() == 1)
+                Ok(true)
             }
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
-            async fn delete_all_factors(&self, user_id: Uuid) -> StoreResult<u64> {
+            async fn delete_all_factors(&self, user_id: Uuid, events: &[Event]) -> StoreResult<u64> {
                 let mut tx = self.writer.begin().await?;
                 let done = sqlx::query("DELETE FROM mfa_factors WHERE user_id = $1")
                     .bind(user_id)
@@ -264,6 +271,9 @@ macro_rules! impl_sql_mfa_store {
                     .bind(user_id)
                     .execute(&mut *tx)
                     .await?;
+                if done.rows_affected() > 0 {
+                    insert_events(&mut tx, events).await?;
+                }
                 tx.commit().await?;
                 Ok(done.rows_affected())
             }

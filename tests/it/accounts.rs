@@ -147,7 +147,7 @@ async fn signed_in(app: &TestApp, email: &str, roles: &[&str]) -> (uuid::Uuid, S
     let user = app.create_user(email, PASSWORD).await;
     let mut stored = app.state.store.get_user(user.id).await.unwrap().unwrap();
     stored.roles = roles.iter().map(|r| r.to_string()).collect();
-    app.state.store.update_user(&stored).await.unwrap();
+    app.state.store.update_user(&stored, &[]).await.unwrap();
     let (status, body) = login(app, email, PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     (
@@ -398,7 +398,7 @@ async fn sign_in_failures_read_the_same() {
     let (id, _, _) = signed_in(&app, "bob@example.com", &["user"]).await;
     let mut bob = app.state.store.get_user(id).await.unwrap().unwrap();
     bob.disabled = true;
-    app.state.store.update_user(&bob).await.unwrap();
+    app.state.store.update_user(&bob, &[]).await.unwrap();
     assert_eq!(
         assert_error(
             &login(&app, "bob@example.com", PASSWORD).await,
@@ -1383,7 +1383,7 @@ async fn a_hash_made_at_other_parameters_is_redone_at_sign_in() {
     let pw = portcullis::accounts::Password::parse(PASSWORD.into(), &older).unwrap();
     let mut stored = app.state.store.get_user(user.id).await.unwrap().unwrap();
     stored.password_hash = Some(hasher.hash(&pw).await.unwrap());
-    app.state.store.update_user(&stored).await.unwrap();
+    app.state.store.update_user(&stored, &[]).await.unwrap();
     assert!(stored
         .password_hash
         .as_deref()

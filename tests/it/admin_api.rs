@@ -54,7 +54,7 @@ async fn signed_in(app: &TestApp, email: &str, roles: &[&str]) -> (TestUser, Str
 async fn set_roles(app: &TestApp, user: &TestUser, roles: &[&str]) {
     let mut stored = app.state.store.get_user(user.id).await.unwrap().unwrap();
     stored.roles = roles.iter().map(|r| r.to_string()).collect();
-    app.state.store.update_user(&stored).await.unwrap();
+    app.state.store.update_user(&stored, &[]).await.unwrap();
 }
 
 /// The newest audit event of this type, through the API.

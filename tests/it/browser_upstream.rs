@@ -30,7 +30,8 @@ async fn a_real_browser_signs_in_through_an_upstream_portcullis_and_both_consent
         return;
     };
     let artifacts = artifacts_dir();
-    let p = pair(|_| {}).await;
+    // Trusted for its `amr`: the upstream's password shows in ours.
+    let p = pair(|s| s.upstream[0].trust_amr = true).await;
     let state = uuid::Uuid::new_v4().simple().to_string();
     let url = auth_url(
         &p.ours,

@@ -286,20 +286,23 @@ async fn user_disable_enable_set_roles_and_sessions() {
     let now = chrono::Utc::now().timestamp();
     for n in 0..2 {
         stored
-            .create_session(&BrowserSession {
-                id_hash: format!("hash-{n}"),
-                sid: format!("sid-{n}"),
-                user_id: user.id,
-                auth_time: now,
-                amr: vec!["pwd".into()],
-                acr: Some("pwd".into()),
-                user_agent: Some("Firefox".into()),
-                ip: Some("192.0.2.7".into()),
-                created_at: now,
-                last_seen_at: now + n,
-                expires_at: now + 3600,
-                revoked_at: None,
-            })
+            .create_session(
+                &BrowserSession {
+                    id_hash: format!("hash-{n}"),
+                    sid: format!("sid-{n}"),
+                    user_id: user.id,
+                    auth_time: now,
+                    amr: vec!["pwd".into()],
+                    acr: Some("pwd".into()),
+                    user_agent: Some("Firefox".into()),
+                    ip: Some("192.0.2.7".into()),
+                    created_at: now,
+                    last_seen_at: now + n,
+                    expires_at: now + 3600,
+                    revoked_at: None,
+                },
+                &[],
+            )
             .await
             .unwrap();
     }
@@ -339,20 +342,23 @@ async fn user_disable_enable_set_roles_and_sessions() {
 
     // Ending the sessions of a user one by one, like sign-outs.
     stored
-        .create_session(&BrowserSession {
-            id_hash: "hash-2".into(),
-            sid: "sid-2".into(),
-            user_id: user.id,
-            auth_time: now,
-            amr: vec!["pwd".into()],
-            acr: None,
-            user_agent: None,
-            ip: None,
-            created_at: now,
-            last_seen_at: now,
-            expires_at: now + 3600,
-            revoked_at: None,
-        })
+        .create_session(
+            &BrowserSession {
+                id_hash: "hash-2".into(),
+                sid: "sid-2".into(),
+                user_id: user.id,
+                auth_time: now,
+                amr: vec!["pwd".into()],
+                acr: None,
+                user_agent: None,
+                ip: None,
+                created_at: now,
+                last_seen_at: now,
+                expires_at: now + 3600,
+                revoked_at: None,
+            },
+            &[],
+        )
         .await
         .unwrap();
     let out = cli.run(&["user", "revoke-sessions", "--email", "ada@example.org"]);

@@ -128,7 +128,7 @@ async fn three_instances_behave_as_one_provider() {
 
     // A client deleted on A is refused on B within a second: announced through Redis as the
     // CLI does, or (without Redis) once B's cached copy expires.
-    assert!(a.state.store.delete_client(&client.id).await.unwrap());
+    assert!(a.state.store.delete_client(&client.id, &[]).await.unwrap());
     if let Some(redis) = &a.state.redis {
         redis.publish("clients").await.unwrap();
     }

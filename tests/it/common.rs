@@ -258,6 +258,12 @@ impl TestApp {
     }
 
     /// `GET path` on this server.
+    /// The management listener's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self.http.get(format!("{}/metrics", self.management));
+        resp.send().await.unwrap().text().await.unwrap()
+    }
+
     pub async fn get_raw(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("request")
     }
@@ -346,7 +352,7 @@ impl TestApp {
             updated_at: now,
             deleted_at: None,
         };
-        self.state.store.create_user(&user).await.unwrap();
+        self.state.store.create_user(&user, &[]).await.unwrap();
         TestUser {
             id: user.id,
             email: email.into(),

@@ -25,7 +25,7 @@ pub(crate) async fn user_with_roles(app: &TestApp, email: &str, roles: &[&str]) 
 async fn set_roles(app: &TestApp, user: &TestUser, roles: &[&str]) {
     let mut row = app.state.store.get_user(user.id).await.unwrap().unwrap();
     row.roles = roles.iter().map(|r| r.to_string()).collect();
-    app.state.store.update_user(&row).await.unwrap();
+    app.state.store.update_user(&row, &[]).await.unwrap();
 }
 
 /// Opens `/console` in a fresh browser and signs in on the hosted login page: the status and

@@ -385,7 +385,7 @@ async fn known_and_unknown_addresses_get_the_same_answer_and_only_known_ones_a_m
     // A disabled account gets nothing either.
     let mut row = app.state.store.get_user(ada.id).await.unwrap().unwrap();
     row.disabled = true;
-    app.state.store.update_user(&row).await.unwrap();
+    app.state.store.update_user(&row, &[]).await.unwrap();
     let disabled = api(
         &app,
         Method::POST,
@@ -448,7 +448,7 @@ async fn an_admin_signing_in_by_link_still_passes_the_second_factor() {
     let admin = app.create_user("root@example.com", PASSWORD).await;
     let mut row = app.state.store.get_user(admin.id).await.unwrap().unwrap();
     row.roles = vec!["admin".into()];
-    app.state.store.update_user(&row).await.unwrap();
+    app.state.store.update_user(&row, &[]).await.unwrap();
 
     let b = browser();
     let url = auth_url(&app, &client, &[]);

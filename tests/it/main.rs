@@ -17,6 +17,8 @@ mod config;
 mod console;
 mod device_flow;
 mod documents;
+mod events;
+mod events_stream;
 mod flow_errors;
 mod ipv6_limits;
 mod keys;

@@ -39,7 +39,7 @@ async fn admin_user(app: &TestApp) -> TestUser {
     let admin = app.create_user("root@example.com", PASSWORD).await;
     let mut row = app.state.store.get_user(admin.id).await.unwrap().unwrap();
     row.roles = vec!["admin".into()];
-    app.state.store.update_user(&row).await.unwrap();
+    app.state.store.update_user(&row, &[]).await.unwrap();
     admin
 }
 

@@ -357,3 +357,130 @@ fn jwt_kid(jwt: &str) -> Value {
         .unwrap();
     serde_json::from_slice::<Value>(&raw).unwrap()["kid"].clone()
 }
+
+/// Issue 18: two `portcullis serve` processes on one PostgreSQL database share the outbox.
+/// In the normal case every event reaches the webhook once (claims skip rows another
+/// instance holds); when the instance delivering is killed mid-request, the delivery's lease
+/// runs out and the other instance delivers it (at least once).
+#[tokio::test]
+async fn two_server_processes_deliver_every_event_once_and_survive_a_kill() {
+    use crate::events::{receiver, Reply};
+    use portcullis::events::WebhookSecret;
+    let Some(pg) = pg_base_url() else {
+        eprintln!("skipped: set PORTCULLIS_TEST_DATABASE_URL to run two servers on one PostgreSQL");
+        return;
+    };
+    let database = fresh_pg_database(&pg).await;
+    let port_a = free_port();
+    let deployment = Deployment {
+        dir: tempfile::tempdir().unwrap(),
+        env: vec![
+            ("PORTCULLIS_ISSUER", format!("http://127.0.0.1:{port_a}")),
+            ("PORTCULLIS_DATABASE__URL", database),
+            ("PORTCULLIS_MASTER_KEY", MasterKey::generate_base64()),
+        ],
+    };
+    // Quick workers, a 4 s request timeout and a 5 s lease; the receiver is on loopback.
+    let config = deployment.dir.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("portcullis.toml"),
+        "[events]\npoll_interval_ms = 20\nretry_schedule_secs = [1, 1, 1]\njitter_percent = 0\n\
+         delivery_timeout_secs = 4\nlease_secs = 5\nallow_private_targets = [\"127.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let (url, rx) = receiver().await;
+    // The operator's CLI subscribes (and migrates the fresh database before the servers start).
+    let created = json_line(&deployment.cli(
+        &[
+            "webhook",
+            "create",
+            "--url",
+            &url,
+            "--event",
+            "client.created",
+            "--json",
+        ],
+        "",
+    ));
+    let secret = WebhookSecret::parse(created["secret"].as_str().unwrap()).unwrap();
+    assert!(
+        created["id"].as_str().is_some_and(|id| id.len() == 36),
+        "{created}"
+    );
+    let listed = deployment.cli(&["webhook", "list", "--json"], "");
+    assert!(listed.contains(created["id"].as_str().unwrap()) && !listed.contains("whsec_"));
+
+    let starting = [
+        deployment.launch("A", &format!("127.0.0.1:{port_a}")),
+        deployment.launch("B", "127.0.0.1:0"),
+    ];
+    let [a, b] = starting.map(Instance::ready);
+    let create_client = |name: &str| {
+        deployment.cli(
+            &[
+                "client",
+                "create",
+                "--name",
+                name,
+                "--redirect-uri",
+                "https://rp.example.com/cb",
+                "--json",
+            ],
+            "",
+        )
+    };
+    const N: usize = 8;
+    for i in 0..N {
+        create_client(&format!("client {i}"));
+    }
+    let wait_hits = |n: usize| {
+        let rx = rx.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while rx.hits().len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {n} deliveries",
+                    rx.hits().len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_hits(N).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hits = rx.hits();
+    let mut ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((hits.len(), ids.len()), (N, N), "each event exactly once");
+    assert!(hits.iter().all(|h| secret.verify(
+        &h.id,
+        h.timestamp,
+        h.body.as_bytes(),
+        &h.signature
+    )));
+
+    // B stops; A takes the next event and is killed while the receiver holds the request.
+    drop(b);
+    rx.plan(&[Reply::Slow(3000)]);
+    create_client("the one in flight");
+    wait_hits(N + 1).await;
+    drop(a);
+    let b = deployment.launch("B2", "127.0.0.1:0").ready();
+    // B2 takes the delivery over once A's lease has run out, and the receiver answers at once.
+    wait_hits(N + 2).await;
+    let hits = rx.hits();
+    let (last, again) = (&hits[N], &hits[N + 1]);
+    assert_eq!(
+        last.id, again.id,
+        "the same event, delivered again with its webhook-id"
+    );
+    let out = deployment.cli(
+        &["webhook", "deliveries", "--state", "delivered", "--json"],
+        "",
+    );
+    assert_eq!(out.lines().count(), N + 1, "{out}");
+    drop(b);
+}

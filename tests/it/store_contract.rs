@@ -74,8 +74,8 @@ async fn clients_round_trip_and_delete(store: Arc<dyn Store>) {
     let mut public = client("pub");
     public.secret_hash = None;
     public.token_endpoint_auth_method = "none".into();
-    store.create_client(&client("conf")).await.unwrap();
-    store.create_client(&public).await.unwrap();
+    store.create_client(&client("conf"), &[]).await.unwrap();
+    store.create_client(&public, &[]).await.unwrap();
     assert_eq!(
         store.get_client("conf").await.unwrap(),
         Some(client("conf"))
@@ -86,21 +86,21 @@ async fn clients_round_trip_and_delete(store: Arc<dyn Store>) {
     assert_eq!(store.first_party_client().await.unwrap(), None);
     let mut own = client("own");
     own.first_party = true;
-    store.create_client(&own).await.unwrap();
+    store.create_client(&own, &[]).await.unwrap();
     assert_eq!(store.first_party_client().await.unwrap(), Some(own));
-    assert!(store.delete_client("own").await.unwrap());
+    assert!(store.delete_client("own", &[]).await.unwrap());
     assert!(matches!(
-        store.create_client(&client("conf")).await,
+        store.create_client(&client("conf"), &[]).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(store.delete_client("conf").await.unwrap());
-    assert!(!store.delete_client("conf").await.unwrap());
+    assert!(store.delete_client("conf", &[]).await.unwrap());
+    assert!(!store.delete_client("conf", &[]).await.unwrap());
     assert_eq!(store.list_clients().await.unwrap().len(), 1);
 }
 
 async fn emails_are_unique_whatever_their_case(store: Arc<dyn Store>) {
     let ada = user("Ada@Example.org");
-    store.create_user(&ada).await.unwrap();
+    store.create_user(&ada, &[]).await.unwrap();
     let found = store
         .find_user_by_email(&User::email_key("ADA@example.ORG"))
         .await
@@ -108,7 +108,7 @@ async fn emails_are_unique_whatever_their_case(store: Arc<dyn Store>) {
     assert_eq!(found, Some(ada.clone()));
     assert_eq!(store.get_user(ada.id).await.unwrap(), Some(ada));
     let err = store
-        .create_user(&user("ada@example.org"))
+        .create_user(&user("ada@example.org"), &[])
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -147,7 +147,7 @@ async fn rotation_promotes_next_and_retires_active(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .rotate_signing_keys(&key("k3", "RS256", KeyState::Next), 500, None)
+        .rotate_signing_keys(&key("k3", "RS256", KeyState::Next), 500, None, &[])
         .await
         .unwrap();
     let keys = store.list_signing_keys().await.unwrap();
@@ -178,8 +178,8 @@ async fn concurrent_rotations_leave_one_active_and_one_next(store: Arc<dyn Store
         key("y", "ES256", KeyState::Next),
     );
     let (x, y) = tokio::join!(
-        store.rotate_signing_keys(&kx, 200, Some("k1")),
-        store.rotate_signing_keys(&ky, 200, Some("k1")),
+        store.rotate_signing_keys(&kx, 200, Some("k1"), &[]),
+        store.rotate_signing_keys(&ky, 200, Some("k1"), &[]),
     );
     assert!(
         x.is_ok() ^ y.is_ok(),
@@ -274,8 +274,8 @@ fn refresh(
 
 async fn a_code_is_consumed_exactly_once(store: Arc<dyn Store>) {
     let u = user("ada@example.org");
-    store.create_user(&u).await.unwrap();
-    store.create_client(&client("c")).await.unwrap();
+    store.create_user(&u, &[]).await.unwrap();
+    store.create_client(&client("c"), &[]).await.unwrap();
     store.create_code(&code("code-1", "c", u.id)).await.unwrap();
     assert_eq!(
         store.get_code("code-1").await.unwrap(),
@@ -307,11 +307,11 @@ async fn a_code_is_consumed_exactly_once(store: Arc<dyn Store>) {
 
 async fn refresh_rotation_is_atomic_and_families_revoke_together(store: Arc<dyn Store>) {
     let u = user("ada@example.org");
-    store.create_user(&u).await.unwrap();
-    store.create_client(&client("c")).await.unwrap();
+    store.create_user(&u, &[]).await.unwrap();
+    store.create_client(&client("c"), &[]).await.unwrap();
     let family = Uuid::new_v4();
     let first = refresh(Uuid::new_v4(), family, "r0", "c", u.id, "openid");
-    store.create_refresh_token(&first).await.unwrap();
+    store.create_refresh_token(&first, &[]).await.unwrap();
     let mut racers = Vec::new();
     for i in 0..8 {
         let store = store.clone();
@@ -378,7 +378,7 @@ async fn refresh_rotation_is_atomic_and_families_revoke_together(store: Arc<dyn 
         u.id,
         "openid offline_access",
     );
-    store.create_refresh_token(&offline).await.unwrap();
+    store.create_refresh_token(&offline, &[]).await.unwrap();
     let jtis = store
         .revoke_session_refresh_tokens("sess", 300)
         .await
@@ -397,7 +397,7 @@ async fn refresh_rotation_is_atomic_and_families_revoke_together(store: Arc<dyn 
         .revoked_at
         .is_none());
     let jtis = store
-        .revoke_refresh_family(offline.family_id, 300)
+        .revoke_refresh_family(offline.family_id, 300, &[])
         .await
         .unwrap();
     assert_eq!(jtis, vec!["jti-off".to_string()]);
@@ -412,8 +412,8 @@ async fn refresh_rotation_is_atomic_and_families_revoke_together(store: Arc<dyn 
 
 async fn a_refresh_grant_reads_token_user_and_live_session_at_once(store: Arc<dyn Store>) {
     let u = user("ada@example.org");
-    store.create_user(&u).await.unwrap();
-    store.create_client(&client("c")).await.unwrap();
+    store.create_user(&u, &[]).await.unwrap();
+    store.create_client(&client("c"), &[]).await.unwrap();
     assert_eq!(store.get_refresh_grant("nothing").await.unwrap(), None);
     let session = BrowserSession {
         id_hash: "sh".into(),
@@ -429,10 +429,10 @@ async fn a_refresh_grant_reads_token_user_and_live_session_at_once(store: Arc<dy
         expires_at: 1000,
         revoked_at: None,
     };
-    store.create_session(&session).await.unwrap();
+    store.create_session(&session, &[]).await.unwrap();
     let mut bound = refresh(Uuid::new_v4(), Uuid::new_v4(), "bound", "c", u.id, "openid");
     bound.session_id_hash = Some("sh".into());
-    store.create_refresh_token(&bound).await.unwrap();
+    store.create_refresh_token(&bound, &[]).await.unwrap();
     let unbound = refresh(
         Uuid::new_v4(),
         Uuid::new_v4(),
@@ -441,7 +441,7 @@ async fn a_refresh_grant_reads_token_user_and_live_session_at_once(store: Arc<dy
         u.id,
         "openid",
     );
-    store.create_refresh_token(&unbound).await.unwrap();
+    store.create_refresh_token(&unbound, &[]).await.unwrap();
 
     let grant = store.get_refresh_grant("bound").await.unwrap().unwrap();
     assert_eq!(
@@ -453,15 +453,15 @@ async fn a_refresh_grant_reads_token_user_and_live_session_at_once(store: Arc<dy
     let grant = store.get_refresh_grant("unbound").await.unwrap().unwrap();
     assert_eq!((grant.user.map(|u| u.id), grant.sid), (Some(u.id), None));
     // A revoked session names no sid.
-    store.revoke_session("sh", 150).await.unwrap();
+    store.revoke_session("sh", 150, &[]).await.unwrap();
     let grant = store.get_refresh_grant("bound").await.unwrap().unwrap();
     assert_eq!(grant.sid, None);
 }
 
 async fn sessions_consents_and_the_deny_list(store: Arc<dyn Store>) {
     let u = user("ada@example.org");
-    store.create_user(&u).await.unwrap();
-    store.create_client(&client("c")).await.unwrap();
+    store.create_user(&u, &[]).await.unwrap();
+    store.create_client(&client("c"), &[]).await.unwrap();
     let s = BrowserSession {
         id_hash: "h".into(),
         sid: "sid".into(),
@@ -476,13 +476,13 @@ async fn sessions_consents_and_the_deny_list(store: Arc<dyn Store>) {
         expires_at: 1000,
         revoked_at: None,
     };
-    store.create_session(&s).await.unwrap();
+    store.create_session(&s, &[]).await.unwrap();
     store.touch_session("h", 150).await.unwrap();
     assert_eq!(
         store.get_session("h").await.unwrap().unwrap().last_seen_at,
         150
     );
-    store.revoke_session("h", 160).await.unwrap();
+    store.revoke_session("h", 160, &[]).await.unwrap();
     assert_eq!(
         store.get_session("h").await.unwrap(),
         None,
@@ -515,8 +515,8 @@ async fn sessions_consents_and_the_deny_list(store: Arc<dyn Store>) {
 
 async fn the_janitor_deletes_only_what_has_expired_in_batches(store: Arc<dyn Store>) {
     let u = user("ada@example.org");
-    store.create_user(&u).await.unwrap();
-    store.create_client(&client("c")).await.unwrap();
+    store.create_user(&u, &[]).await.unwrap();
+    store.create_client(&client("c"), &[]).await.unwrap();
     for i in 0..3 {
         store
             .create_code(&code(&format!("old-{i}"), "c", u.id))
@@ -540,7 +540,7 @@ async fn the_janitor_deletes_only_what_has_expired_in_batches(store: Arc<dyn Sto
         expires_at: 100_000,
         revoked_at: None,
     };
-    store.create_session(&live).await.unwrap();
+    store.create_session(&live, &[]).await.unwrap();
     let mut of_live_session = code("of-live", "c", u.id);
     of_live_session.session_id_hash = Some("live".into());
     store.create_code(&of_live_session).await.unwrap();
@@ -607,15 +607,15 @@ async fn dynamic_registrations_rotate_once_record_use_and_go_with_the_client(
     let mut registered = client("reg");
     registered.dynamic = true;
     registered.created_at = 100;
-    store.create_client(&registered).await.unwrap();
+    store.create_client(&registered, &[]).await.unwrap();
     let mut orphan = client("orphan");
     orphan.dynamic = true;
     orphan.created_at = 50;
-    store.create_client(&orphan).await.unwrap();
+    store.create_client(&orphan, &[]).await.unwrap();
     let mut operator = client("operator");
     operator.dynamic = false;
     operator.created_at = 10;
-    store.create_client(&operator).await.unwrap();
+    store.create_client(&operator, &[]).await.unwrap();
     let row = DynamicRegistration {
         client_id: "reg".into(),
         access_token_hash: "h1".into(),
@@ -685,7 +685,7 @@ async fn dynamic_registrations_rotate_once_record_use_and_go_with_the_client(
     );
 
     // The registration goes with its client.
-    assert!(store.delete_client("reg").await.unwrap());
+    assert!(store.delete_client("reg", &[]).await.unwrap());
     assert_eq!(store.get_dynamic_registration("reg").await.unwrap(), None);
 }
 
@@ -750,17 +750,20 @@ fn account_token(value: &str, purpose: TokenPurpose, user: &User, expires_at: i6
 
 async fn mailed_tokens_are_single_use_and_a_reset_is_one_transaction(store: Arc<dyn Store>) {
     let ada = user("ada@example.com");
-    store.create_user(&ada).await.unwrap();
-    store.create_client(&client("app")).await.unwrap();
+    store.create_user(&ada, &[]).await.unwrap();
+    store.create_client(&client("app"), &[]).await.unwrap();
     store
-        .create_refresh_token(&refresh(
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            "r1",
-            "app",
-            ada.id,
-            "openid",
-        ))
+        .create_refresh_token(
+            &refresh(
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+                "r1",
+                "app",
+                ada.id,
+                "openid",
+            ),
+            &[],
+        )
         .await
         .unwrap();
     let reset = account_token("reset", TokenPurpose::PasswordReset, &ada, 1000);
@@ -789,8 +792,8 @@ async fn mailed_tokens_are_single_use_and_a_reset_is_one_transaction(store: Arc<
         .is_none());
     // Two resets race: one wins, the other writes nothing.
     let (a, b) = tokio::join!(
-        store.reset_password("hash-reset", "new-hash-a", 300),
-        store.reset_password("hash-reset", "new-hash-b", 300)
+        store.reset_password("hash-reset", "new-hash-a", 300, &[]),
+        store.reset_password("hash-reset", "new-hash-b", 300, &[])
     );
     let winners: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
     assert_eq!(winners.len(), 1);
@@ -811,7 +814,7 @@ async fn mailed_tokens_are_single_use_and_a_reset_is_one_transaction(store: Arc<
         .is_some());
     // The user's other reset link died with it; the verification link did not.
     assert!(store
-        .reset_password("hash-reset2", "x", 300)
+        .reset_password("hash-reset2", "x", 300, &[])
         .await
         .unwrap()
         .is_none());
@@ -821,10 +824,13 @@ async fn mailed_tokens_are_single_use_and_a_reset_is_one_transaction(store: Arc<
         .unwrap()
         .is_some());
     assert_eq!(
-        store.verify_email("hash-verify", 300).await.unwrap(),
+        store.verify_email("hash-verify", 300, &[]).await.unwrap(),
         Some(ada.id)
     );
-    assert_eq!(store.verify_email("hash-verify", 300).await.unwrap(), None);
+    assert_eq!(
+        store.verify_email("hash-verify", 300, &[]).await.unwrap(),
+        None
+    );
     assert!(
         store
             .get_user(ada.id)
@@ -836,10 +842,13 @@ async fn mailed_tokens_are_single_use_and_a_reset_is_one_transaction(store: Arc<
     // Expired tokens do nothing; the janitor removes spent and expired ones.
     let late = account_token("late", TokenPurpose::VerifyEmail, &ada, 400);
     store.create_account_token(&late).await.unwrap();
-    assert_eq!(store.verify_email("hash-late", 400).await.unwrap(), None);
+    assert_eq!(
+        store.verify_email("hash-late", 400, &[]).await.unwrap(),
+        None
+    );
     assert!(store.purge_expired(500, 100).await.unwrap() >= 4);
     assert!(store
-        .reset_password("hash-reset", "y", 300)
+        .reset_password("hash-reset", "y", 300, &[])
         .await
         .unwrap()
         .is_none());
@@ -848,8 +857,8 @@ async fn mailed_tokens_are_single_use_and_a_reset_is_one_transaction(store: Arc<
 async fn an_email_change_is_one_transaction_and_needs_a_free_address(store: Arc<dyn Store>) {
     let ada = user("ada@example.com");
     let bob = user("bob@example.com");
-    store.create_user(&ada).await.unwrap();
-    store.create_user(&bob).await.unwrap();
+    store.create_user(&ada, &[]).await.unwrap();
+    store.create_user(&bob, &[]).await.unwrap();
     let mut change = account_token("change", TokenPurpose::EmailChange, &ada, 1000);
     change.email = "Ada@New.example".into();
     let reset = account_token("reset", TokenPurpose::PasswordReset, &ada, 1000);
@@ -861,16 +870,25 @@ async fn an_email_change_is_one_transaction_and_needs_a_free_address(store: Arc<
         store.create_account_token(t).await.unwrap();
     }
     // Another account's address (whatever its case) is never taken over.
-    assert_eq!(store.change_email("hash-steal", 200).await.unwrap(), None);
-    assert_eq!(store.change_email("hash-late", 200).await.unwrap(), None);
+    assert_eq!(
+        store.change_email("hash-steal", 200, &[]).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.change_email("hash-late", 200, &[]).await.unwrap(),
+        None
+    );
     // Only an email-change token changes the address.
-    assert_eq!(store.change_email("hash-reset", 200).await.unwrap(), None);
+    assert_eq!(
+        store.change_email("hash-reset", 200, &[]).await.unwrap(),
+        None
+    );
     assert_eq!(
         store.get_user(ada.id).await.unwrap().unwrap().email,
         "ada@example.com"
     );
 
-    let changed = store.change_email("hash-change", 200).await.unwrap();
+    let changed = store.change_email("hash-change", 200, &[]).await.unwrap();
     assert_eq!(
         changed,
         Some(EmailChange {
@@ -896,7 +914,10 @@ async fn an_email_change_is_one_transaction_and_needs_a_free_address(store: Arc<
         .unwrap()
         .is_none());
     // Once; and the links mailed to the old address died with the change.
-    assert_eq!(store.change_email("hash-change", 200).await.unwrap(), None);
+    assert_eq!(
+        store.change_email("hash-change", 200, &[]).await.unwrap(),
+        None
+    );
     assert!(store
         .get_account_token("hash-reset", TokenPurpose::PasswordReset, 200)
         .await
@@ -915,7 +936,7 @@ async fn users_are_searched_updated_and_soft_deleted(store: Arc<dyn Store>) {
         if i == 1 {
             u.roles = vec!["admin".into()];
         }
-        store.create_user(&u).await.unwrap();
+        store.create_user(&u, &[]).await.unwrap();
         ids.push(u);
     }
     let page = |email: Option<&str>, role: Option<&str>, offset, limit| UserQuery {
@@ -961,7 +982,7 @@ async fn users_are_searched_updated_and_soft_deleted(store: Arc<dyn Store>) {
     ada.name = Some("Ada L.".into());
     ada.roles = vec!["expert".into()];
     ada.updated_at = 200;
-    assert!(store.update_user(&ada).await.unwrap());
+    assert!(store.update_user(&ada, &[]).await.unwrap());
     assert_eq!(store.get_user(ada.id).await.unwrap().unwrap(), ada);
     assert!(store
         .rehash_password(ada.id, "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA", "h2")
@@ -969,32 +990,38 @@ async fn users_are_searched_updated_and_soft_deleted(store: Arc<dyn Store>) {
         .unwrap());
     assert!(!store.rehash_password(ada.id, "stale", "h3").await.unwrap());
 
-    store.create_client(&client("app")).await.unwrap();
+    store.create_client(&client("app"), &[]).await.unwrap();
     store
-        .create_refresh_token(&refresh(
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            "r1",
-            "app",
-            ada.id,
-            "openid",
-        ))
+        .create_refresh_token(
+            &refresh(
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+                "r1",
+                "app",
+                ada.id,
+                "openid",
+            ),
+            &[],
+        )
         .await
         .unwrap();
-    let jtis = store.soft_delete_user(ada.id, 300).await.unwrap();
+    let jtis = store.soft_delete_user(ada.id, 300, &[]).await.unwrap();
     assert_eq!(jtis, Some(vec!["jti-r1".to_string()]));
-    assert_eq!(store.soft_delete_user(ada.id, 301).await.unwrap(), None);
+    assert_eq!(
+        store.soft_delete_user(ada.id, 301, &[]).await.unwrap(),
+        None
+    );
     let gone = store.get_user(ada.id).await.unwrap().unwrap();
     assert_eq!(gone.deleted_at, Some(300));
     assert!(
-        !store.update_user(&ada).await.unwrap(),
+        !store.update_user(&ada, &[]).await.unwrap(),
         "a deleted user cannot be updated"
     );
     let (_, total) = store.search_users(&page(None, None, 0, 10)).await.unwrap();
     assert_eq!(total, 2);
     // The address stays taken.
     assert!(matches!(
-        store.create_user(&user("ADA@example.com")).await,
+        store.create_user(&user("ADA@example.com"), &[]).await,
         Err(StoreError::Conflict(_))
     ));
 }
@@ -1078,7 +1105,7 @@ fn totp_factor(user_id: Uuid, confirmed: bool) -> MfaFactor {
 
 async fn second_factors_steps_codes_and_challenges_are_spent_once(store: Arc<dyn Store>) {
     let u = user("mfa@example.com");
-    store.create_user(&u).await.unwrap();
+    store.create_user(&u, &[]).await.unwrap();
 
     // One unconfirmed enrollment at a time; confirming it stores the first recovery codes.
     let first = totp_factor(u.id, false);
@@ -1091,7 +1118,7 @@ async fn second_factors_steps_codes_and_challenges_are_spent_once(store: Arc<dyn
     let hashes: Vec<String> = (0..3).map(|i| format!("hash-{i}")).collect();
     assert_eq!(
         store
-            .confirm_factor(second.id, u.id, 100, 20, &hashes)
+            .confirm_factor(second.id, u.id, 100, 20, &hashes, &[])
             .await
             .unwrap(),
         Some(true),
@@ -1099,7 +1126,7 @@ async fn second_factors_steps_codes_and_challenges_are_spent_once(store: Arc<dyn
     );
     assert_eq!(
         store
-            .confirm_factor(second.id, u.id, 101, 21, &hashes)
+            .confirm_factor(second.id, u.id, 101, 21, &hashes, &[])
             .await
             .unwrap(),
         None,
@@ -1112,13 +1139,16 @@ async fn second_factors_steps_codes_and_challenges_are_spent_once(store: Arc<dyn
     let other: Vec<String> = vec!["other".into()];
     assert_eq!(
         store
-            .confirm_factor(third.id, u.id, 100, 22, &other)
+            .confirm_factor(third.id, u.id, 100, 22, &other, &[])
             .await
             .unwrap(),
         Some(false)
     );
     assert!(!store.use_recovery_code(u.id, "other", 23).await.unwrap());
-    assert!(store.delete_factor(u.id, third.id, false).await.unwrap());
+    assert!(store
+        .delete_factor(u.id, third.id, false, &[])
+        .await
+        .unwrap());
 
     // A step is accepted once, and only a later one after it; in parallel, one wins.
     assert!(
@@ -1219,22 +1249,22 @@ async fn second_factors_steps_codes_and_challenges_are_spent_once(store: Arc<dyn
         .is_none());
 
     // Removing one factor, then an admin's reset of everything.
-    assert!(store.delete_factor(u.id, key.id, false).await.unwrap());
+    assert!(store.delete_factor(u.id, key.id, false, &[]).await.unwrap());
     assert!(
         !store
-            .delete_factor(Uuid::now_v7(), second.id, false)
+            .delete_factor(Uuid::now_v7(), second.id, false, &[])
             .await
             .unwrap(),
         "not another user's"
     );
-    assert_eq!(store.delete_all_factors(u.id).await.unwrap(), 1);
+    assert_eq!(store.delete_all_factors(u.id, &[]).await.unwrap(), 1);
     assert_eq!(store.count_recovery_codes(u.id).await.unwrap(), 0);
     assert!(store.list_factors(u.id).await.unwrap().is_empty());
 }
 
 async fn parallel_first_enrollments_keep_one_set_of_codes(store: Arc<dyn Store>) {
     let u = user("first@example.com");
-    store.create_user(&u).await.unwrap();
+    store.create_user(&u, &[]).await.unwrap();
     let mut a = totp_factor(u.id, false);
     a.kind = FactorKind::Passkey;
     a.secret_sealed = None;
@@ -1246,8 +1276,8 @@ async fn parallel_first_enrollments_keep_one_set_of_codes(store: Arc<dyn Store>)
     store.create_factor(&b).await.unwrap();
     let (codes_a, codes_b) = (vec!["code-a".to_string()], vec!["code-b".to_string()]);
     let (ra, rb) = tokio::join!(
-        store.confirm_factor(a.id, u.id, 0, 30, &codes_a),
-        store.confirm_factor(b.id, u.id, 0, 30, &codes_b)
+        store.confirm_factor(a.id, u.id, 0, 30, &codes_a, &[]),
+        store.confirm_factor(b.id, u.id, 0, 30, &codes_b, &[])
     );
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(
@@ -1264,13 +1294,13 @@ async fn parallel_first_enrollments_keep_one_set_of_codes(store: Arc<dyn Store>)
 
 async fn parallel_removals_keep_the_last_required_factor(store: Arc<dyn Store>) {
     let u = user("keep@example.com");
-    store.create_user(&u).await.unwrap();
+    store.create_user(&u, &[]).await.unwrap();
     let (a, b) = (totp_factor(u.id, true), totp_factor(u.id, true));
     store.create_factor(&a).await.unwrap();
     store.create_factor(&b).await.unwrap();
     let (ra, rb) = tokio::join!(
-        store.delete_factor(u.id, a.id, true),
-        store.delete_factor(u.id, b.id, true)
+        store.delete_factor(u.id, a.id, true, &[]),
+        store.delete_factor(u.id, b.id, true, &[])
     );
     let removed = [&ra, &rb].iter().filter(|r| matches!(r, Ok(true))).count();
     let refused = [&ra, &rb]
@@ -1282,10 +1312,10 @@ async fn parallel_removals_keep_the_last_required_factor(store: Arc<dyn Store>) 
     // Without the rule the last one goes too.
     let last = store.list_factors(u.id).await.unwrap()[0].id;
     assert!(matches!(
-        store.delete_factor(u.id, last, true).await,
+        store.delete_factor(u.id, last, true, &[]).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(store.delete_factor(u.id, last, false).await.unwrap());
+    assert!(store.delete_factor(u.id, last, false, &[]).await.unwrap());
 }
 
 async fn clients_are_searched_by_name_prefix_or_id_and_updated(store: Arc<dyn Store>) {
@@ -1297,7 +1327,7 @@ async fn clients_are_searched_by_name_prefix_or_id_and_updated(store: Arc<dyn St
         let mut c = client(id);
         c.name = name.into();
         c.created_at = at;
-        store.create_client(&c).await.unwrap();
+        store.create_client(&c, &[]).await.unwrap();
     }
     let query = |search: Option<&str>| ClientQuery {
         search: search.map(str::to_string),
@@ -1330,14 +1360,17 @@ async fn clients_are_searched_by_name_prefix_or_id_and_updated(store: Arc<dyn St
     let kept_secret = c.secret_hash.clone();
     c.secret_hash = None;
     c.disabled = true;
-    assert!(store.update_client(&c, false).await.unwrap());
+    assert!(store.update_client(&c, false, &[]).await.unwrap());
     let stored = store.get_client("b2").await.unwrap().unwrap();
     assert_eq!(
         stored.secret_hash, kept_secret,
         "the secret only with write_secret"
     );
     assert!(!stored.disabled, "switching off is its own statement");
-    assert!(store.set_client_disabled("b2", true, 55).await.unwrap());
+    assert!(store
+        .set_client_disabled("b2", true, 55, &[])
+        .await
+        .unwrap());
     c.secret_hash = kept_secret;
     c.updated_at = 55;
     assert_eq!(store.get_client("b2").await.unwrap().unwrap(), c);
@@ -1354,11 +1387,14 @@ async fn clients_are_searched_by_name_prefix_or_id_and_updated(store: Arc<dyn St
     assert_eq!(ids(&found), ["b2"]);
     let mut gone = c.clone();
     gone.id = "nope".into();
-    assert!(!store.update_client(&gone, true).await.unwrap());
-    assert!(!store.set_client_disabled("nope", true, 60).await.unwrap());
+    assert!(!store.update_client(&gone, true, &[]).await.unwrap());
+    assert!(!store
+        .set_client_disabled("nope", true, 60, &[])
+        .await
+        .unwrap());
 
     assert!(store
-        .set_client_secret("a1", &"cd".repeat(32), 60)
+        .set_client_secret("a1", &"cd".repeat(32), 60, &[])
         .await
         .unwrap());
     let a1 = store.get_client("a1").await.unwrap().unwrap();
@@ -1366,10 +1402,10 @@ async fn clients_are_searched_by_name_prefix_or_id_and_updated(store: Arc<dyn St
     let mut public = client("p");
     public.secret_hash = None;
     public.token_endpoint_auth_method = "none".into();
-    store.create_client(&public).await.unwrap();
+    store.create_client(&public, &[]).await.unwrap();
     assert!(
         !store
-            .set_client_secret("p", &"ef".repeat(32), 60)
+            .set_client_secret("p", &"ef".repeat(32), 60, &[])
             .await
             .unwrap(),
         "a client without a secret does not get one this way"
@@ -1389,7 +1425,7 @@ async fn users_are_found_by_email_or_name_prefix_in_any_order(store: Arc<dyn Sto
         let mut u = user(email);
         u.name = name.map(str::to_string);
         u.created_at = 100 + i as i64;
-        store.create_user(&u).await.unwrap();
+        store.create_user(&u, &[]).await.unwrap();
         made.push(u);
     }
     let emails = |list: &[User]| list.iter().map(|u| u.email.clone()).collect::<Vec<_>>();
@@ -1438,7 +1474,7 @@ async fn users_are_found_by_email_or_name_prefix_in_any_order(store: Arc<dyn Sto
     );
     let mut renamed = made[2].clone();
     renamed.name = Some("Robert".into());
-    assert!(store.update_user(&renamed).await.unwrap());
+    assert!(store.update_user(&renamed, &[]).await.unwrap());
     let (found, _) = store
         .search_users(&search("rob", UserSort::Name, false))
         .await
@@ -1453,10 +1489,10 @@ async fn users_are_found_by_email_or_name_prefix_in_any_order(store: Arc<dyn Sto
 async fn a_users_sessions_and_consents_are_listed_and_revoked(store: Arc<dyn Store>) {
     let u = user("ada@example.org");
     let other = user("bob@example.org");
-    store.create_user(&u).await.unwrap();
-    store.create_user(&other).await.unwrap();
-    store.create_client(&client("c")).await.unwrap();
-    store.create_client(&client("d")).await.unwrap();
+    store.create_user(&u, &[]).await.unwrap();
+    store.create_user(&other, &[]).await.unwrap();
+    store.create_client(&client("c"), &[]).await.unwrap();
+    store.create_client(&client("d"), &[]).await.unwrap();
     let session = |hash: &str, sid: &str, user_id: Uuid, seen: i64, expires: i64| BrowserSession {
         id_hash: hash.into(),
         sid: sid.into(),
@@ -1472,19 +1508,19 @@ async fn a_users_sessions_and_consents_are_listed_and_revoked(store: Arc<dyn Sto
         revoked_at: None,
     };
     store
-        .create_session(&session("h1", "s1", u.id, 150, 1000))
+        .create_session(&session("h1", "s1", u.id, 150, 1000), &[])
         .await
         .unwrap();
     store
-        .create_session(&session("h2", "s2", u.id, 180, 1000))
+        .create_session(&session("h2", "s2", u.id, 180, 1000), &[])
         .await
         .unwrap();
     store
-        .create_session(&session("h3", "s3", u.id, 190, 200))
+        .create_session(&session("h3", "s3", u.id, 190, 200), &[])
         .await
         .unwrap();
     store
-        .create_session(&session("h4", "s4", other.id, 190, 1000))
+        .create_session(&session("h4", "s4", other.id, 190, 1000), &[])
         .await
         .unwrap();
     let live = store.user_sessions(u.id, 300, 0).await.unwrap();
@@ -1492,17 +1528,17 @@ async fn a_users_sessions_and_consents_are_listed_and_revoked(store: Arc<dyn Sto
     assert_eq!(sids, ["s2", "s1"], "live ones, most recently seen first");
     let live = store.user_sessions(u.id, 300, 160).await.unwrap();
     assert_eq!(live.len(), 1, "idle ones are over");
-    assert!(store.revoke_session("h2", 305).await.unwrap());
+    assert!(store.revoke_session("h2", 305, &[]).await.unwrap());
     assert!(
-        !store.revoke_session("h2", 306).await.unwrap(),
+        !store.revoke_session("h2", 306, &[]).await.unwrap(),
         "revoked once"
     );
-    assert!(!store.revoke_session("nope", 306).await.unwrap());
+    assert!(!store.revoke_session("nope", 306, &[]).await.unwrap());
     assert_eq!(
         store.session_by_sid("s1").await.unwrap().unwrap().id_hash,
         "h1"
     );
-    store.revoke_session("h1", 310).await.unwrap();
+    store.revoke_session("h1", 310, &[]).await.unwrap();
     assert_eq!(store.session_by_sid("s1").await.unwrap(), None);
     assert_eq!(store.session_by_sid("").await.unwrap(), None);
 
@@ -1519,12 +1555,15 @@ async fn a_users_sessions_and_consents_are_listed_and_revoked(store: Arc<dyn Sto
     token.created_at = 130;
     token.session_id_hash = None;
     token.auth_code_hash = None;
-    store.create_refresh_token(&token).await.unwrap();
+    store.create_refresh_token(&token, &[]).await.unwrap();
     let mut other_client = refresh(Uuid::new_v4(), Uuid::new_v4(), "r2", "d", u.id, "openid");
     other_client.created_at = 140;
     other_client.session_id_hash = None;
     other_client.auth_code_hash = None;
-    store.create_refresh_token(&other_client).await.unwrap();
+    store
+        .create_refresh_token(&other_client, &[])
+        .await
+        .unwrap();
     let consents = store.user_consents(u.id).await.unwrap();
     let clients: Vec<&str> = consents.iter().map(|c| c.client_id.as_str()).collect();
     assert_eq!(clients, ["d", "c"], "most recently changed first");
@@ -1635,8 +1674,8 @@ fn pushed(hash: &str, client_id: &str, expires_at: i64) -> store::PushedRequest 
 }
 
 async fn pushed_requests_are_their_clients_opened_once_and_spent_once(store: Arc<dyn Store>) {
-    store.create_client(&client("c")).await.unwrap();
-    store.create_client(&client("d")).await.unwrap();
+    store.create_client(&client("c"), &[]).await.unwrap();
+    store.create_client(&client("d"), &[]).await.unwrap();
     let request = pushed("h1", "c", 160);
     store.create_pushed_request(&request).await.unwrap();
     assert!(
@@ -1704,13 +1743,13 @@ async fn pushed_requests_are_their_clients_opened_once_and_spent_once(store: Arc
         .create_pushed_request(&pushed("h3", "d", 900))
         .await
         .unwrap();
-    store.delete_client("d").await.unwrap();
+    store.delete_client("d", &[]).await.unwrap();
     assert_eq!(store.pushed_request("h3", "d").await.unwrap(), None);
 }
 
 async fn migrations_can_be_applied_again(store: Arc<dyn Store>) {
     // `open` already migrated; a second open on the same database must be a no-op.
-    store.create_client(&client("c")).await.unwrap();
+    store.create_client(&client("c"), &[]).await.unwrap();
     drop(store);
 }
 
@@ -1820,9 +1859,9 @@ fn device_grant(device_code_hash: &str, user_code_hash: &str) -> store::DeviceGr
 }
 
 async fn a_device_grant_is_approved_and_redeemed_exactly_once(store: Arc<dyn Store>) {
-    store.create_client(&client("tv")).await.unwrap();
+    store.create_client(&client("tv"), &[]).await.unwrap();
     let ada = user("ada@example.org");
-    store.create_user(&ada).await.unwrap();
+    store.create_user(&ada, &[]).await.unwrap();
     let grant = device_grant("dev-1", "uc-1");
     store.create_device_grant(&grant).await.unwrap();
     let taken = store
@@ -1931,9 +1970,9 @@ async fn a_device_grant_is_approved_and_redeemed_exactly_once(store: Arc<dyn Sto
 }
 
 async fn device_grants_expire_once_and_are_purged_in_batches(store: Arc<dyn Store>) {
-    store.create_client(&client("tv")).await.unwrap();
+    store.create_client(&client("tv"), &[]).await.unwrap();
     let ada = user("ada@example.org");
-    store.create_user(&ada).await.unwrap();
+    store.create_user(&ada, &[]).await.unwrap();
     store
         .create_device_grant(&device_grant("p", "uc-p"))
         .await
@@ -1971,7 +2010,7 @@ async fn device_grants_expire_once_and_are_purged_in_batches(store: Arc<dyn Stor
         .create_device_grant(&device_grant("q", "uc-q"))
         .await
         .unwrap();
-    assert!(store.delete_client("tv").await.unwrap());
+    assert!(store.delete_client("tv", &[]).await.unwrap());
     assert!(store.get_device_grant("q").await.unwrap().is_none());
 }
 
@@ -2008,7 +2047,7 @@ async fn identities_link_once_and_a_new_account_comes_with_its_identity_or_not_a
 ) {
     use store::LinkRefusal;
     let ada = user("ada@example.org");
-    store.create_user(&ada).await.unwrap();
+    store.create_user(&ada, &[]).await.unwrap();
     let gh = identity("github", "42", ada.id);
     assert_eq!(store.link_identity(&gh).await.unwrap(), Ok(()));
     assert_eq!(
@@ -2017,7 +2056,7 @@ async fn identities_link_once_and_a_new_account_comes_with_its_identity_or_not_a
     );
     // The same upstream account, or a second one at the same provider, is refused.
     let grace = user("grace@example.org");
-    store.create_user(&grace).await.unwrap();
+    store.create_user(&grace, &[]).await.unwrap();
     assert_eq!(
         store
             .link_identity(&identity("github", "42", grace.id))
@@ -2044,21 +2083,21 @@ async fn identities_link_once_and_a_new_account_comes_with_its_identity_or_not_a
     // JIT: the account and its identity together; a clash writes neither.
     let newcomer = user("new@example.org");
     store
-        .create_user_with_identity(&newcomer, &identity("corp", "n1", newcomer.id))
+        .create_user_with_identity(&newcomer, &identity("corp", "n1", newcomer.id), &[])
         .await
         .unwrap();
     assert_eq!(store.identities_of(newcomer.id).await.unwrap().len(), 1);
     let clash = user("NEW@example.org");
     assert!(matches!(
         store
-            .create_user_with_identity(&clash, &identity("corp", "n2", clash.id))
+            .create_user_with_identity(&clash, &identity("corp", "n2", clash.id), &[])
             .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(store.find_identity("corp", "n2").await.unwrap().is_none());
     let taken = user("other@example.org");
     assert!(store
-        .create_user_with_identity(&taken, &identity("corp", "n1", taken.id))
+        .create_user_with_identity(&taken, &identity("corp", "n1", taken.id), &[])
         .await
         .is_err());
     assert!(
@@ -2067,7 +2106,7 @@ async fn identities_link_once_and_a_new_account_comes_with_its_identity_or_not_a
     );
 
     // A deleted account's identities go with it.
-    store.soft_delete_user(ada.id, 300).await.unwrap();
+    store.soft_delete_user(ada.id, 300, &[]).await.unwrap();
     assert!(store.find_identity("github", "42").await.unwrap().is_none());
 }
 
@@ -2075,7 +2114,7 @@ async fn parallel_unlinks_keep_the_last_way_to_sign_in(store: Arc<dyn Store>) {
     let mut jit = user("jit@example.org");
     jit.password_hash = None;
     store
-        .create_user_with_identity(&jit, &identity("corp", "j1", jit.id))
+        .create_user_with_identity(&jit, &identity("corp", "j1", jit.id), &[])
         .await
         .unwrap();
     assert_eq!(
@@ -2117,7 +2156,7 @@ async fn parallel_unlinks_keep_the_last_way_to_sign_in(store: Arc<dyn Store>) {
     // With a password, the last identity may go.
     let mut with_password = user("pw@example.org");
     with_password.email_verified = true;
-    store.create_user(&with_password).await.unwrap();
+    store.create_user(&with_password, &[]).await.unwrap();
     store
         .link_identity(&identity("corp", "p1", with_password.id))
         .await

@@ -519,7 +519,7 @@ async fn an_admin_signing_in_upstream_without_mfa_there_must_pass_our_second_fac
         .unwrap()
         .unwrap();
     user.roles = vec!["admin".into()];
-    assert!(p.ours.state.store.update_user(&user).await.unwrap());
+    assert!(p.ours.state.store.update_user(&user, &[]).await.unwrap());
     let b = browser();
     let url = auth_url(&p.ours, &p.rp, &[]);
     let Landing::Page(status, html) = through_upstream(&p, &b, &url, None).await else {
@@ -775,7 +775,7 @@ async fn a_trusted_provider_vouching_for_nothing_still_needs_the_existing_accoun
         .unwrap()
         .unwrap();
     up.email_verified = false;
-    assert!(p.upstream.state.store.update_user(&up).await.unwrap());
+    assert!(p.upstream.state.store.update_user(&up, &[]).await.unwrap());
     let existing = p
         .ours
         .create_user("ada@corp.example", "our own password 1")
@@ -821,7 +821,7 @@ async fn a_trusted_address_never_links_to_an_account_whose_own_address_is_unprov
         .unwrap()
         .unwrap();
     user.email_verified = false;
-    assert!(p.ours.state.store.update_user(&user).await.unwrap());
+    assert!(p.ours.state.store.update_user(&user, &[]).await.unwrap());
     let b = browser();
     let url = auth_url(&p.ours, &p.rp, &[]);
     let back = upstream_answer(&p, &b, &url, &p.up_user, "allow").await;

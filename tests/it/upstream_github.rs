@@ -439,7 +439,12 @@ fn octocat() -> GithubUser {
 async fn a_github_sign_in_creates_an_account_from_the_verified_primary_address_and_numeric_id() {
     let fake = FakeGithub::start().await;
     fake.add(octocat());
-    let (ours, rp) = ours_with(&fake, fake.upstream(), |_| {}).await;
+    // Trusted for addresses: its verified primary address is verified here too.
+    let trusted = UpstreamSettings {
+        trust_email: true,
+        ..fake.upstream()
+    };
+    let (ours, rp) = ours_with(&fake, trusted, |_| {}).await;
 
     let claims = id_token_through_github(&ours, &rp, &fake, OCTOCAT).await;
     assert_eq!(claims["email"], "octocat@github.example");
@@ -646,6 +651,7 @@ async fn an_oauth2_upstream_maps_the_user_api_answer_with_its_claims_table() {
     fake.add(person);
     let mut upstream = fake.upstream();
     upstream.kind = UpstreamKind::Oauth2;
+    upstream.trust_email = true;
     upstream.emails_url = None;
     upstream.claims = [
         ("sub", "id"),

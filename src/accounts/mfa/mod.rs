@@ -25,6 +25,7 @@ use super::service::RequestMeta;
 use super::AccountService;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::events::EventType;
 use crate::keys::KeyManager;
 use crate::limiter::{Decision, Limiter, Policy};
 use crate::metrics::Metrics;
@@ -255,7 +256,17 @@ impl MfaService {
             return Err(MfaError::NotFound);
         };
         let keep_one = self.required_for(user);
-        match self.store.delete_factor(user.id, id, keep_one).await {
+        let removed = self
+            .accounts
+            .event(EventType::UserMfaRemoved, meta)
+            .subject(user.id)
+            .actor(Some(user.id))
+            .data(serde_json::json!({"factorId": id, "kind": factor.kind.as_str()}));
+        match self
+            .store
+            .delete_factor(user.id, id, keep_one, &[removed])
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return Err(MfaError::NotFound),
             Err(StoreError::Conflict(_)) => return Err(MfaError::LastFactor),
@@ -289,6 +300,21 @@ impl MfaService {
         Ok(())
     }
 
+    /// `user.mfa_enrolled`, written with the confirmation of the factor.
+    pub(crate) fn enrolled_event(
+        &self,
+        meta: &RequestMeta,
+        user: &User,
+        factor: Uuid,
+        kind: &str,
+    ) -> crate::events::Event {
+        self.accounts
+            .event(EventType::UserMfaEnrolled, meta)
+            .subject(user.id)
+            .actor(Some(user.id))
+            .data(serde_json::json!({"factorId": factor, "kind": kind}))
+    }
+
     /// An administrator's reset: every factor and recovery code of the user goes (a lost
     /// phone); the user enrolls again at the next sign-in if a policy requires it.
     pub async fn reset(
@@ -297,9 +323,15 @@ impl MfaService {
         actor: Option<&User>,
         user: &User,
     ) -> Result<u64, MfaError> {
+        let event = self
+            .accounts
+            .event(EventType::UserMfaRemoved, meta)
+            .subject(user.id)
+            .actor(actor.map(|a| a.id))
+            .data(serde_json::json!({"all": true}));
         let removed = self
             .store
-            .delete_all_factors(user.id)
+            .delete_all_factors(user.id, &[event])
             .await
             .map_err(store_failed)?;
         let mut event = self.accounts.audit_event("mfa.reset", meta);

@@ -384,14 +384,19 @@ impl MfaService {
             .iter()
             .map(|code| recovery::hash(self.keys.master(), user.id, code))
             .collect();
+        let enrolled = self.enrolled_event(meta, user, factor.id, "passkey");
         let confirmed = self
             .store
-            .confirm_factor(factor.id, user.id, 0, now, &hashes)
+            .confirm_factor(factor.id, user.id, 0, now, &hashes, &[enrolled])
             .await;
         let first = match confirmed {
             Ok(Some(first)) => first,
             other => {
-                if let Err(e) = self.store.delete_factor(user.id, factor.id, false).await {
+                if let Err(e) = self
+                    .store
+                    .delete_factor(user.id, factor.id, false, &[])
+                    .await
+                {
                     tracing::error!(error = %e, "an unconfirmed passkey could not be removed");
                 }
                 return Err(other.map_or_else(store_failed, |_| MfaError::Internal));

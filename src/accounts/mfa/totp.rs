@@ -229,9 +229,10 @@ impl MfaService {
             .iter()
             .map(|code| recovery::hash(self.keys.master(), user.id, code))
             .collect();
+        let enrolled = self.enrolled_event(meta, user, pending.id, "totp");
         let Some(first) = self
             .store
-            .confirm_factor(pending.id, user.id, step, now, &hashes)
+            .confirm_factor(pending.id, user.id, step, now, &hashes, &[enrolled])
             .await
             .map_err(store_failed)?
         else {

@@ -522,6 +522,14 @@ pub(super) async fn issue_tokens(
     let scope = Scope::parse(&client.scope).unwrap_or_default();
     let jti = new_jti();
     let internal = |_| ApiError::internal(trace);
+    // No browser session here: the sign-in event is written with the refresh family.
+    let signed_in = state
+        .accounts
+        .event(crate::events::EventType::UserSignedIn, meta)
+        .subject(user.id)
+        .actor(Some(user.id))
+        .client(Some(&client.id))
+        .data(serde_json::json!({"amr": amr, "via": "api"}));
     let refresh = refresh_token::issue_first(
         &ctx,
         &FirstToken {
@@ -534,6 +542,7 @@ pub(super) async fn issue_tokens(
             amr,
             acr: Some(acr.as_str()),
             access_token_jti: &jti,
+            events: std::slice::from_ref(&signed_in),
         },
     )
     .await

@@ -7,6 +7,7 @@ mod admin;
 mod admin_clients;
 mod admin_keys;
 mod admin_sessions;
+mod admin_webhooks;
 mod auth;
 mod magic_link;
 mod mfa;
@@ -455,6 +456,7 @@ type Apis = (
     admin_clients::AdminClientsApi,
     admin_sessions::AdminSessionsApi,
     admin_keys::AdminKeysApi,
+    admin_webhooks::AdminWebhooksApi,
 );
 
 /// The API service (for its spec and Swagger UI) and its endpoint with error shaping.
@@ -470,6 +472,7 @@ pub fn service(issuer: &str) -> OpenApiService<Apis, ()> {
             admin_clients::AdminClientsApi,
             admin_sessions::AdminSessionsApi,
             admin_keys::AdminKeysApi,
+            admin_webhooks::AdminWebhooksApi,
         ),
         "Portcullis account API",
         env!("CARGO_PKG_VERSION"),
@@ -478,7 +481,7 @@ pub fn service(issuer: &str) -> OpenApiService<Apis, ()> {
         "First-party account API: registration, password sign-in, refresh, password reset, \
          email verification, second factors (authenticator apps, passkeys, recovery codes), user \
          administration, and the operators' API under `/admin/` (clients, sessions, consents, \
-         signing keys, the audit trail; admin role, and changes need a sign-in with a second \
+         signing keys, the audit trail, webhooks and events; admin role, and changes need a sign-in with a second \
          factor when the MFA policy covers admins). `/auth/login` and \
          `/auth/refresh` issue tokens to the one client registered with `--first-party`; \
          third-party applications must use the OpenID Connect authorization code flow.",

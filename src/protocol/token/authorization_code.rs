@@ -167,6 +167,7 @@ pub async fn mint_for_user(
             amr: g.amr,
             acr: g.acr,
             access_token_jti: jti,
+            events: &[],
         };
         Some(refresh_token::issue_first(ctx, &first).await?)
     } else {

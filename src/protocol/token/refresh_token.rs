@@ -33,6 +33,8 @@ pub struct FirstToken<'a> {
     pub amr: &'a [String],
     pub acr: Option<&'a str>,
     pub access_token_jti: &'a str,
+    /// Written with the token (the API's `user.signed_in`).
+    pub events: &'a [crate::events::Event],
 }
 
 /// Starts a new family and returns its first token.
@@ -68,7 +70,7 @@ pub async fn issue_first(
         acr: first.acr.map(str::to_string),
     };
     ctx.store
-        .create_refresh_token(&token)
+        .create_refresh_token(&token, first.events)
         .await
         .map_err(storage_failed)?;
     Ok(value)
@@ -210,9 +212,17 @@ async fn redeem_used(
 
 /// Revokes the family of `token` and denies the access tokens it issued.
 pub async fn revoke_family(ctx: &TokenContext<'_>, token: &RefreshToken, event: &str) {
+    // RFC 9700 §4.14.2: a reused refresh token revokes its family; the event is written with
+    // the revocation.
+    let reuse = (event == "refresh.reuse_detected").then(|| {
+        crate::events::Event::new(crate::events::EventType::TokenRefreshReuseDetected, ctx.now)
+            .subject(token.user_id)
+            .client(Some(&token.client_id))
+            .data(serde_json::json!({"familyId": token.family_id, "generation": token.generation}))
+    });
     match ctx
         .store
-        .revoke_refresh_family(token.family_id, ctx.now)
+        .revoke_refresh_family(token.family_id, ctx.now, reuse.as_slice())
         .await
     {
         Ok(jtis) => {
