@@ -5,6 +5,7 @@
 mod audit;
 mod client;
 mod keys;
+mod resource;
 mod user;
 
 use std::path::PathBuf;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Read the audit trail
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Register the APIs (RFC 8707 resources) access tokens can be issued for
+    #[command(subcommand)]
+    Resource(resource::ResourceCommand),
 }
 
 /// A command's failure: bad input (exit 2) or a system fault (exit 1).
@@ -173,6 +177,7 @@ async fn run(command: Command, settings: Settings) -> Result<(), CliError> {
         Command::User(cmd) => user::run(cmd, &settings).await,
         Command::Keys(cmd) => keys::run(cmd, settings).await,
         Command::Audit(cmd) => audit::run(cmd, &settings).await,
+        Command::Resource(cmd) => resource::run(cmd, &settings).await,
     }
 }
 

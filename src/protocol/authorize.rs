@@ -63,6 +63,8 @@ pub struct AuthorizationRequest {
     pub essential_acr: Option<Vec<String>>,
     /// A `sub` value requested through `claims` (OIDC Core §5.5.1: only that user will do).
     pub claims_sub: Option<String>,
+    /// RFC 8707 §2: the APIs the tokens of this grant may be for.
+    pub resources: Vec<String>,
 }
 
 impl AuthorizationRequest {
@@ -232,6 +234,9 @@ pub fn validate(
 
     // RFC 6749 §3.3.
     let scope = requested_scope(params.get("scope"), client).map_err(|(c, m)| fail(c, m))?;
+    // RFC 8707 §2: each `resource` well-formed and allowed to the client.
+    let resources = crate::protocol::resource::requested(params, client)
+        .map_err(|e| fail(e.code, e.description))?;
 
     // RFC 7636 §4.3-4.4 and RFC 9700 §2.1.1.
     let code_challenge = params.get("code_challenge").map(str::to_string);
@@ -343,6 +348,7 @@ pub fn validate(
         required_acr,
         essential_acr: essential,
         claims_sub,
+        resources,
     })
 }
 

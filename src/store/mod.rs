@@ -13,6 +13,7 @@ mod sql_magic_link;
 mod sql_mfa;
 mod sql_par;
 mod sql_registration;
+mod sql_resources;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use model::*;
 pub use sql_device::{DeviceApproval, DeviceGrant, DeviceStatus, DeviceStore};
 pub use sql_par::{ParStore, PushedRequest};
 pub use sql_registration::{DynamicRegistration, InitialAccessToken, RegistrationStore};
+pub use sql_resources::{ApiResource, ResourceStore};
 
 /// Unix time in seconds (UTC), the one time representation in storage.
 pub type Timestamp = i64;
@@ -454,6 +456,7 @@ pub trait Store:
     + DeviceStore
     + RegistrationStore
     + MagicLinkStore
+    + ResourceStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

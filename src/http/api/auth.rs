@@ -219,6 +219,7 @@ pub(super) fn token_context<'a>(
         metrics: &state.metrics,
         settings: &state.settings,
         now: state.clock.now(),
+        dpop_jkt: None,
     }
 }
 
@@ -534,6 +535,8 @@ pub(super) async fn issue_tokens(
             amr,
             acr: Some(acr.as_str()),
             access_token_jti: &jti,
+            resources: &[],
+            dpop_jkt: None,
         },
     )
     .await
@@ -549,6 +552,8 @@ pub(super) async fn issue_tokens(
         nonce: None,
         sid: None,
         now: ctx.now,
+        resource: None,
+        act: None,
     };
     let tokens = ctx
         .mint(client, &grant, &jti, Some(refresh))

@@ -6,6 +6,7 @@
 mod admin;
 mod admin_clients;
 mod admin_keys;
+mod admin_resources;
 mod admin_sessions;
 mod auth;
 mod magic_link;
@@ -455,6 +456,7 @@ type Apis = (
     admin_clients::AdminClientsApi,
     admin_sessions::AdminSessionsApi,
     admin_keys::AdminKeysApi,
+    admin_resources::AdminResourcesApi,
 );
 
 /// The API service (for its spec and Swagger UI) and its endpoint with error shaping.
@@ -470,6 +472,7 @@ pub fn service(issuer: &str) -> OpenApiService<Apis, ()> {
             admin_clients::AdminClientsApi,
             admin_sessions::AdminSessionsApi,
             admin_keys::AdminKeysApi,
+            admin_resources::AdminResourcesApi,
         ),
         "Portcullis account API",
         env!("CARGO_PKG_VERSION"),
