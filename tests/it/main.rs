@@ -18,6 +18,7 @@ mod device_flow;
 mod documents;
 mod dpop;
 mod dpop_keys;
+mod example_resource_server;
 mod flow_errors;
 mod ipv6_limits;
 mod keys;
