@@ -127,6 +127,16 @@ pub struct UpdateArgs {
     /// Accept authorization requests only through /par (RFC 9126)
     #[arg(long, value_name = "BOOL")]
     require_par: Option<bool>,
+    /// Replaces the registered APIs (RFC 8707 resources) the client may ask tokens for
+    /// (repeatable)
+    #[arg(long = "resource", value_name = "URI")]
+    resources: Vec<String>,
+    /// Remove every resource
+    #[arg(long, conflicts_with = "resources")]
+    no_resources: bool,
+    /// true: every token request must carry a DPoP proof (RFC 9449)
+    #[arg(long, value_name = "BOOL")]
+    dpop_bound: Option<bool>,
     /// Print exactly one JSON object {"client_id": ..., "changed": [...]} (with
     /// "client_secret" when the change issued one)
     #[arg(long)]
@@ -159,6 +169,12 @@ impl UpdateArgs {
             require_mfa: self.require_mfa,
             disabled: None,
             require_par: self.require_par,
+            resources: if self.no_resources {
+                Some(Vec::new())
+            } else {
+                list(&self.resources)
+            },
+            dpop_bound_access_tokens: self.dpop_bound,
             ..ClientUpdate::default()
         }
     }

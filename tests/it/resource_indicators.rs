@@ -286,3 +286,52 @@ async fn a_client_may_only_be_allowed_registered_resources() {
     .unwrap_err();
     assert!(err.to_string().contains("resource create"), "{err}");
 }
+
+#[tokio::test]
+async fn pushed_requests_carry_their_resources() {
+    let app = TestApp::spawn().await;
+    register_apis(&app).await;
+    let client = rp(&app).await;
+    let push = |resources: Vec<&'static str>| {
+        let (app, client) = (&app, &client);
+        async move {
+            let challenge = crate::common::challenge(VERIFIER);
+            let mut form = vec![
+                ("client_id", client.id.as_str()),
+                ("response_type", "code"),
+                ("redirect_uri", client.redirect_uri.as_str()),
+                ("scope", "openid orders:read reports"),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+            ];
+            form.extend(resources.into_iter().map(|r| ("resource", r)));
+            post_form(app, "/par", client, &form).await
+        }
+    };
+    // RFC 9126 §2.3: a pushed request is validated like one at /authorize.
+    let (status, body) = push(vec![ORDERS, "https://elsewhere.example.com"]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target")),
+        "{body}"
+    );
+    let (status, body) = push(vec![ORDERS, REPORTS]).await;
+    assert_eq!(status, 201, "{body}");
+    let mut url = url::Url::parse(&app.url("/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("client_id", &client.id)
+        .append_pair("request_uri", body["request_uri"].as_str().unwrap());
+    let user = app
+        .create_user("ada@example.org", "correct horse battery")
+        .await;
+    let code = match app.sign_in(&browser(), url.as_str(), &user, "allow").await {
+        Landing::Client(to) => query(&to, "code").expect("code"),
+        Landing::Page(s, html) => panic!("{s}: {html}"),
+    };
+    let (status, tokens) = redeem(&app, &client, &code, Some(REPORTS)).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(
+        claims(tokens["access_token"].as_str().unwrap())["aud"],
+        REPORTS
+    );
+}
