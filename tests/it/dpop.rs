@@ -491,3 +491,35 @@ async fn a_public_clients_refresh_token_is_bound_to_its_key() {
         key.jkt()
     );
 }
+
+#[tokio::test]
+async fn userinfo_challenges_a_stale_nonce_and_accepts_the_retry() {
+    let app = TestApp::spawn().await;
+    let key = DpopKey::generate();
+    let (_, tokens) = public_tokens(&app, &key).await;
+    let at = tokens["access_token"].as_str().unwrap();
+    let url = app.url("/userinfo");
+    let stale = Proof {
+        nonce: Some("c3RhbGU".into()),
+        ..Proof::for_request("GET", &url).with_token(at)
+    };
+    let resp = app
+        .http
+        .get(&url)
+        .header("Authorization", format!("DPoP {at}"))
+        .header("DPoP", key.sign(&stale))
+        .send()
+        .await
+        .unwrap();
+    // RFC 9449 §9: 401 with a DPoP challenge and a fresh nonce.
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("use_dpop_nonce"), "{challenge}");
+    let nonce = resp.headers()["dpop-nonce"].to_str().unwrap().to_string();
+    let retry = Proof {
+        nonce: Some(nonce),
+        ..Proof::for_request("GET", &url).with_token(at)
+    };
+    let (status, _, body) = userinfo(&app, "DPoP", at, Some(key.sign(&retry))).await;
+    assert_eq!(status, 200, "{body}");
+}
