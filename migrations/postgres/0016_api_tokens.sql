@@ -19,6 +19,8 @@ ALTER TABLE clients ADD COLUMN dpop_bound_access_tokens BOOLEAN NOT NULL DEFAULT
 -- RFC 8707 §2.1: the resources granted at authorization travel with the code into the
 -- refresh family, whose tokens may then be minted for any of them.
 ALTER TABLE authorization_codes ADD COLUMN resources TEXT NOT NULL DEFAULT '[]';
+-- RFC 9449 §10: the JWK thumbprint a code is bound to (`dpop_jkt`, or a proof at /par).
+ALTER TABLE authorization_codes ADD COLUMN dpop_jkt TEXT;
 ALTER TABLE refresh_tokens ADD COLUMN resources TEXT NOT NULL DEFAULT '[]';
 -- RFC 9449 §5: a public client's refresh tokens are bound to the JWK thumbprint of its key.
 ALTER TABLE refresh_tokens ADD COLUMN dpop_jkt TEXT;

@@ -275,6 +275,7 @@ async fn issue_code(
         used_at: None,
         access_token_jti: None,
         resources: request.resources.clone(),
+        dpop_jkt: request.dpop_jkt.clone(),
     };
     if let Err(e) = state.store.create_code(&record).await {
         tracing::error!(error = %e, "could not store an authorization code");

@@ -241,6 +241,8 @@ pub struct AuthorizationCode {
     pub access_token_jti: Option<String>,
     /// RFC 8707 §2: the resources the authorization request named.
     pub resources: Vec<String>,
+    /// RFC 9449 §10: the code is redeemed only with a DPoP proof of this key.
+    pub dpop_jkt: Option<String>,
 }
 
 /// What a refresh needs, read at once: the token, its user (if the row still exists) and the

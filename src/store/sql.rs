@@ -47,7 +47,7 @@ macro_rules! impl_sql_store {
         const CODE_COLUMNS: &str = "code_hash, client_id, user_id, session_id_hash, redirect_uri, \
             redirect_uri_given, response_mode, scope, nonce, code_challenge, \
             code_challenge_method, auth_time, amr, acr, created_at, expires_at, used_at, \
-            access_token_jti, resources";
+            access_token_jti, resources, dpop_jkt";
         const USER_COLUMNS: &str = "id, email, email_verified, name, password_hash, roles, \
             disabled, created_at, updated_at, deleted_at";
         const KEY_COLUMNS: &str =
@@ -157,6 +157,7 @@ macro_rules! impl_sql_store {
                 used_at: row.try_get("used_at")?,
                 access_token_jti: row.try_get("access_token_jti")?,
                 resources: list_from_json("resources", row.try_get("resources")?)?,
+                dpop_jkt: row.try_get("dpop_jkt")?,
             })
         }
 
@@ -691,7 +692,7 @@ macro_rules! impl_sql_store {
             async fn create_code(&self, c: &AuthorizationCode) -> StoreResult<()> {
                 let sql = format!(
                     "INSERT INTO authorization_codes ({CODE_COLUMNS}) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
                 );
                 sqlx::query(&sql)
                     .bind(&c.code_hash)
@@ -713,6 +714,7 @@ macro_rules! impl_sql_store {
                     .bind(c.used_at)
                     .bind(&c.access_token_jti)
                     .bind(list_to_json(&c.resources))
+                    .bind(&c.dpop_jkt)
                     .execute(&self.writer)
                     .await?;
                 Ok(())

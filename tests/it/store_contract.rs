@@ -238,6 +238,7 @@ fn code(hash: &str, client_id: &str, user_id: Uuid) -> AuthorizationCode {
         used_at: None,
         access_token_jti: None,
         resources: vec!["https://api.example.com".into()],
+        dpop_jkt: Some("jkt".into()),
     }
 }
 

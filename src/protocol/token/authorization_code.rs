@@ -77,6 +77,14 @@ pub async fn exchange(
         (None, None) => {}
     }
 
+    // RFC 9449 §10: a code bound to a key is redeemed only with a proof of that key.
+    if let Some(bound) = &stored.dpop_jkt {
+        if ctx.dpop_jkt != Some(bound.as_str()) {
+            return Err(OAuthError::invalid_grant(
+                "the code is bound to a DPoP key: send a DPoP proof of that key",
+            ));
+        }
+    }
     // RFC 8707 §2.2: checked before the code is spent, so a wrong resource costs nothing.
     let target = ctx.target(client, params, &stored.resources).await?;
     let user = ctx
