@@ -25,8 +25,8 @@ pub enum ResourceCommand {
         /// A scope that belongs to this API (repeatable)
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
-        /// Lifetime of its access tokens (10..=86400 seconds; default tokens.access_token_ttl_secs,
-        /// never longer than the signing keys stay published)
+        /// Lifetime of its access tokens (10..=86400 seconds; default and upper bound
+        /// tokens.access_token_ttl_secs: an API may shorten it, never lengthen it)
         #[arg(long, value_name = "SECS")]
         access_token_lifetime: Option<u64>,
         /// Print a JSON object

@@ -497,7 +497,10 @@ async fn a_bound_token_needs_its_key_at_userinfo() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body["email"].as_str().unwrap().ends_with("@example.org"), "{body}");
+    assert!(
+        body["email"].as_str().unwrap().ends_with("@example.org"),
+        "{body}"
+    );
     // RFC 9449 §7.2: presented as a bearer token it is refused.
     let (status, challenge, _) = userinfo(&app, "Bearer", at, None).await;
     assert_eq!(status, 401);

@@ -74,13 +74,14 @@ impl TokenContext<'_> {
             &client.access_token_signed_response_alg,
             &s.oauth.access_token_alg,
         );
-        // RFC 8707 §2.2: a token for one API has it as audience and only its scopes; its
-        // lifetime is the API's, never longer than signing keys stay published.
+        // RFC 8707 §2.2: a token for one API has it as audience and only its scopes. An API
+        // may shorten the lifetime, never lengthen it: revocations deny a token for
+        // `tokens.access_token_ttl_secs`, and a longer-lived one would outlive its denial.
         let (audience, ttl, at_scope) = match grant.resource {
             Some(r) => (
                 r.identifier.as_str(),
                 r.access_token_ttl_secs
-                    .map(|t| (t.max(1) as u64).min(s.longest_token_ttl_secs()))
+                    .map(|t| (t.max(1) as u64).min(s.tokens.access_token_ttl_secs))
                     .unwrap_or(s.tokens.access_token_ttl_secs),
                 crate::protocol::resource::narrow(grant.scope, r),
             ),
