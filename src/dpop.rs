@@ -58,7 +58,8 @@ impl DpopGuard {
         self.nonces.current(now)
     }
 
-    /// Checks the proof sent with a request to `url` (`None`: the request had none).
+    /// Checks the proof sent with a `method` request to `url` (with `access_token` at a
+    /// protected resource), then spends its `jti`.
     #[tracing::instrument(skip_all)]
     pub async fn check(
         &self,
