@@ -64,8 +64,7 @@ async fn setup() -> Setup {
         .await;
     let (_, tokens) = tokens_for(&app, &web, &user, "openid orders:read orders:write").await;
     let id_token = tokens["id_token"].as_str().unwrap().to_string();
-    // The access token for the Orders API, by refreshing... no refresh here: a second
-    // sign-in is not needed, the code flow's token request names the resource.
+    // A second sign-in whose token request names the Orders API: the user's token for it.
     let user_token = orders_token(&app, &web, &user).await;
     Setup {
         app,
