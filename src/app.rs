@@ -58,6 +58,10 @@ pub struct AppServices {
     pub http: reqwest::Client,
     /// Discovery metadata, serialized once: it depends on settings alone.
     pub discovery: JsonDocument,
+    /// DPoP proofs (RFC 9449): replay cache and server nonces shared by every instance.
+    pub dpop: Arc<crate::dpop::DpopGuard>,
+    /// Registered APIs (RFC 8707 resources).
+    pub resources: Arc<crate::resources::ResourceService>,
     /// `Cache-Control` of the JWKS, from `keys.jwks_max_age_secs`.
     pub jwks_cache_control: poem::http::HeaderValue,
     /// Account email: SMTP or the dev outbox.
@@ -168,6 +172,7 @@ impl Portcullis {
             &ProviderMetadata::new(&settings.issuer, settings.oauth.allow_plain_pkce)
                 .with_par(&settings.par)
                 .with_device_flow(settings.device.enabled)
+                .with_dpop(&settings.dpop)
                 .with_registration(
                     settings.registration.mode != crate::config::RegistrationMode::Off,
                 ),
@@ -200,6 +205,16 @@ impl Portcullis {
             .map_err(|e| StartError::Config(format!("cannot build the HTTP client: {e}")))?;
         let mailer = crate::mail::from_settings(&settings.mail)
             .map_err(|e| StartError::Config(e.to_string()))?;
+        let dpop = Arc::new(crate::dpop::DpopGuard::new(
+            store.clone(),
+            redis.clone(),
+            keys.master(),
+            settings.dpop.clone(),
+        ));
+        let resources = Arc::new(crate::resources::ResourceService::new(
+            store.clone(),
+            clock.clone(),
+        ));
         let settings = Arc::new(settings);
         let keys = Arc::new(keys);
         let sessions = Arc::new(SessionService::new(
@@ -300,6 +315,8 @@ impl Portcullis {
                 metrics,
                 http: http_client,
                 discovery,
+                dpop,
+                resources,
                 jwks_cache_control,
                 mailer,
                 sessions,

@@ -55,6 +55,37 @@ pub struct Settings {
     /// `[[upstream]]`: providers people may sign in through (`federation/`).
     pub upstream: Vec<UpstreamSettings>,
     pub events: crate::events::EventSettings,
+    pub dpop: DpopSettings,
+}
+
+/// DPoP sender-constrained tokens (RFC 9449).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpopSettings {
+    /// `dpop_signing_alg_values_supported` (RFC 9449 §5.1): the proof algorithms accepted.
+    pub signing_algs: Vec<String>,
+    /// How long after its `iat` a proof is accepted (and its `jti` remembered, §11.1).
+    pub proof_max_age_secs: u64,
+    /// How far a client's clock may be ahead of or behind ours.
+    pub clock_skew_secs: u64,
+    /// Make every proof carry a server nonce (RFC 9449 §8, §9): `use_dpop_nonce` otherwise.
+    pub require_nonce: bool,
+    /// How long a server nonce is good for (it is accepted in its window and the next).
+    pub nonce_window_secs: u64,
+}
+
+impl Default for DpopSettings {
+    fn default() -> Self {
+        DpopSettings {
+            signing_algs: ["ES256", "ES384", "PS256", "RS256", "EdDSA"]
+                .map(String::from)
+                .to_vec(),
+            proof_max_age_secs: 60,
+            clock_skew_secs: 5,
+            require_nonce: false,
+            nonce_window_secs: 300,
+        }
+    }
 }
 
 /// Pushed authorization requests (RFC 9126).
@@ -677,6 +708,7 @@ impl Default for Settings {
             registration: RegistrationSettings::default(),
             upstream: Vec::new(),
             events: crate::events::EventSettings::default(),
+            dpop: DpopSettings::default(),
         }
     }
 }
@@ -915,6 +947,7 @@ impl Settings {
         }
         self.validate_par()?;
         upstream::validate_all(&self.upstream)?;
+        self.validate_dpop()?;
         if self.janitor.batch == 0 {
             return Err(invalid("janitor.batch", "0", "at least 1"));
         }
@@ -1189,6 +1222,47 @@ impl Settings {
 }
 
 impl Settings {
+    fn validate_dpop(&self) -> Result<(), ConfigError> {
+        let d = &self.dpop;
+        let supported = crate::protocol::dpop::SUPPORTED_ALGS;
+        if let Some(bad) = d
+            .signing_algs
+            .iter()
+            .find(|a| !supported.contains(&a.as_str()))
+        {
+            return Err(invalid(
+                "dpop.signing_algs",
+                bad,
+                "asymmetric algorithms among ES256, ES384, PS256, RS256, EdDSA (RFC 9449 §4.3)",
+            ));
+        }
+        if d.signing_algs.is_empty() {
+            return Err(invalid("dpop.signing_algs", "[]", "at least one algorithm"));
+        }
+        if !(5..=600).contains(&d.proof_max_age_secs) {
+            return Err(invalid(
+                "dpop.proof_max_age_secs",
+                &d.proof_max_age_secs.to_string(),
+                "between 5 and 600 seconds",
+            ));
+        }
+        if d.clock_skew_secs > 300 {
+            return Err(invalid(
+                "dpop.clock_skew_secs",
+                &d.clock_skew_secs.to_string(),
+                "at most 300 seconds",
+            ));
+        }
+        if !(10..=86400).contains(&d.nonce_window_secs) {
+            return Err(invalid(
+                "dpop.nonce_window_secs",
+                &d.nonce_window_secs.to_string(),
+                "between 10 and 86400 seconds",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_par(&self) -> Result<(), ConfigError> {
         let par = &self.par;
         if !(5..=600).contains(&par.request_uri_ttl_secs) {

@@ -127,6 +127,16 @@ pub struct UpdateArgs {
     /// Accept authorization requests only through /par (RFC 9126)
     #[arg(long, value_name = "BOOL")]
     require_par: Option<bool>,
+    /// Replaces the registered APIs (RFC 8707 resources) the client may ask tokens for
+    /// (repeatable)
+    #[arg(long = "resource", value_name = "URI")]
+    resources: Vec<String>,
+    /// Remove every resource
+    #[arg(long, conflicts_with = "resources")]
+    no_resources: bool,
+    /// true: every token request must carry a DPoP proof (RFC 9449)
+    #[arg(long, value_name = "BOOL")]
+    dpop_bound: Option<bool>,
     /// Print exactly one JSON object {"client_id": ..., "changed": [...]} (with
     /// "client_secret" when the change issued one)
     #[arg(long)]
@@ -159,6 +169,12 @@ impl UpdateArgs {
             require_mfa: self.require_mfa,
             disabled: None,
             require_par: self.require_par,
+            resources: if self.no_resources {
+                Some(Vec::new())
+            } else {
+                list(&self.resources)
+            },
+            dpop_bound_access_tokens: self.dpop_bound,
             ..ClientUpdate::default()
         }
     }
@@ -185,7 +201,8 @@ pub struct CreateArgs {
     #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
     post_logout_redirect_uris: Vec<String>,
     /// Grant type (repeatable): authorization_code (default), refresh_token, client_credentials,
-    /// urn:ietf:params:oauth:grant-type:device_code (or device_code)
+    /// urn:ietf:params:oauth:grant-type:device_code (or device_code),
+    /// urn:ietf:params:oauth:grant-type:token-exchange (or token_exchange)
     #[arg(long = "grant", value_name = "GRANT")]
     grants: Vec<String>,
     /// Space-separated scopes the client may request
@@ -227,6 +244,13 @@ pub struct CreateArgs {
     /// Accept authorization requests only as pushed authorization requests (RFC 9126 /par)
     #[arg(long)]
     require_par: bool,
+    /// A registered API (RFC 8707 resource identifier, see `portcullis resource create`) the
+    /// client may ask tokens for (repeatable)
+    #[arg(long = "resource", value_name = "URI")]
+    resources: Vec<String>,
+    /// Every token request must carry a DPoP proof (RFC 9449 dpop_bound_access_tokens)
+    #[arg(long)]
+    dpop_bound: bool,
     /// Print exactly one JSON object {"client_id": ..., "client_secret": ...}
     #[arg(long)]
     json: bool,
@@ -353,6 +377,11 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> Result<(), CliError
                 );
                 println!("require_mfa:                {}", yes_no(c.require_mfa));
                 println!("require_par:                {}", yes_no(c.require_par));
+                println!("resources:                  {}", c.resources.join(" "));
+                println!(
+                    "dpop_bound_access_tokens:   {}",
+                    yes_no(c.dpop_bound_access_tokens)
+                );
                 println!(
                     "registered:                 {}",
                     if c.dynamic {
@@ -520,6 +549,8 @@ fn registration(args: &CreateArgs) -> ClientRegistration {
         jwks_uri: args.jwks_uri.clone(),
         require_mfa: args.require_mfa,
         require_par: args.require_par,
+        resources: args.resources.clone(),
+        dpop_bound_access_tokens: args.dpop_bound,
         ..ClientRegistration::default()
     }
 }

@@ -6,6 +6,7 @@ mod audit;
 mod client;
 mod events;
 mod keys;
+mod resource;
 mod user;
 mod webhook;
 
@@ -71,6 +72,9 @@ pub enum Command {
     /// Read the recent domain events
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Register the APIs (RFC 8707 resources) access tokens can be issued for
+    #[command(subcommand)]
+    Resource(resource::ResourceCommand),
 }
 
 /// A command's failure: bad input (exit 2) or a system fault (exit 1).
@@ -183,6 +187,7 @@ async fn run(command: Command, settings: Settings) -> Result<(), CliError> {
         Command::Audit(cmd) => audit::run(cmd, &settings).await,
         Command::Webhook(cmd) => webhook::run(cmd, &settings).await,
         Command::Events(cmd) => events::run(cmd, &settings).await,
+        Command::Resource(cmd) => resource::run(cmd, &settings).await,
     }
 }
 

@@ -488,6 +488,7 @@ fn replacement(reg: &ClientRegistration) -> ClientUpdate {
         jwks_uri: Some(reg.jwks_uri.clone()),
         // Asked for, it is set; left out, an operator's `--require-par` stays (RFC 9126 §6).
         require_par: reg.require_par.then_some(true),
+        dpop_bound_access_tokens: Some(reg.dpop_bound_access_tokens),
         logo_uri: Some(reg.logo_uri.clone()),
         client_uri: Some(reg.client_uri.clone()),
         application_type: Some(

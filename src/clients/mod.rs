@@ -24,17 +24,21 @@ pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 /// RFC 8628 §3.4; the CLI also takes `device_code` as a short form ([`normalize_grant`]).
 pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
-pub const KNOWN_GRANTS: [&str; 4] = [
+/// RFC 8693 §2.1; the CLI also takes `token_exchange` as a short form.
+pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const KNOWN_GRANTS: [&str; 5] = [
     GRANT_AUTHORIZATION_CODE,
     GRANT_REFRESH_TOKEN,
     GRANT_CLIENT_CREDENTIALS,
     GRANT_DEVICE_CODE,
+    GRANT_TOKEN_EXCHANGE,
 ];
 
 /// A grant as an operator may type it: `device_code` stands for the device grant's URN.
 pub fn normalize_grant(grant: &str) -> String {
     match grant {
         "device_code" => GRANT_DEVICE_CODE.to_string(),
+        "token_exchange" => GRANT_TOKEN_EXCHANGE.to_string(),
         other => other.to_string(),
     }
 }
@@ -80,6 +84,10 @@ pub struct ClientRegistration {
     pub client_uri: Option<String>,
     /// `web` (default) or `native` (OIDC Dynamic Client Registration §2).
     pub application_type: Option<String>,
+    /// RFC 8707: the registered APIs the client may ask tokens for (`--resource`).
+    pub resources: Vec<String>,
+    /// RFC 9449 §5.2 `dpop_bound_access_tokens` (`--dpop-bound`).
+    pub dpop_bound_access_tokens: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +96,7 @@ pub enum RegistrationError {
     Name,
     #[error(transparent)]
     RedirectUri(#[from] RedirectUriError),
-    #[error("unknown grant {0:?}; expected one of authorization_code, refresh_token, client_credentials, urn:ietf:params:oauth:grant-type:device_code (or device_code)")]
+    #[error("unknown grant {0:?}; expected one of authorization_code, refresh_token, client_credentials, urn:ietf:params:oauth:grant-type:device_code (or device_code), urn:ietf:params:oauth:grant-type:token-exchange (or token_exchange)")]
     UnknownGrant(String),
     #[error("the authorization_code grant needs at least one --redirect-uri")]
     NoRedirectUri,
@@ -114,6 +122,12 @@ pub enum RegistrationError {
     InfoUri(&'static str, String),
     #[error("unknown application type {0:?}; expected web or native")]
     ApplicationType(String),
+    #[error("a public client cannot use token exchange: RFC 8693 needs an authenticated client")]
+    PublicTokenExchange,
+    #[error("{0}")]
+    Resource(String),
+    #[error("no resource {0:?} is registered; register it with `portcullis resource create`")]
+    UnknownResource(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -158,6 +172,17 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
     }
     if reg.public && grant_types.iter().any(|g| g == GRANT_CLIENT_CREDENTIALS) {
         return Err(RegistrationError::PublicClientCredentials);
+    }
+    if reg.public && grant_types.iter().any(|g| g == GRANT_TOKEN_EXCHANGE) {
+        return Err(RegistrationError::PublicTokenExchange);
+    }
+    let mut resources: Vec<String> = Vec::new();
+    for raw in &reg.resources {
+        let id = crate::protocol::resource::parse_identifier(raw)
+            .map_err(RegistrationError::Resource)?;
+        if !resources.contains(&id) {
+            resources.push(id);
+        }
     }
     let default_scope = if grant_types.iter().any(|g| g == GRANT_REFRESH_TOKEN) {
         "openid profile email offline_access"
@@ -262,6 +287,8 @@ pub fn prepare(reg: &ClientRegistration, now: Timestamp) -> Result<Registered, R
         logo_uri: reg.logo_uri.clone(),
         client_uri: reg.client_uri.clone(),
         application_type: application_type.to_string(),
+        resources,
+        dpop_bound_access_tokens: reg.dpop_bound_access_tokens,
         created_at: now,
         updated_at: now,
     };
@@ -279,6 +306,7 @@ pub async fn register(
     actor: &str,
 ) -> Result<Registered, RegistrationError> {
     let registered = prepare(reg, now)?;
+    check_resources_exist(store, &registered.client.resources).await?;
     let created = crate::events::Event::new(crate::events::EventType::ClientCreated, now)
         .subject(&registered.client.id)
         .client(Some(&registered.client.id))
@@ -298,6 +326,20 @@ pub async fn register(
     });
     store.record_audit(&event).await?;
     Ok(registered)
+}
+
+/// Every resource a client is allowed must be registered (RFC 8707 resources are the
+/// operator's list of APIs, not free text).
+pub async fn check_resources_exist(
+    store: &dyn Store,
+    resources: &[String],
+) -> Result<(), RegistrationError> {
+    for id in resources {
+        if store.get_resource(id).await?.is_none() {
+            return Err(RegistrationError::UnknownResource(id.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// A stored confidential client with a loopback `http` redirect URI. Earlier versions also

@@ -50,6 +50,8 @@ pub struct ClientUpdate {
     pub logo_uri: Option<Option<String>>,
     pub client_uri: Option<Option<String>>,
     pub application_type: Option<String>,
+    pub resources: Option<Vec<String>>,
+    pub dpop_bound_access_tokens: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +160,11 @@ impl ClientService {
         let before = self.get(id).await?;
         let now = self.clock.now();
         let (mut client, secret) = apply(&before, update, now)?;
+        if update.resources.is_some() {
+            super::check_resources_exist(&*self.store, &client.resources)
+                .await
+                .map_err(ClientError::Invalid)?;
+        }
         client.updated_at = now;
         let mut changed = changed_fields(&before, &client);
         let method_changed = before.token_endpoint_auth_method != client.token_endpoint_auth_method;
@@ -399,6 +406,8 @@ fn console_client(redirect: &str, now: i64) -> Client {
         logo_uri: None,
         client_uri: None,
         application_type: "web".to_string(),
+        resources: vec![],
+        dpop_bound_access_tokens: false,
         created_at: now,
         updated_at: now,
     }
@@ -481,6 +490,13 @@ fn apply(
                 .clone()
                 .unwrap_or_else(|| before.application_type.clone()),
         ),
+        resources: update
+            .resources
+            .clone()
+            .unwrap_or_else(|| before.resources.clone()),
+        dpop_bound_access_tokens: update
+            .dpop_bound_access_tokens
+            .unwrap_or(before.dpop_bound_access_tokens),
     };
     let fresh = prepare(&reg, now)?;
     let method = fresh.client.token_endpoint_auth_method.clone();
@@ -550,6 +566,11 @@ fn changed_fields(a: &Client, b: &Client) -> Vec<&'static str> {
     check("logo_uri", a.logo_uri == b.logo_uri);
     check("client_uri", a.client_uri == b.client_uri);
     check("application_type", a.application_type == b.application_type);
+    check("resources", a.resources == b.resources);
+    check(
+        "dpop_bound_access_tokens",
+        a.dpop_bound_access_tokens == b.dpop_bound_access_tokens,
+    );
     out
 }
 

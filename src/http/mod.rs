@@ -6,6 +6,7 @@ pub mod account_pages;
 pub mod api;
 pub mod console;
 pub mod device;
+pub mod dpop;
 pub mod health;
 pub mod logout;
 pub mod middleware;

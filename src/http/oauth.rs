@@ -7,7 +7,7 @@ use poem::{handler, Body, Request, Response};
 use url::Url;
 
 use crate::app::AppState;
-use crate::clients::GRANT_DEVICE_CODE;
+use crate::clients::{GRANT_DEVICE_CODE, GRANT_TOKEN_EXCHANGE};
 use crate::http::middleware::rate_limit;
 use crate::http::pages::{self, error_page, redirect, FormPostPage};
 use crate::http::{oauth_error_json, read_form, session};
@@ -21,7 +21,8 @@ use crate::protocol::error::{ErrorCode, OAuthError};
 use crate::protocol::params::Params;
 use crate::protocol::scope::Scope;
 use crate::protocol::token::{
-    authorization_code, client_credentials, device_code, refresh_token, TokenContext,
+    authorization_code, client_credentials, device_code, refresh_token, token_exchange,
+    TokenContext,
 };
 use crate::random;
 use crate::store::{AuthorizationCode, BrowserSession, Client, User};
@@ -275,6 +276,8 @@ async fn issue_code(
         expires_at: now + state.settings.oauth.code_ttl_secs as i64,
         used_at: None,
         access_token_jti: None,
+        resources: request.resources.clone(),
+        dpop_jkt: request.dpop_jkt.clone(),
     };
     if let Err(e) = state.store.create_code(&record).await {
         tracing::error!(error = %e, "could not store an authorization code");
@@ -674,6 +677,18 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
         None => return oauth_error_json(&OAuthError::invalid_request("grant_type is missing")),
     };
     let allowed = client.grant_types.iter().any(|g| g == grant_type);
+    // RFC 9449 §5: a proof binds the tokens to its key; a client registered with
+    // `dpop_bound_access_tokens` must send one (§5.2).
+    let proof = match crate::http::dpop::proof_of(state, req, "/token", None).await {
+        Ok(p) => p,
+        Err(failure) => return crate::http::dpop::token_endpoint_error(state, failure),
+    };
+    if proof.is_none() && client.dpop_bound_access_tokens {
+        return oauth_error_json(&OAuthError::new(
+            ErrorCode::InvalidDpopProof,
+            "this client must send a DPoP proof with every token request",
+        ));
+    }
     let ring = state.keys.ring();
     let ctx = TokenContext {
         store: &*state.store,
@@ -684,10 +699,12 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
         metrics: &state.metrics,
         settings: &state.settings,
         now: state.clock.now(),
+        dpop_jkt: proof.as_ref().map(|p| p.jkt.as_str()),
     };
     let result = match grant_type {
         // RFC 6749 §5.2: a known grant the client is not registered for.
         "authorization_code" | "refresh_token" | "client_credentials" | GRANT_DEVICE_CODE
+        | GRANT_TOKEN_EXCHANGE
             if !allowed =>
         {
             Err(OAuthError::new(
@@ -697,10 +714,11 @@ pub async fn token(req: &Request, body: Body, state: Data<&AppState>) -> Respons
         }
         "authorization_code" => authorization_code::exchange(&ctx, &client, &params).await,
         "refresh_token" => refresh_token::exchange(&ctx, &client, &params).await,
-        "client_credentials" => client_credentials::exchange(&ctx, &client, &params),
+        "client_credentials" => client_credentials::exchange(&ctx, &client, &params).await,
         GRANT_DEVICE_CODE if state.settings.device.enabled => {
             device_code::exchange(&ctx, &client, &params).await
         }
+        GRANT_TOKEN_EXCHANGE => token_exchange::exchange(&ctx, &client, &params).await,
         other => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!("grant_type {other:?} is not supported"),

@@ -76,8 +76,21 @@ fn invalid_token(description: &str) -> Response {
     bearer_error(OAuthError::new(ErrorCode::InvalidToken, description))
 }
 
-/// Checks a bearer access token: signature, the RFC 9068 §4 claims and the deny-list.
+/// Checks a bearer access token: signature, the RFC 9068 §4 claims and the deny-list. A
+/// DPoP-bound token is refused (RFC 9449 §7.2: it is not a bearer token).
 pub async fn check_bearer(state: &AppState, token: &str) -> Result<AccessClaims, OAuthError> {
+    let claims = check_access(state, token).await?;
+    if claims.cnf_jkt.is_some() {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidToken,
+            "the access token is DPoP-bound: present it with the DPoP scheme and a proof",
+        ));
+    }
+    Ok(claims)
+}
+
+/// Checks an access token of this provider's own audience, bound or not.
+pub async fn check_access(state: &AppState, token: &str) -> Result<AccessClaims, OAuthError> {
     let invalid = |d: &str| OAuthError::new(ErrorCode::InvalidToken, d);
     let Ok((payload, header, _)) = state.keys.ring().verify(token) else {
         return Err(invalid("the access token is invalid"));
@@ -86,7 +99,7 @@ pub async fn check_bearer(state: &AppState, token: &str) -> Result<AccessClaims,
         header.token_type(),
         &payload,
         &state.settings.issuer,
-        state.settings.access_token_audience(),
+        Some(state.settings.access_token_audience()),
         state.clock.now(),
     )
     .map_err(|reason| invalid(&format!("the access token is {reason}")))?;
@@ -117,15 +130,22 @@ pub async fn check_bearer(state: &AppState, token: &str) -> Result<AccessClaims,
 #[handler]
 pub async fn userinfo(req: &Request, body: Body, state: Data<&AppState>) -> Response {
     let state = *state;
+    // RFC 9449 §7.1: a DPoP-bound token comes with the DPoP scheme.
+    let mut dpop = false;
     let header = match req.headers().get("authorization").map(|v| v.to_str()) {
         None => None,
         Some(Ok(v)) => match v.split_once(' ') {
             Some((scheme, token))
-                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+                if (scheme.eq_ignore_ascii_case("bearer")
+                    || scheme.eq_ignore_ascii_case("dpop"))
+                    && !token.trim().is_empty() =>
             {
+                dpop = scheme.eq_ignore_ascii_case("dpop");
                 Some(token.trim().to_string())
             }
-            _ => return invalid_token("the Authorization header must be: Bearer <access token>"),
+            _ => return invalid_token(
+                "the Authorization header must be: Bearer <access token> or DPoP <access token>",
+            ),
         },
         Some(Err(_)) => return invalid_token("the Authorization header is not valid text"),
     };
@@ -156,9 +176,16 @@ pub async fn userinfo(req: &Request, body: Body, state: Data<&AppState>) -> Resp
         (None, None) => return invalid_token("no access token was sent"),
     };
 
-    let claims = match check_bearer(state, &token).await {
-        Ok(c) => c,
-        Err(e) => return bearer_error(e),
+    let claims = if dpop {
+        match dpop_claims(state, req, &token).await {
+            Ok(c) => c,
+            Err(resp) => return *resp,
+        }
+    } else {
+        match check_bearer(state, &token).await {
+            Ok(c) => c,
+            Err(e) => return bearer_error(e),
+        }
     };
     if !claims.scope.contains("openid") {
         return bearer_error(OAuthError::new(
@@ -178,4 +205,36 @@ pub async fn userinfo(req: &Request, body: Body, state: Data<&AppState>) -> Resp
         &serde_json::Value::Object(user_claims(&user, &claims.scope)),
         "no-store",
     )
+}
+
+/// RFC 9449 §7.1: a DPoP token with a proof of its key (`ath` = the token's hash, `htm` and
+/// `htu` of this request).
+async fn dpop_claims(
+    state: &AppState,
+    req: &Request,
+    token: &str,
+) -> Result<AccessClaims, Box<Response>> {
+    use crate::http::dpop::{proof_of, resource_challenge, resource_error};
+    let claims = check_access(state, token)
+        .await
+        .map_err(|e| Box::new(resource_challenge(state, e.code, &e.description)))?;
+    let proof = match proof_of(state, req, "/userinfo", Some(token)).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return Err(Box::new(resource_challenge(
+                state,
+                ErrorCode::InvalidDpopProof,
+                "a DPoP token needs a DPoP proof header",
+            )))
+        }
+        Err(failure) => return Err(Box::new(resource_error(state, failure))),
+    };
+    if claims.cnf_jkt.as_deref() != Some(proof.jkt.as_str()) {
+        return Err(Box::new(resource_challenge(
+            state,
+            ErrorCode::InvalidToken,
+            "the access token is not bound to the DPoP proof's key",
+        )));
+    }
+    Ok(claims)
 }

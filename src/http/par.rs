@@ -61,6 +61,23 @@ pub async fn push(req: &Request, body: Body, state: Data<&AppState>) -> Response
             return rate_limit::too_many_json("token", limits.token, &d);
         }
     }
+    // RFC 9449 §10.1: a DPoP proof at /par binds the code to its key (and must be the key a
+    // `dpop_jkt` names).
+    let mut params = params;
+    match crate::http::dpop::proof_of(state, req, PATH, None).await {
+        Ok(None) => {}
+        Ok(Some(proof)) => {
+            if params.get("dpop_jkt").is_some_and(|j| j != proof.jkt) {
+                let e = OAuthError::new(
+                    ErrorCode::InvalidDpopProof,
+                    "dpop_jkt does not name the key of the DPoP proof",
+                );
+                return refused(state, req, Some(&client.id), &e).await;
+            }
+            params.set("dpop_jkt", Some(proof.jkt));
+        }
+        Err(failure) => return crate::http::dpop::token_endpoint_error(state, failure),
+    }
     let kept = match par::accept(&params, &client, &state.settings.oauth) {
         Ok(p) => p,
         Err(e) => return refused(state, req, Some(&client.id), &e).await,

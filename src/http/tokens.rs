@@ -36,6 +36,7 @@ pub(crate) fn context<'a>(state: &'a AppState, ring: &'a crate::keys::KeyRing) -
         metrics: &state.metrics,
         settings: &state.settings,
         now: state.clock.now(),
+        dpop_jkt: None,
     }
 }
 

@@ -33,7 +33,7 @@ pub fn parse_jwks(raw: &str) -> Result<Vec<Jwk>, String> {
     Ok(out)
 }
 
-fn verifier_for(alg: &str, jwk: &Jwk) -> Option<Box<dyn JwsVerifier>> {
+pub(crate) fn verifier_for(alg: &str, jwk: &Jwk) -> Option<Box<dyn JwsVerifier>> {
     Some(match alg {
         "RS256" => Box::new(RS256.verifier_from_jwk(jwk).ok()?),
         "PS256" => Box::new(PS256.verifier_from_jwk(jwk).ok()?),

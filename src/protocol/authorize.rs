@@ -63,6 +63,10 @@ pub struct AuthorizationRequest {
     pub essential_acr: Option<Vec<String>>,
     /// A `sub` value requested through `claims` (OIDC Core §5.5.1: only that user will do).
     pub claims_sub: Option<String>,
+    /// RFC 8707 §2: the APIs the tokens of this grant may be for.
+    pub resources: Vec<String>,
+    /// RFC 9449 §10: the thumbprint of the DPoP key the code will be bound to.
+    pub dpop_jkt: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -232,6 +236,26 @@ pub fn validate(
 
     // RFC 6749 §3.3.
     let scope = requested_scope(params.get("scope"), client).map_err(|(c, m)| fail(c, m))?;
+    // RFC 8707 §2: each `resource` well-formed and allowed to the client.
+    let resources = crate::protocol::resource::requested(params, client)
+        .map_err(|e| fail(e.code, e.description))?;
+    // RFC 9449 §10: `dpop_jkt` is a base64url SHA-256 thumbprint (43 characters).
+    let dpop_jkt = match params.get("dpop_jkt") {
+        None => None,
+        Some(j)
+            if j.len() == 43
+                && j.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Some(j.to_string())
+        }
+        Some(_) => {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "dpop_jkt must be the base64url SHA-256 JWK thumbprint of the DPoP key".into(),
+            ))
+        }
+    };
 
     // RFC 7636 §4.3-4.4 and RFC 9700 §2.1.1.
     let code_challenge = params.get("code_challenge").map(str::to_string);
@@ -343,6 +367,8 @@ pub fn validate(
         required_acr,
         essential_acr: essential,
         claims_sub,
+        resources,
+        dpop_jkt,
     })
 }
 

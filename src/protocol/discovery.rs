@@ -62,6 +62,9 @@ pub struct ProviderMetadata {
     /// RFC 8414 §2 / RFC 7591 §3: only while registration is switched on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registration_endpoint: Option<String>,
+    /// RFC 9449 §5.1: the algorithms DPoP proofs may use.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dpop_signing_alg_values_supported: Vec<String>,
 }
 
 impl ProviderMetadata {
@@ -86,6 +89,7 @@ impl ProviderMetadata {
                 "authorization_code",
                 "refresh_token",
                 "client_credentials",
+                crate::clients::GRANT_TOKEN_EXCHANGE,
             ],
             code_challenge_methods_supported: pkce,
             token_endpoint_auth_methods_supported: AUTH_METHODS.to_vec(),
@@ -113,7 +117,14 @@ impl ProviderMetadata {
             pushed_authorization_request_endpoint: None,
             require_pushed_authorization_requests: None,
             registration_endpoint: None,
+            dpop_signing_alg_values_supported: Vec::new(),
         }
+    }
+
+    /// RFC 9449 §5.1.
+    pub fn with_dpop(mut self, dpop: &crate::config::DpopSettings) -> ProviderMetadata {
+        self.dpop_signing_alg_values_supported = dpop.signing_algs.clone();
+        self
     }
 
     /// Adds the RFC 9126 §5 metadata when PAR is enabled. `request_uri_parameter_supported`

@@ -49,6 +49,12 @@ pub enum ErrorCode {
     SlowDown,
     /// RFC 8628 §3.5: the device code's lifetime is over; start a new device authorization.
     ExpiredToken,
+    /// RFC 8707 §2: the resource is unknown, not this client's, or not granted.
+    InvalidTarget,
+    /// RFC 9449 §5 and §7.1: the DPoP proof is missing or invalid.
+    InvalidDpopProof,
+    /// RFC 9449 §8 and §9: send the proof again with the server's `DPoP-Nonce`.
+    UseDpopNonce,
 }
 
 impl ErrorCode {
@@ -75,6 +81,9 @@ impl ErrorCode {
             ErrorCode::AuthorizationPending => "authorization_pending",
             ErrorCode::SlowDown => "slow_down",
             ErrorCode::ExpiredToken => "expired_token",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
         }
     }
 
@@ -149,5 +158,9 @@ mod tests {
         assert_eq!(ErrorCode::UnsupportedGrantType.http_status(), 400);
         assert_eq!(ErrorCode::InvalidToken.http_status(), 401);
         assert_eq!(ErrorCode::InsufficientScope.http_status(), 403);
+        // RFC 8707 §2 and RFC 9449 §5, §8: errors of the token endpoint.
+        assert_eq!(ErrorCode::InvalidTarget.http_status(), 400);
+        assert_eq!(ErrorCode::InvalidDpopProof.http_status(), 400);
+        assert_eq!(ErrorCode::UseDpopNonce.http_status(), 400);
     }
 }

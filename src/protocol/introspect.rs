@@ -40,12 +40,12 @@ pub async fn introspect(
     token: &str,
 ) -> Result<Value, OAuthError> {
     if let Ok((payload, header, _)) = ctx.ring.verify(token) {
-        let audience = ctx.settings.access_token_audience();
+        // Tokens of every audience: this provider's own and each registered API's (RFC 8707).
         let Ok(claims) = check_access_token(
             header.token_type(),
             &payload,
             &ctx.settings.issuer,
-            audience,
+            None,
             ctx.now,
         ) else {
             return Ok(inactive());
@@ -70,7 +70,7 @@ pub async fn introspect(
             return Ok(inactive());
         }
         let set = payload.claims_set();
-        return Ok(json!({
+        let mut answer = json!({
             "active": true,
             "scope": claims.scope.to_string(),
             "client_id": claims.client_id,
@@ -81,7 +81,17 @@ pub async fn introspect(
             "aud": set.get("aud"),
             "jti": claims.jti,
             "token_type": "Bearer",
-        }));
+        });
+        // RFC 9449 §6.2: a bound token's `cnf` and its type, so the resource server can
+        // check the proof it was sent with; RFC 8693 §4.1: `act` of an exchanged token.
+        if let Some(jkt) = &claims.cnf_jkt {
+            answer["cnf"] = json!({ "jkt": jkt });
+            answer["token_type"] = json!("DPoP");
+        }
+        if let Some(act) = set.get("act") {
+            answer["act"] = act.clone();
+        }
+        return Ok(answer);
     }
     match live_refresh(ctx, caller, token).await? {
         Some(t) => {

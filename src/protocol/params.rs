@@ -14,6 +14,10 @@ pub const MAX_INPUT: usize = 16 * 1024;
 pub const MAX_ENCODED: usize = 3 * MAX_INPUT;
 /// Largest accepted single value.
 pub const MAX_VALUE: usize = 4 * 1024;
+/// Parameters that may appear more than once: RFC 8707 §2 `resource` and RFC 8693 §2.1
+/// `audience`. Their values are URIs, which never contain a space, so repeats are kept
+/// joined by one space and read back with [`Params::get_all`].
+const REPEATABLE: [&str; 2] = ["resource", "audience"];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params(BTreeMap<String, String>);
@@ -49,6 +53,14 @@ impl Params {
             if value.is_empty() {
                 continue;
             }
+            if REPEATABLE.contains(&name.as_str()) {
+                if let Some(earlier) = map.get_mut(&name) {
+                    let earlier: &mut String = earlier;
+                    earlier.push(' ');
+                    earlier.push_str(&value);
+                    continue;
+                }
+            }
             if map.insert(name.clone(), value).is_some() {
                 return Err(ParamError::Duplicate(name));
             }
@@ -58,6 +70,13 @@ impl Params {
 
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
+    }
+
+    /// Every value of a repeatable parameter (`resource`, `audience`), in request order.
+    pub fn get_all(&self, name: &str) -> Vec<&str> {
+        self.get(name)
+            .map(|v| v.split(' ').filter(|p| !p.is_empty()).collect())
+            .unwrap_or_default()
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -124,6 +143,15 @@ mod tests {
         assert_eq!(Params::parse(big.as_bytes()), Err(ParamError::TooLarge));
         // An empty duplicate is an omitted parameter, not a repeat.
         assert!(Params::parse(b"state=1&state=").is_ok());
+    }
+
+    #[test]
+    fn resource_and_audience_may_repeat() {
+        let p =
+            Params::parse(b"resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&audience=x").unwrap();
+        assert_eq!(p.get_all("resource"), vec!["https://a", "https://b"]);
+        assert_eq!(p.get_all("audience"), vec!["x"]);
+        assert_eq!(Params::parse(p.to_query().as_bytes()).unwrap(), p);
     }
 
     #[test]

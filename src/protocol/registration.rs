@@ -285,6 +285,10 @@ pub fn parse(
         logo_uri: m.string("logo_uri")?,
         client_uri: m.string("client_uri")?,
         application_type,
+        // RFC 8707 resources are an operator's grant, never self-registered.
+        resources: Vec::new(),
+        // RFC 9449 §5.2.
+        dpop_bound_access_tokens: m.bool("dpop_bound_access_tokens")?.unwrap_or(false),
     };
     Ok(MetadataRequest {
         registration,
@@ -425,6 +429,12 @@ pub fn refusal(e: &RegistrationError, reg: &ClientRegistration) -> Option<Metada
         RegistrationError::ApplicationType(t) => metadata(format!(
             "application_type: {t:?} is not supported; use web or native"
         )),
+        RegistrationError::PublicTokenExchange => metadata(
+            "grant_types: a client with token_endpoint_auth_method none cannot use token exchange",
+        ),
+        RegistrationError::Resource(e) | RegistrationError::UnknownResource(e) => {
+            metadata(format!("resource: {e}"))
+        }
         RegistrationError::Store(_) => return None,
     })
 }
@@ -458,6 +468,7 @@ pub fn client_information(client: &Client, issued: &Issued<'_>) -> Value {
         "post_logout_redirect_uris": client.post_logout_redirect_uris,
         "backchannel_logout_session_required": client.backchannel_logout_session_required,
         "require_pushed_authorization_requests": client.require_par,
+        "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
     });
     let Value::Object(map) = &mut out else {
         return out;

@@ -42,6 +42,18 @@ impl Scope {
         Scope(self.0.union(&other.0).cloned().collect())
     }
 
+    /// The tokens in both: a token for one API carries only that API's scopes (RFC 8707 §2.2).
+    pub fn intersection<'a>(&self, other: impl IntoIterator<Item = &'a str>) -> Scope {
+        let other: BTreeSet<&str> = other.into_iter().collect();
+        Scope(
+            self.0
+                .iter()
+                .filter(|t| other.contains(t.as_str()))
+                .cloned()
+                .collect(),
+        )
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

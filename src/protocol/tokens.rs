@@ -24,6 +24,10 @@ pub struct Grant<'a> {
     pub nonce: Option<&'a str>,
     pub sid: Option<&'a str>,
     pub now: Timestamp,
+    /// RFC 8707: the API the access token is for; `None` is the deployment's audience.
+    pub resource: Option<&'a crate::store::ApiResource>,
+    /// RFC 8693 §4.1: the actor of a token exchange.
+    pub act: Option<&'a Value>,
 }
 
 fn payload(map: Map<String, Value>) -> JwtPayload {
@@ -106,14 +110,19 @@ pub struct AccessClaims {
     pub auth_time: Option<Timestamp>,
     /// The level that sign-in reached (`1fa`, `mfa`, `phr`), when the token carries one.
     pub acr: Option<String>,
+    /// RFC 9449 §6.1: the thumbprint of the key a DPoP-bound token is bound to.
+    pub cnf_jkt: Option<String>,
+    /// The audiences (`aud`) of the token.
+    pub aud: Vec<String>,
 }
 
-/// RFC 9068 §4: after the signature, check `typ`, `iss`, `aud` and `exp`.
+/// RFC 9068 §4: after the signature, check `typ`, `iss`, `aud` and `exp`. Without an
+/// `audience` any audience will do (introspection answers for every API's tokens).
 pub fn check_access_token(
     typ: Option<&str>,
     claims: &JwtPayload,
     issuer: &str,
-    audience: &str,
+    audience: Option<&str>,
     now: Timestamp,
 ) -> Result<AccessClaims, &'static str> {
     if !matches!(typ, Some("at+jwt") | Some("application/at+jwt")) {
@@ -124,10 +133,17 @@ pub fn check_access_token(
     if text("iss").as_deref() != Some(issuer) {
         return Err("issued by someone else");
     }
-    let aud_ok = match set.get("aud") {
-        Some(Value::String(a)) => a == audience,
-        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience)),
-        _ => false,
+    let aud: Vec<String> = match set.get("aud") {
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let aud_ok = match audience {
+        Some(wanted) => aud.iter().any(|a| a == wanted),
+        None => !aud.is_empty(),
     };
     if !aud_ok {
         return Err("not meant for this audience");
@@ -144,5 +160,11 @@ pub fn check_access_token(
         exp,
         auth_time: set.get("auth_time").and_then(Value::as_i64),
         acr: text("acr"),
+        cnf_jkt: set
+            .get("cnf")
+            .and_then(|c| c.get("jkt"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        aud,
     })
 }

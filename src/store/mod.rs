@@ -16,6 +16,7 @@ mod sql_magic_link;
 mod sql_mfa;
 mod sql_par;
 mod sql_registration;
+mod sql_resources;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub use sql_events::{
 };
 pub use sql_par::{ParStore, PushedRequest};
 pub use sql_registration::{DynamicRegistration, InitialAccessToken, RegistrationStore};
+pub use sql_resources::{ApiResource, ResourceStore};
 
 /// Unix time in seconds (UTC), the one time representation in storage.
 pub type Timestamp = i64;
@@ -511,6 +513,7 @@ pub trait Store:
     + MagicLinkStore
     + IdentityStore
     + EventStore
+    + ResourceStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -52,6 +52,10 @@ pub struct Client {
     pub client_uri: Option<String>,
     /// OIDC Dynamic Client Registration §2 `application_type`: `web` (default) or `native`.
     pub application_type: String,
+    /// RFC 8707: the resource identifiers (registered APIs) this client may ask tokens for.
+    pub resources: Vec<String>,
+    /// RFC 9449 §5.2 `dpop_bound_access_tokens`: every token request must carry a DPoP proof.
+    pub dpop_bound_access_tokens: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -235,6 +239,10 @@ pub struct AuthorizationCode {
     pub used_at: Option<Timestamp>,
     /// The `jti` of the access token issued when the code was redeemed.
     pub access_token_jti: Option<String>,
+    /// RFC 8707 §2: the resources the authorization request named.
+    pub resources: Vec<String>,
+    /// RFC 9449 §10: the code is redeemed only with a DPoP proof of this key.
+    pub dpop_jkt: Option<String>,
 }
 
 /// What a refresh needs, read at once: the token, its user (if the row still exists) and the
@@ -275,6 +283,10 @@ pub struct RefreshToken {
     /// How the user signed in (RFC 8176 values) and the resulting `acr`: refreshes keep them.
     pub amr: Vec<String>,
     pub acr: Option<String>,
+    /// RFC 8707 §2.2: the resources granted at authorization; any of them may be asked for.
+    pub resources: Vec<String>,
+    /// RFC 9449 §5: the JWK thumbprint a public client's refresh tokens are bound to.
+    pub dpop_jkt: Option<String>,
 }
 
 /// What a single-use account token is for.

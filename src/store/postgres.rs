@@ -15,6 +15,7 @@ use super::sql_magic_link::impl_sql_magic_link_store;
 use super::sql_mfa::impl_sql_mfa_store;
 use super::sql_par::impl_sql_par_store;
 use super::sql_registration::impl_sql_registration_store;
+use super::sql_resources::impl_sql_resource_store;
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -58,3 +59,4 @@ impl_sql_event_store!(
     "postgres",
     "FOR UPDATE SKIP LOCKED"
 );
+impl_sql_resource_store!(PostgresStore, Postgres, "postgres");

@@ -63,17 +63,18 @@ macro_rules! impl_sql_store {
             first_party, id_token_signed_response_alg, access_token_signed_response_alg, \
             always_issue_refresh_token, backchannel_logout_uri, \
             backchannel_logout_session_required, jwks, jwks_uri, require_mfa, disabled, created_at, \
-            updated_at, require_par, dynamic, logo_uri, client_uri, application_type";
+            updated_at, require_par, dynamic, logo_uri, client_uri, application_type, resources, \
+            dpop_bound_access_tokens";
         const REFRESH_COLUMNS: &str = "id, token_hash, family_id, parent_id, generation, client_id, \
             user_id, scope, session_id_hash, auth_code_hash, user_agent, auth_time, created_at, \
             expires_at, family_expires_at, used_at, revoked_at, access_token_jti, \
-            successor_sealed, reuse_count, amr, acr";
+            successor_sealed, reuse_count, amr, acr, resources, dpop_jkt";
         const SESSION_COLUMNS: &str = "id_hash, sid, user_id, auth_time, amr, acr, user_agent, ip, \
             created_at, last_seen_at, expires_at, revoked_at";
         const CODE_COLUMNS: &str = "code_hash, client_id, user_id, session_id_hash, redirect_uri, \
             redirect_uri_given, response_mode, scope, nonce, code_challenge, \
             code_challenge_method, auth_time, amr, acr, created_at, expires_at, used_at, \
-            access_token_jti";
+            access_token_jti, resources, dpop_jkt";
         const USER_COLUMNS: &str = "id, email, email_verified, name, password_hash, roles, \
             disabled, created_at, updated_at, deleted_at";
         const KEY_COLUMNS: &str =
@@ -107,6 +108,8 @@ macro_rules! impl_sql_store {
                 logo_uri: row.try_get("logo_uri")?,
                 client_uri: row.try_get("client_uri")?,
                 application_type: row.try_get("application_type")?,
+                resources: list_from_json("resources", row.try_get("resources")?)?,
+                dpop_bound_access_tokens: row.try_get("dpop_bound_access_tokens")?,
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
             })
@@ -180,6 +183,8 @@ macro_rules! impl_sql_store {
                 expires_at: row.try_get("expires_at")?,
                 used_at: row.try_get("used_at")?,
                 access_token_jti: row.try_get("access_token_jti")?,
+                resources: list_from_json("resources", row.try_get("resources")?)?,
+                dpop_jkt: row.try_get("dpop_jkt")?,
             })
         }
 
@@ -207,6 +212,8 @@ macro_rules! impl_sql_store {
                 reuse_count: row.try_get("reuse_count")?,
                 amr: list_from_json("amr", row.try_get("amr")?)?,
                 acr: row.try_get("acr")?,
+                resources: list_from_json("resources", row.try_get("resources")?)?,
+                dpop_jkt: row.try_get("dpop_jkt")?,
             })
         }
 
@@ -216,7 +223,7 @@ macro_rules! impl_sql_store {
         {
             let sql = format!(
                 "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, \
-                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
             );
             sqlx::query(&sql)
                 .bind(t.id)
@@ -241,6 +248,8 @@ macro_rules! impl_sql_store {
                 .bind(t.reuse_count)
                 .bind(list_to_json(&t.amr))
                 .bind(&t.acr)
+                .bind(list_to_json(&t.resources))
+                .bind(&t.dpop_jkt)
                 .execute(executor)
                 .await?;
             Ok(())
@@ -310,9 +319,9 @@ macro_rules! impl_sql_store {
                      always_issue_refresh_token, backchannel_logout_uri, \
                      backchannel_logout_session_required, jwks, jwks_uri, require_mfa, created_at, \
                      updated_at, disabled, name_lower, require_par, dynamic, logo_uri, client_uri, \
-                     application_type) \
+                     application_type, resources, dpop_bound_access_tokens) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                     $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
+                     $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
                 )
                 .bind(&c.id)
                 .bind(&c.name)
@@ -340,6 +349,8 @@ macro_rules! impl_sql_store {
                 .bind(&c.logo_uri)
                 .bind(&c.client_uri)
                 .bind(&c.application_type)
+                .bind(list_to_json(&c.resources))
+                .bind(c.dpop_bound_access_tokens)
                 .execute(&mut *tx)
                 .await?;
                 insert_events(&mut tx, events).await?;
@@ -561,6 +572,8 @@ macro_rules! impl_sql_store {
                     // Kept a day past their end, so a late click is told why it is refused.
                     "DELETE FROM magic_links WHERE token_hash IN \
                      (SELECT token_hash FROM magic_links WHERE expires_at < $1 - 86400 LIMIT $2)",
+                    "DELETE FROM dpop_proofs WHERE jti_hash IN \
+                     (SELECT jti_hash FROM dpop_proofs WHERE expires_at < $1 LIMIT $2)",
                 ];
                 let mut removed = 0;
                 for sql in statements {
@@ -692,7 +705,7 @@ macro_rules! impl_sql_store {
             async fn create_code(&self, c: &AuthorizationCode) -> StoreResult<()> {
                 let sql = format!(
                     "INSERT INTO authorization_codes ({CODE_COLUMNS}) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
                 );
                 sqlx::query(&sql)
                     .bind(&c.code_hash)
@@ -713,6 +726,8 @@ macro_rules! impl_sql_store {
                     .bind(c.expires_at)
                     .bind(c.used_at)
                     .bind(&c.access_token_jti)
+                    .bind(list_to_json(&c.resources))
+                    .bind(&c.dpop_jkt)
                     .execute(&self.writer)
                     .await?;
                 Ok(())

@@ -135,7 +135,7 @@ macro_rules! impl_sql_admin_store {
 
             #[tracing::instrument(skip_all, fields(db.system = $backend, otel.kind = "client"))]
             async fn update_client(&self, c: &Client, write_secret: bool, events: &[Event]) -> StoreResult<bool> {
-                let secret = if write_secret { ", secret_hash = $23" } else { "" };
+                let secret = if write_secret { ", secret_hash = $25" } else { "" };
                 let sql = format!(
                     "UPDATE clients SET name = $1, name_lower = $2, redirect_uris = $3, \
                      post_logout_redirect_uris = $4, grant_types = $5, scope = $6, \
@@ -144,7 +144,8 @@ macro_rules! impl_sql_admin_store {
                      always_issue_refresh_token = $11, backchannel_logout_uri = $12, \
                      backchannel_logout_session_required = $13, jwks = $14, jwks_uri = $15, \
                      require_mfa = $16, updated_at = $17, require_par = $19, logo_uri = $20, \
-                     client_uri = $21, application_type = $22{secret} WHERE id = $18"
+                     client_uri = $21, application_type = $22, resources = $23, \
+                     dpop_bound_access_tokens = $24{secret} WHERE id = $18"
                 );
                 let mut query = sqlx::query(&sql)
                     .bind(&c.name)
@@ -168,7 +169,9 @@ macro_rules! impl_sql_admin_store {
                     .bind(c.require_par)
                     .bind(&c.logo_uri)
                     .bind(&c.client_uri)
-                    .bind(&c.application_type);
+                    .bind(&c.application_type)
+                    .bind(list_to_json(&c.resources))
+                    .bind(c.dpop_bound_access_tokens);
                 if write_secret {
                     query = query.bind(&c.secret_hash);
                 }

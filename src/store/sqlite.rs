@@ -16,6 +16,7 @@ use super::sql_magic_link::impl_sql_magic_link_store;
 use super::sql_mfa::impl_sql_mfa_store;
 use super::sql_par::impl_sql_par_store;
 use super::sql_registration::impl_sql_registration_store;
+use super::sql_resources::impl_sql_resource_store;
 
 pub struct SqliteStore {
     /// Reads: up to `database.max_connections`, side by side (WAL: readers never wait).
@@ -75,3 +76,4 @@ impl_sql_registration_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_magic_link_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_identity_store!(SqliteStore, Sqlite, "sqlite");
 impl_sql_event_store!(SqliteStore, Sqlite, "sqlite", "");
+impl_sql_resource_store!(SqliteStore, Sqlite, "sqlite");

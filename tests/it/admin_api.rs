@@ -126,6 +126,17 @@ async fn every_admin_route_needs_a_token_and_the_admin_role() {
         (Method::GET, "/admin/keys".into(), None),
         (Method::POST, "/admin/keys/rotate".into(), None),
         (Method::POST, "/admin/keys/some-kid/revoke".into(), None),
+        (Method::GET, "/admin/resources".into(), None),
+        (
+            Method::POST,
+            "/admin/resources".into(),
+            Some(json!({"identifier": "https://api.example.com", "scopes": ["read"]})),
+        ),
+        (
+            Method::DELETE,
+            "/admin/resources?identifier=https%3A%2F%2Fapi.example.com".into(),
+            None,
+        ),
         (
             Method::DELETE,
             format!("/admin/clients/{}", client.id),
@@ -163,6 +174,7 @@ async fn every_admin_route_needs_a_token_and_the_admin_role() {
         "/admin/keys",
         "/admin/keys/rotate",
         "/admin/keys/{kid}/revoke",
+        "/admin/resources",
     ] {
         let ops = doc["paths"][path]
             .as_object()
@@ -1183,4 +1195,77 @@ async fn searches_with_nul_find_nothing_and_never_fail() {
         assert_eq!(status, StatusCode::OK, "{path}: {page}");
         assert_eq!(page["items"], json!([]), "{path}");
     }
+}
+
+#[tokio::test]
+async fn admins_register_list_and_delete_resources() {
+    let app = TestApp::spawn().await;
+    first_party(&app).await;
+    let (_, admin) = signed_in(&app, "root@example.com", &["admin"]).await;
+    let body = json!({
+        "identifier": "https://orders.example.com",
+        "scopes": ["orders:read", "orders:write"],
+        "accessTokenLifetimeSecs": 300
+    });
+    let (status, created) = api(
+        &app,
+        Method::POST,
+        "/admin/resources",
+        Some(&admin),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["accessTokenLifetimeSecs"], 300);
+    let again = api(
+        &app,
+        Method::POST,
+        "/admin/resources",
+        Some(&admin),
+        Some(body),
+    )
+    .await;
+    assert_error(&again, 409, "resource_exists");
+    for bad in [
+        json!({"identifier": "not a uri", "scopes": ["x"]}),
+        json!({"identifier": "https://a.example.com", "scopes": []}),
+        json!({"identifier": "https://a.example.com", "scopes": ["x"], "accessTokenLifetimeSecs": 1}),
+    ] {
+        let got = api(
+            &app,
+            Method::POST,
+            "/admin/resources",
+            Some(&admin),
+            Some(bad.clone()),
+        )
+        .await;
+        assert_error(&got, 422, "invalid_resource");
+    }
+    let (status, list) = api(&app, Method::GET, "/admin/resources", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["items"][0]["identifier"], "https://orders.example.com");
+    assert_eq!(
+        last_event(&app, &admin, "resource.created").await["detail"]["resource"],
+        "https://orders.example.com"
+    );
+    // A client gets the resource and DPoP through the clients API.
+    let (status, client) = api(
+        &app,
+        Method::POST,
+        "/admin/clients",
+        Some(&admin),
+        Some(json!({
+            "name": "batch", "grantTypes": ["client_credentials"], "scope": "orders:read",
+            "resources": ["https://orders.example.com"], "dpopBoundAccessTokens": true
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{client}");
+    assert_eq!(client["resources"], json!(["https://orders.example.com"]));
+    assert_eq!(client["dpopBoundAccessTokens"], true);
+    let path = "/admin/resources?identifier=https%3A%2F%2Forders.example.com";
+    let (status, _) = api(&app, Method::DELETE, path, Some(&admin), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let gone = api(&app, Method::DELETE, path, Some(&admin), None).await;
+    assert_error(&gone, 404, "not_found");
 }

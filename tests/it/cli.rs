@@ -920,3 +920,116 @@ async fn require_mfa_clients_and_user_reset_mfa() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn resources_are_registered_listed_given_to_clients_and_deleted() {
+    let cli = Cli::new().await;
+    let out = cli.run(&[
+        "resource",
+        "create",
+        "--identifier",
+        "https://orders.example.com",
+        "--scope",
+        "orders:read",
+        "--scope",
+        "orders:write",
+        "--access-token-lifetime",
+        "300",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        created["scopes"],
+        serde_json::json!(["orders:read", "orders:write"])
+    );
+    // Refused input exits 2 and names the problem.
+    for bad in [
+        vec!["--identifier", "orders", "--scope", "x"],
+        vec!["--identifier", "https://a.example.com"],
+        vec![
+            "--identifier",
+            "https://a.example.com",
+            "--scope",
+            "x",
+            "--access-token-lifetime",
+            "1",
+        ],
+        vec!["--identifier", "https://orders.example.com", "--scope", "x"],
+    ] {
+        let mut args = vec!["resource", "create"];
+        args.extend(bad.iter().copied());
+        let out = cli.run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = cli.run(&["resource", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // A client is allowed registered resources only.
+    let client = |resource: &str| {
+        cli.run(&[
+            "client",
+            "create",
+            "--name",
+            "batch",
+            "--grant",
+            "client_credentials",
+            "--scope",
+            "orders:read",
+            "--resource",
+            resource,
+            "--dpop-bound",
+            "--json",
+        ])
+    };
+    assert_eq!(client("https://unknown.example.com").status.code(), Some(2));
+    let out = client("https://orders.example.com");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = cli.run(&["client", "show", &id, "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown["resources"],
+        serde_json::json!(["https://orders.example.com"])
+    );
+    assert_eq!(shown["dpop_bound_access_tokens"], true);
+    let out = cli.run(&[
+        "client",
+        "update",
+        &id,
+        "--no-resources",
+        "--dpop-bound",
+        "false",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cli
+        .run(&["resource", "delete", "https://orders.example.com"])
+        .status
+        .success());
+    assert_eq!(
+        cli.run(&["resource", "delete", "https://orders.example.com"])
+            .status
+            .code(),
+        Some(2)
+    );
+}

@@ -68,6 +68,7 @@ async fn discovery_documents_name_the_exact_issuer_and_jwks() {
                 "authorization_code",
                 "refresh_token",
                 "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
                 "urn:ietf:params:oauth:grant-type:device_code"
             ])
         );

@@ -37,6 +37,8 @@ fn client(id: &str) -> Client {
         logo_uri: Some("https://app.example.com/logo.png".into()),
         client_uri: Some("https://app.example.com/".into()),
         application_type: "native".into(),
+        resources: vec![],
+        dpop_bound_access_tokens: false,
         created_at: 100,
         updated_at: 100,
     }
@@ -235,6 +237,8 @@ fn code(hash: &str, client_id: &str, user_id: Uuid) -> AuthorizationCode {
         expires_at: 160,
         used_at: None,
         access_token_jti: None,
+        resources: vec!["https://api.example.com".into()],
+        dpop_jkt: Some("jkt".into()),
     }
 }
 
@@ -269,6 +273,8 @@ fn refresh(
         reuse_count: 0,
         amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
         acr: Some("mfa".into()),
+        resources: vec!["https://api.example.com".into()],
+        dpop_jkt: Some("jkt".into()),
     }
 }
 
@@ -2185,4 +2191,61 @@ mod identity_postgres {
         identities_link_once_and_a_new_account_comes_with_its_identity_or_not_at_all,
         parallel_unlinks_keep_the_last_way_to_sign_in,
     );
+}
+
+async fn resources_round_trip_and_dpop_proof_ids_are_taken_once(store: Arc<dyn Store>) {
+    let api = portcullis::store::ApiResource {
+        identifier: "https://api.example.com".into(),
+        scopes: vec!["read".into(), "write".into()],
+        access_token_ttl_secs: Some(300),
+        created_at: 100,
+    };
+    store.create_resource(&api).await.unwrap();
+    assert!(matches!(
+        store.create_resource(&api).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_resource(&api.identifier).await.unwrap(),
+        Some(api.clone())
+    );
+    assert_eq!(store.list_resources().await.unwrap(), vec![api.clone()]);
+    // A client's resources, and the resources a code and a refresh token carry.
+    let mut c = client("api-client");
+    c.resources = vec![api.identifier.clone()];
+    c.dpop_bound_access_tokens = true;
+    store.create_client(&c, &[]).await.unwrap();
+    let stored = store.get_client("api-client").await.unwrap().unwrap();
+    assert_eq!(stored.resources, c.resources);
+    assert!(stored.dpop_bound_access_tokens);
+
+    // Of parallel uses of one proof id exactly one wins, on every instance.
+    let tries = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.remember_dpop_proof("jti-hash", 500).await.unwrap() })
+    });
+    let wins = futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(wins, 1);
+    store.remember_dpop_proof("old", 50).await.unwrap();
+    store.purge_expired(100, 100).await.unwrap();
+    // The expired id is gone (usable again), the live one stays.
+    assert!(store.remember_dpop_proof("old", 150).await.unwrap());
+    assert!(!store.remember_dpop_proof("jti-hash", 500).await.unwrap());
+
+    assert!(store.delete_resource(&api.identifier).await.unwrap());
+    assert!(!store.delete_resource(&api.identifier).await.unwrap());
+}
+
+mod resources_sqlite {
+    use super::*;
+    contract_suite!(@tests sqlite_db; resources_round_trip_and_dpop_proof_ids_are_taken_once);
+}
+
+mod resources_postgres {
+    use super::*;
+    contract_suite!(@tests postgres_db; resources_round_trip_and_dpop_proof_ids_are_taken_once);
 }

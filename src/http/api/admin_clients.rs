@@ -69,6 +69,10 @@ pub struct ClientView {
     client_uri: Option<String>,
     /// `web` or `native`.
     application_type: String,
+    /// RFC 8707: the registered APIs the client may ask tokens for.
+    resources: Vec<String>,
+    /// RFC 9449 §5.2: every token request must carry a DPoP proof.
+    dpop_bound_access_tokens: bool,
     /// The console's own client, managed by Portcullis (read-only here).
     built_in: bool,
     created_at: DateTime<Utc>,
@@ -101,6 +105,8 @@ impl From<&Client> for ClientView {
             logo_uri: c.logo_uri.clone(),
             client_uri: c.client_uri.clone(),
             application_type: c.application_type.clone(),
+            resources: c.resources.clone(),
+            dpop_bound_access_tokens: c.dpop_bound_access_tokens,
             built_in: c.id == CONSOLE_CLIENT_ID,
             created_at: time(c.created_at),
             updated_at: time(c.updated_at),
@@ -203,6 +209,12 @@ struct NewClient {
     /// `web` (default) or `native`.
     #[oai(validator(max_length = 16))]
     application_type: Option<String>,
+    /// RFC 8707: registered resource identifiers the client may ask tokens for.
+    #[oai(default, validator(max_items = 50, max_length = 512))]
+    resources: Vec<String>,
+    /// RFC 9449 §5.2: every token request must carry a DPoP proof.
+    #[oai(default)]
+    dpop_bound_access_tokens: bool,
 }
 
 impl From<NewClient> for ClientRegistration {
@@ -230,6 +242,8 @@ impl From<NewClient> for ClientRegistration {
             logo_uri: n.logo_uri,
             client_uri: n.client_uri,
             application_type: n.application_type,
+            resources: n.resources,
+            dpop_bound_access_tokens: n.dpop_bound_access_tokens,
         }
     }
 }
@@ -286,6 +300,10 @@ struct ClientChange {
     /// `web` or `native`.
     #[oai(validator(max_length = 16))]
     application_type: Option<String>,
+    /// RFC 8707: replaces the client's resources.
+    #[oai(validator(max_items = 50, max_length = 512))]
+    resources: Option<Vec<String>>,
+    dpop_bound_access_tokens: Option<bool>,
 }
 
 fn nullable(v: MaybeUndefined<String>) -> Option<Option<String>> {
@@ -321,6 +339,8 @@ impl From<ClientChange> for ClientUpdate {
             logo_uri: nullable(c.logo_uri),
             client_uri: nullable(c.client_uri),
             application_type: c.application_type,
+            resources: c.resources,
+            dpop_bound_access_tokens: c.dpop_bound_access_tokens,
         }
     }
 }

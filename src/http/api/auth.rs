@@ -219,6 +219,7 @@ pub(super) fn token_context<'a>(
         metrics: &state.metrics,
         settings: &state.settings,
         now: state.clock.now(),
+        dpop_jkt: None,
     }
 }
 
@@ -543,6 +544,8 @@ pub(super) async fn issue_tokens(
             acr: Some(acr.as_str()),
             access_token_jti: &jti,
             events: std::slice::from_ref(&signed_in),
+            resources: &[],
+            dpop_jkt: None,
         },
     )
     .await
@@ -558,6 +561,8 @@ pub(super) async fn issue_tokens(
         nonce: None,
         sid: None,
         now: ctx.now,
+        resource: None,
+        act: None,
     };
     let tokens = ctx
         .mint(client, &grant, &jti, Some(refresh))

@@ -6,6 +6,7 @@
 mod admin;
 mod admin_clients;
 mod admin_keys;
+mod admin_resources;
 mod admin_sessions;
 mod admin_webhooks;
 mod auth;
@@ -457,6 +458,7 @@ type Apis = (
     admin_sessions::AdminSessionsApi,
     admin_keys::AdminKeysApi,
     admin_webhooks::AdminWebhooksApi,
+    admin_resources::AdminResourcesApi,
 );
 
 /// The API service (for its spec and Swagger UI) and its endpoint with error shaping.
@@ -473,6 +475,7 @@ pub fn service(issuer: &str) -> OpenApiService<Apis, ()> {
             admin_sessions::AdminSessionsApi,
             admin_keys::AdminKeysApi,
             admin_webhooks::AdminWebhooksApi,
+            admin_resources::AdminResourcesApi,
         ),
         "Portcullis account API",
         env!("CARGO_PKG_VERSION"),

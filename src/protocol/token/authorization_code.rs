@@ -77,6 +77,16 @@ pub async fn exchange(
         (None, None) => {}
     }
 
+    // RFC 9449 §10: a code bound to a key is redeemed only with a proof of that key.
+    if let Some(bound) = &stored.dpop_jkt {
+        if ctx.dpop_jkt != Some(bound.as_str()) {
+            return Err(OAuthError::invalid_grant(
+                "the code is bound to a DPoP key: send a DPoP proof of that key",
+            ));
+        }
+    }
+    // RFC 8707 §2.2: checked before the code is spent, so a wrong resource costs nothing.
+    let target = ctx.target(client, params, &stored.resources).await?;
     let user = ctx
         .store
         .get_user(stored.user_id)
@@ -108,6 +118,8 @@ pub async fn exchange(
         amr: &stored.amr,
         acr: stored.acr.as_deref(),
         nonce: stored.nonce.as_deref(),
+        resources: &stored.resources,
+        target: target.as_ref(),
     };
     mint_for_user(ctx, client, &signed_in, &jti).await
 }
@@ -125,6 +137,9 @@ pub struct UserGrant<'a> {
     pub amr: &'a [String],
     pub acr: Option<&'a str>,
     pub nonce: Option<&'a str>,
+    /// RFC 8707: the resources granted at authorization, and the one this token is for.
+    pub resources: &'a [String],
+    pub target: Option<&'a crate::store::ApiResource>,
 }
 
 /// The access token (with `jti`), an ID token for OpenID scopes (with the session's `sid`),
@@ -155,6 +170,8 @@ pub async fn mint_for_user(
         nonce: g.nonce,
         sid: sid.as_deref(),
         now: ctx.now,
+        resource: g.target,
+        act: None,
     };
     let refresh = if refresh_token::may_issue(client, g.scope) {
         let first = refresh_token::FirstToken {
@@ -168,6 +185,10 @@ pub async fn mint_for_user(
             acr: g.acr,
             access_token_jti: jti,
             events: &[],
+            resources: g.resources,
+            // RFC 9449 §5: public clients' refresh tokens are bound to the proof's key
+            // (a confidential client's are bound to its authentication already).
+            dpop_jkt: ctx.dpop_jkt.filter(|_| client.is_public()),
         };
         Some(refresh_token::issue_first(ctx, &first).await?)
     } else {

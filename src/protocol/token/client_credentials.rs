@@ -11,7 +11,7 @@ use crate::store::Client;
 /// Scopes that only make sense with a user behind them.
 const USER_SCOPES: [&str; 5] = ["openid", "profile", "email", "offline_access", "roles"];
 
-pub fn exchange(
+pub async fn exchange(
     ctx: &TokenContext<'_>,
     client: &Client,
     params: &Params,
@@ -47,6 +47,8 @@ pub fn exchange(
         )
         .unwrap_or_default(),
     };
+    // RFC 8707 §2: any API the client is allowed.
+    let target = ctx.target(client, params, &[]).await?;
     let grant = Grant {
         issuer: &ctx.settings.issuer,
         client_id: &client.id,
@@ -58,6 +60,8 @@ pub fn exchange(
         nonce: None,
         sid: None,
         now: ctx.now,
+        resource: target.as_ref(),
+        act: None,
     };
     ctx.mint(client, &grant, &new_jti(), None)
 }

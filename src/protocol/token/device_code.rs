@@ -72,7 +72,7 @@ pub async fn exchange(
             ))
         }
         Poll::Spent => Err(OAuthError::invalid_grant(BAD_CODE)),
-        Poll::Redeem => redeem(ctx, client, &grant).await,
+        Poll::Redeem => redeem(ctx, client, params, &grant).await,
     }
 }
 
@@ -114,6 +114,7 @@ async fn expired(ctx: &TokenContext<'_>, grant: &DeviceGrant) {
 async fn redeem(
     ctx: &TokenContext<'_>,
     client: &Client,
+    params: &Params,
     grant: &DeviceGrant,
 ) -> Result<TokenResponse, OAuthError> {
     let user = match grant.user_id {
@@ -123,6 +124,8 @@ async fn redeem(
     .filter(|u| !u.disabled && u.deleted_at.is_none())
     .ok_or_else(|| OAuthError::invalid_grant(BAD_CODE))?;
 
+    // RFC 8707 §2: any API the client is allowed, checked before the code is spent.
+    let target = ctx.target(client, params, &[]).await?;
     // The one atomic step: of concurrent polls after the approval exactly one passes.
     let jti = new_jti();
     if !ctx
@@ -135,6 +138,8 @@ async fn redeem(
     }
     let scope = Scope::parse(&grant.scope).unwrap_or_default();
     let signed_in = UserGrant {
+        resources: &[],
+        target: target.as_ref(),
         user: &user,
         scope: &scope,
         session_id_hash: grant.session_id_hash.as_deref(),

@@ -4,6 +4,7 @@ pub mod authorization_code;
 pub mod client_credentials;
 pub mod device_code;
 pub mod refresh_token;
+pub mod token_exchange;
 
 use serde::Serialize;
 
@@ -11,9 +12,10 @@ use crate::config::Settings;
 use crate::denylist::DenyList;
 use crate::keys::{KeyRing, MasterKey, SigningAlg};
 use crate::protocol::error::OAuthError;
+use crate::protocol::params::Params;
 use crate::protocol::tokens::{access_token_claims, id_token_claims, Grant};
 use crate::random;
-use crate::store::{Client, Store, Timestamp};
+use crate::store::{ApiResource, Client, Store, Timestamp};
 
 /// RFC 6749 §5.1 (and OIDC Core §3.1.3.3 for `id_token`).
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +27,9 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// RFC 8693 §2.2.1: what a token exchange issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
     pub scope: String,
 }
 
@@ -39,6 +44,8 @@ pub struct TokenContext<'a> {
     pub metrics: &'a crate::metrics::Metrics,
     pub settings: &'a Settings,
     pub now: Timestamp,
+    /// RFC 9449 §5: the JWK thumbprint of the request's verified DPoP proof, if it had one.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 impl TokenContext<'_> {
@@ -67,8 +74,36 @@ impl TokenContext<'_> {
             &client.access_token_signed_response_alg,
             &s.oauth.access_token_alg,
         );
-        let ttl = s.tokens.access_token_ttl_secs;
-        let claims = access_token_claims(grant, s.access_token_audience(), ttl as i64, jti);
+        // RFC 8707 §2.2: a token for one API has it as audience and only its scopes. An API
+        // may shorten the lifetime, never lengthen it: revocations deny a token for
+        // `tokens.access_token_ttl_secs`, and a longer-lived one would outlive its denial.
+        let (audience, ttl, at_scope) = match grant.resource {
+            Some(r) => (
+                r.identifier.as_str(),
+                r.access_token_ttl_secs
+                    .map(|t| (t.max(1) as u64).min(s.tokens.access_token_ttl_secs))
+                    .unwrap_or(s.tokens.access_token_ttl_secs),
+                crate::protocol::resource::narrow(grant.scope, r),
+            ),
+            None => (
+                s.access_token_audience(),
+                s.tokens.access_token_ttl_secs,
+                grant.scope.clone(),
+            ),
+        };
+        let at_grant = Grant {
+            scope: &at_scope,
+            ..grant.clone()
+        };
+        let mut claims = access_token_claims(&at_grant, audience, ttl as i64, jti);
+        // RFC 9449 §6.1 and RFC 7800 §3.1: the key the token is bound to.
+        if let Some(jkt) = self.dpop_jkt {
+            let _ = claims.set_claim("cnf", Some(serde_json::json!({ "jkt": jkt })));
+        }
+        // RFC 8693 §4.1: who is acting for the subject.
+        if let Some(act) = grant.act {
+            let _ = claims.set_claim("act", Some(act.clone()));
+        }
         // RFC 9068 §2.1: typ "at+jwt" tells access tokens apart from ID tokens.
         let access_token = self
             .ring
@@ -85,12 +120,38 @@ impl TokenContext<'_> {
         };
         Ok(TokenResponse {
             access_token,
-            token_type: "Bearer",
+            // RFC 9449 §5: a bound token's type is DPoP.
+            token_type: if self.dpop_jkt.is_some() {
+                "DPoP"
+            } else {
+                "Bearer"
+            },
             expires_in: ttl,
             id_token,
             refresh_token: refresh,
-            scope: grant.scope.to_string(),
+            issued_token_type: None,
+            // RFC 6749 §5.1: the scope of the access token.
+            scope: at_scope.to_string(),
         })
+    }
+
+    /// RFC 8707 §2.2: the registered API a token request names, if it names one.
+    pub async fn target(
+        &self,
+        client: &Client,
+        params: &Params,
+        granted: &[String],
+    ) -> Result<Option<ApiResource>, OAuthError> {
+        let Some(id) = crate::protocol::resource::token_target(params, client, granted)? else {
+            return Ok(None);
+        };
+        match self.store.get_resource(&id).await.map_err(storage_failed)? {
+            Some(r) => Ok(Some(r)),
+            None => Err(OAuthError::new(
+                crate::protocol::error::ErrorCode::InvalidTarget,
+                format!("the resource {id:?} is not registered"),
+            )),
+        }
     }
 }
 

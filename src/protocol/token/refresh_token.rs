@@ -35,6 +35,10 @@ pub struct FirstToken<'a> {
     pub access_token_jti: &'a str,
     /// Written with the token (the API's `user.signed_in`).
     pub events: &'a [crate::events::Event],
+    /// RFC 8707: the resources granted at authorization.
+    pub resources: &'a [String],
+    /// RFC 9449 §5: the key a public client's refresh tokens are bound to.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// Starts a new family and returns its first token.
@@ -68,6 +72,8 @@ pub async fn issue_first(
         reuse_count: 0,
         amr: first.amr.to_vec(),
         acr: first.acr.map(str::to_string),
+        resources: first.resources.to_vec(),
+        dpop_jkt: first.dpop_jkt.map(str::to_string),
     };
     ctx.store
         .create_refresh_token(&token, first.events)
@@ -127,6 +133,9 @@ pub async fn exchange(
     if ctx.now >= stored.expires_at || ctx.now >= stored.family_expires_at {
         return Err(OAuthError::invalid_grant(BAD_TOKEN));
     }
+    check_binding(ctx, &stored)?;
+    // RFC 8707 §2.2: any resource granted at authorization, one per request.
+    let target = ctx.target(client, params, &stored.resources).await?;
     let user = user
         .filter(is_active)
         .ok_or_else(|| OAuthError::invalid_grant(BAD_TOKEN))?;
@@ -168,7 +177,22 @@ pub async fn exchange(
     }
     let mut grant = grant_for(ctx, client, &user, &stored, &scope);
     grant.sid = sid.as_deref();
+    grant.resource = target.as_ref();
     ctx.mint(client, &grant, &jti, Some(value))
+}
+
+/// RFC 9449 §5: a refresh token bound to a key is usable only with a proof of that key.
+fn check_binding(ctx: &TokenContext<'_>, stored: &RefreshToken) -> Result<(), OAuthError> {
+    match (&stored.dpop_jkt, ctx.dpop_jkt) {
+        (None, _) => Ok(()),
+        (Some(bound), Some(presented)) if bound == presented => Ok(()),
+        (Some(_), Some(_)) => Err(OAuthError::invalid_grant(
+            "the refresh token is bound to another DPoP key",
+        )),
+        (Some(_), None) => Err(OAuthError::invalid_grant(
+            "the refresh token is bound to a DPoP key: send a DPoP proof of it",
+        )),
+    }
 }
 
 /// A token that was already rotated: the grace window's same successor, or reuse.
@@ -198,6 +222,7 @@ async fn redeem_used(
                     if let Ok(value) = ctx.master.open(successor.id.as_bytes(), sealed) {
                         let value =
                             String::from_utf8(value).map_err(|_| OAuthError::server_error())?;
+                        check_binding(ctx, stored)?;
                         let user = active_user(ctx, stored).await?;
                         let grant = grant_for(ctx, client, &user, stored, scope);
                         return ctx.mint(client, &grant, &new_jti(), Some(value));
@@ -282,5 +307,7 @@ fn grant_for<'a>(
         nonce: None,
         sid: None,
         now: ctx.now,
+        resource: None,
+        act: None,
     }
 }
