@@ -211,10 +211,10 @@ impl Portcullis {
             keys.master(),
             settings.dpop.clone(),
         ));
-        let resources = Arc::new(crate::resources::ResourceService::new(
-            store.clone(),
-            clock.clone(),
-        ));
+        let resources = Arc::new(
+            crate::resources::ResourceService::new(store.clone(), clock.clone())
+                .reserving(&settings),
+        );
         let settings = Arc::new(settings);
         let keys = Arc::new(keys);
         let sessions = Arc::new(SessionService::new(

@@ -71,7 +71,7 @@ pub async fn run(cmd: ResourceCommand, settings: &Settings) -> Result<(), CliErr
         crate::resources::prepare(&new, 0).map_err(failed)?;
     }
     let store = app::open_store(settings).await?;
-    let service = ResourceService::new(store, Arc::new(SystemClock));
+    let service = ResourceService::new(store, Arc::new(SystemClock)).reserving(settings);
     match cmd {
         ResourceCommand::Create {
             identifier,

@@ -50,7 +50,9 @@ fn seal_context(id: Uuid) -> Vec<u8> {
 
 impl EventService {
     /// Registers a subscription and returns it with its secret (shown once, never again).
-    #[tracing::instrument(skip_all, fields(url = %new.url))]
+    /// Receivers often carry a credential in the URL's path or query: logs and the audit
+    /// trail get its origin only.
+    #[tracing::instrument(skip_all)]
     pub async fn create_webhook(
         &self,
         new: NewWebhook,
@@ -90,7 +92,8 @@ impl EventService {
             created_at: self.clock.now(),
         };
         self.store.create_webhook(&webhook).await?;
-        let detail = json!({"webhook": id, "url": webhook.url, "eventTypes": webhook.event_types});
+        let origin = url.origin().ascii_serialization();
+        let detail = json!({"webhook": id, "origin": origin, "eventTypes": webhook.event_types});
         self.audit("webhook.created", actor, detail).await?;
         Ok((webhook, secret))
     }

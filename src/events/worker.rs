@@ -26,7 +26,8 @@ impl EventService {
             }
             Err(e) => tracing::warn!(error = %e, "could not fan out events; will retry"),
         }
-        match self.deliver_due(holder, now).await {
+        // The claim's lease counts from the moment of the claim, not from the round's start.
+        match self.deliver_due(holder, self.clock.now()).await {
             Ok(n) => busy |= n > 0,
             Err(e) => tracing::warn!(error = %e, "could not claim webhook deliveries; will retry"),
         }
@@ -37,13 +38,28 @@ impl EventService {
         busy
     }
 
+    /// Deletes events past their retention in batches of 1000 until none is left (at most
+    /// 100 batches a call), so the purge keeps up with a busy server.
     async fn purge(&self) {
         let before = self.clock.now() - self.settings.retention_secs as i64;
         let keep_unstreamed = self.settings.redis_stream.is_some();
-        match self.store.purge_events(before, keep_unstreamed, 1000).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "purged delivered events past their retention"),
-            Err(e) => tracing::warn!(error = %e, "could not purge old events"),
+        let mut removed = 0u64;
+        for _ in 0..100 {
+            match self.store.purge_events(before, keep_unstreamed, 1000).await {
+                Ok(n) => {
+                    removed += n;
+                    if n < 1000 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not purge old events");
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "purged delivered events past their retention");
         }
     }
 }

@@ -30,6 +30,10 @@ pub enum ResourceError {
     Exists(String),
     #[error("no resource {0:?} is registered")]
     NotFound(String),
+    /// The provider's own audience (its userinfo, account API and console accept such
+    /// tokens) cannot be an API of its own.
+    #[error("{0:?} is this server's own audience, not an API; choose the API's own URI")]
+    Reserved(String),
     #[error("storage failed: {0}")]
     Store(String),
 }
@@ -62,6 +66,10 @@ pub fn prepare(new: &NewResource, now: i64) -> Result<ApiResource, ResourceError
         if one.iter().count() != 1 {
             return Err(ResourceError::Scope(raw.to_string()));
         }
+        // A token for an API carries no OpenID Connect or refresh scopes.
+        if matches!(raw, "openid" | "offline_access") {
+            return Err(ResourceError::Scope(raw.to_string()));
+        }
         if !scopes.iter().any(|s| s == raw) {
             scopes.push(raw.to_string());
         }
@@ -85,11 +93,27 @@ pub fn prepare(new: &NewResource, now: i64) -> Result<ApiResource, ResourceError
 pub struct ResourceService {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Identifiers no API may take: the provider's own audiences.
+    reserved: Vec<String>,
 }
 
 impl ResourceService {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> ResourceService {
-        ResourceService { store, clock }
+        ResourceService {
+            store,
+            clock,
+            reserved: Vec::new(),
+        }
+    }
+
+    /// The provider's own audiences (its issuer, `oauth.access_token_audience`), refused as
+    /// API identifiers.
+    pub fn reserving(mut self, settings: &crate::config::Settings) -> ResourceService {
+        self.reserved = vec![
+            settings.issuer.clone(),
+            settings.access_token_audience().to_string(),
+        ];
+        self
     }
 
     pub async fn list(&self) -> Result<Vec<ApiResource>, ResourceError> {
@@ -111,6 +135,14 @@ impl ResourceService {
     ) -> Result<ApiResource, ResourceError> {
         let now = self.clock.now();
         let resource = prepare(new, now)?;
+        let bare = |s: &str| s.trim_end_matches('/').to_string();
+        if self
+            .reserved
+            .iter()
+            .any(|r| bare(r) == bare(&resource.identifier))
+        {
+            return Err(ResourceError::Reserved(resource.identifier));
+        }
         match self.store.create_resource(&resource).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(ResourceError::Exists(resource.identifier)),

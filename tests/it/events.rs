@@ -515,6 +515,9 @@ async fn a_webhook_receives_each_wanted_event_signed_per_standard_webhooks() {
         "{audit}"
     );
     assert!(audit["items"][0]["actor"].is_string());
+    // The audit trail keeps the receiver's origin, not a URL that may carry a credential.
+    assert!(audit["items"][0]["detail"].get("url").is_none(), "{audit}");
+    assert!(audit["items"][0]["detail"]["origin"].is_string(), "{audit}");
     let id = new_client(&app, "Billing").await;
     app.create_user("not-wanted@example.com", PASSWORD).await;
     app.state.client_admin.delete(&id, "cli").await.unwrap();

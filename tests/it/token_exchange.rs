@@ -1,5 +1,6 @@
-//! RFC 8693 token exchange: an API trades a user's token for a narrower one to another API,
-//! optionally naming the actor; everything else is refused with the RFC's error codes.
+//! RFC 8693 token exchange: a client trades a user's token it holds for a narrower one to
+//! another API, optionally naming the actor; a token of another client's, a DPoP-bound one,
+//! and everything else are refused with the RFC's error codes.
 
 use portcullis::clients::ClientRegistration;
 use portcullis::resources::NewResource;
@@ -19,7 +20,7 @@ struct Setup {
     app: TestApp,
     /// The user's app, allowed the Orders API.
     web: TestClient,
-    /// The Orders API's own client, allowed to exchange for the ledger.
+    /// Another client allowed the same APIs and the grant: it may not use the web shop's tokens.
     orders_api: TestClient,
     /// The user's access token for the Orders API.
     user_token: String,
@@ -44,7 +45,11 @@ async fn setup() -> Setup {
         .register_client(ClientRegistration {
             name: "Web shop".into(),
             redirect_uris: vec!["https://shop.example.com/cb".into()],
-            grant_types: vec!["authorization_code".into(), EXCHANGE.into()],
+            grant_types: vec![
+                "authorization_code".into(),
+                "client_credentials".into(),
+                EXCHANGE.into(),
+            ],
             scope: Some("openid email orders:read orders:write".into()),
             resources: vec![ORDERS.into(), LEDGER.into()],
             ..Default::default()
@@ -123,9 +128,9 @@ async fn exchange(s: &Setup, client: &TestClient, extra: &[(&str, &str)]) -> (u1
 }
 
 #[tokio::test]
-async fn an_api_trades_a_users_token_for_a_narrower_one_for_another_api() {
+async fn a_client_trades_a_users_token_for_a_narrower_one_for_another_api() {
     let s = setup().await;
-    let (status, body) = exchange(&s, &s.orders_api, &[]).await;
+    let (status, body) = exchange(&s, &s.web, &[]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["issued_token_type"], AT);
     assert_eq!(body["token_type"], "Bearer");
@@ -134,7 +139,9 @@ async fn an_api_trades_a_users_token_for_a_narrower_one_for_another_api() {
     let user_at = claims(&s.user_token);
     assert_eq!(at["aud"], LEDGER);
     assert_eq!(at["sub"], user_at["sub"]);
-    assert_eq!(at["client_id"], s.orders_api.id.as_str());
+    assert_eq!(at["client_id"], s.web.id.as_str());
+    // It expires no later than the token it came from.
+    assert!(at["exp"].as_i64().unwrap() <= user_at["exp"].as_i64().unwrap());
     // Only the ledger's scopes of what the user's token carried.
     assert_eq!(at["scope"], "orders:read");
     assert!(at.get("act").is_none());
@@ -144,12 +151,11 @@ async fn an_api_trades_a_users_token_for_a_narrower_one_for_another_api() {
         .iter()
         .find(|e| e.kind == "token.exchanged")
         .expect("audit event");
-    assert_eq!(e.client_id.as_deref(), Some(s.orders_api.id.as_str()));
+    assert_eq!(e.client_id.as_deref(), Some(s.web.id.as_str()));
     assert_eq!(e.detail["resource"], LEDGER);
 
     // `audience` names the same registered API.
-    let (status, body) =
-        exchange(&s, &s.orders_api, &[("resource", ""), ("audience", LEDGER)]).await;
+    let (status, body) = exchange(&s, &s.web, &[("resource", ""), ("audience", LEDGER)]).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -159,7 +165,7 @@ async fn an_actor_token_becomes_the_act_claim() {
     let (status, own) = post_form(
         &s.app,
         "/token",
-        &s.orders_api,
+        &s.web,
         &[("grant_type", "client_credentials")],
     )
     .await;
@@ -167,24 +173,24 @@ async fn an_actor_token_becomes_the_act_claim() {
     let actor = own["access_token"].as_str().unwrap();
     let (status, body) = exchange(
         &s,
-        &s.orders_api,
+        &s.web,
         &[("actor_token", actor), ("actor_token_type", AT)],
     )
     .await;
     assert_eq!(status, 200, "{body}");
     let at = claims(body["access_token"].as_str().unwrap());
-    assert_eq!(at["act"]["sub"], s.orders_api.id.as_str());
+    assert_eq!(at["act"]["sub"], s.web.id.as_str());
     // Introspection shows who acts.
     let (_, info) = post_form(
         &s.app,
         "/introspect",
-        &s.orders_api,
+        &s.web,
         &[("token", body["access_token"].as_str().unwrap())],
     )
     .await;
-    assert_eq!(info["act"]["sub"], s.orders_api.id.as_str());
+    assert_eq!(info["act"]["sub"], s.web.id.as_str());
     // actor_token_type without actor_token (and the other way round) is malformed.
-    let (status, body) = exchange(&s, &s.orders_api, &[("actor_token_type", AT)]).await;
+    let (status, body) = exchange(&s, &s.web, &[("actor_token_type", AT)]).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_request"))
@@ -194,10 +200,10 @@ async fn an_actor_token_becomes_the_act_claim() {
 #[tokio::test]
 async fn the_scope_may_only_narrow() {
     let s = setup().await;
-    let (status, body) = exchange(&s, &s.orders_api, &[("scope", "orders:read")]).await;
+    let (status, body) = exchange(&s, &s.web, &[("scope", "orders:read")]).await;
     assert_eq!(status, 200, "{body}");
     for wider in ["orders:read admin", "email"] {
-        let (status, body) = exchange(&s, &s.orders_api, &[("scope", wider)]).await;
+        let (status, body) = exchange(&s, &s.web, &[("scope", wider)]).await;
         assert_eq!(
             (status, body["error"].as_str()),
             (400, Some("invalid_scope")),
@@ -205,7 +211,7 @@ async fn the_scope_may_only_narrow() {
         );
     }
     // orders:write is the user's, but not the ledger's: nothing would be left.
-    let (status, body) = exchange(&s, &s.orders_api, &[("scope", "orders:write")]).await;
+    let (status, body) = exchange(&s, &s.web, &[("scope", "orders:write")]).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_scope")),
@@ -232,16 +238,50 @@ async fn exchanges_outside_the_policy_are_refused() {
         (400, Some("unauthorized_client"))
     );
     // A target the client is not allowed.
-    let (status, body) = exchange(&s, &s.orders_api, &[("resource", ELSEWHERE)]).await;
+    let (status, body) = exchange(&s, &s.web, &[("resource", ELSEWHERE)]).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_target"))
     );
-    let (status, body) = exchange(&s, &s.orders_api, &[("resource", "")]).await;
+    let (status, body) = exchange(&s, &s.web, &[("resource", "")]).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_target")),
         "no target"
+    );
+    // The web shop's token, presented by another client allowed the same APIs and the
+    // grant: it may not become a token in that client's name.
+    let (status, body) = exchange(&s, &s.orders_api, &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    assert!(body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("another client"));
+    // Nor may another client's token be its actor.
+    let (_, theirs) = post_form(
+        &s.app,
+        "/token",
+        &s.orders_api,
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    let (status, body) = exchange(
+        &s,
+        &s.web,
+        &[
+            ("actor_token", theirs["access_token"].as_str().unwrap()),
+            ("actor_token_type", AT),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
     );
     // A subject token meant for neither the client nor its APIs.
     let outsider = s
@@ -279,7 +319,7 @@ async fn exchanges_outside_the_policy_are_refused() {
         ],
         [("subject_token", ""), ("scope", "")],
     ] {
-        let (status, body) = exchange(&s, &s.orders_api, &extra).await;
+        let (status, body) = exchange(&s, &s.web, &extra).await;
         assert_eq!(
             (status, body["error"].as_str()),
             (400, Some("invalid_request")),
@@ -295,7 +335,7 @@ async fn exchanges_outside_the_policy_are_refused() {
     )
     .await;
     assert_eq!(status, 200);
-    let (status, body) = exchange(&s, &s.orders_api, &[]).await;
+    let (status, body) = exchange(&s, &s.web, &[]).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_request")),
@@ -353,4 +393,28 @@ async fn a_public_client_cannot_be_registered_for_token_exchange() {
     .unwrap_err();
     assert!(err.to_string().contains("token exchange"), "{err}");
     drop(app);
+}
+
+#[tokio::test]
+async fn the_servers_own_audience_and_openid_scopes_are_no_apis() {
+    let app = TestApp::spawn().await;
+    let own = NewResource {
+        identifier: app.settings.issuer.clone(),
+        scopes: vec!["read".into()],
+        access_token_ttl_secs: None,
+    };
+    // Tokens for the server's own audience open userinfo and the account API.
+    assert!(app.state.resources.create(&own, "test").await.is_err());
+    let openid = NewResource {
+        identifier: "https://api.example.com".into(),
+        scopes: vec!["read".into(), "openid".into()],
+        access_token_ttl_secs: None,
+    };
+    let err = app
+        .state
+        .resources
+        .create(&openid, "test")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("openid"), "{err}");
 }

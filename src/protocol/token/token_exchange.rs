@@ -3,9 +3,12 @@
 //! to one of the APIs it is allowed, never with more scope, optionally naming who acts
 //! (`act`, §4.1). No refresh token and no ID token are issued; every exchange is audited.
 //!
-//! Policy: the subject token must be meant for the exchanging client — an access token whose
-//! audience is the client id or one of the client's resources, or an ID token issued to the
-//! client — and the target must be among the client's resources (RFC 8707 `invalid_target`).
+//! Policy: the subject (and actor) token must be the exchanging client's own — an access
+//! token issued to it or addressed to its client id, or an ID token issued to it — so a client
+//! can never turn a token it obtained from another client into one in its own name; a
+//! sender-constrained (DPoP) token is not exchanged; the target must be among the client's
+//! resources (RFC 8707 `invalid_target`); the scope only narrows, within the client's own;
+//! and the new token expires no later than the subject token.
 
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -31,6 +34,7 @@ struct Presented {
     acr: Option<String>,
     /// The presented token's own `act` (a delegation chain, RFC 8693 §4.1).
     act: Option<Value>,
+    exp: Timestamp,
 }
 
 fn invalid(description: impl Into<String>) -> OAuthError {
@@ -44,7 +48,6 @@ async fn verify(
     token: &str,
     token_type: &str,
     role: &str,
-    is_subject: bool,
 ) -> Result<Presented, OAuthError> {
     let refused = || {
         invalid(format!(
@@ -76,16 +79,19 @@ async fn verify(
             if ctx.deny.is_denied(&claims.jti).await.map_err(storage_failed)? {
                 return Err(refused());
             }
-            // Policy: a subject token meant for this client (or one of its APIs).
-            if is_subject
-                && !claims
-                    .aud
-                    .iter()
-                    .any(|a| *a == client.id || client.resources.contains(a))
-            {
-                return Err(invalid(
-                    "the subject token is not meant for this client or one of its resources",
-                ));
+            // Policy: the client's own token (issued to it, or addressed to it). A token of
+            // another client's — say, one it was handed — must not become one in its name.
+            if claims.client_id != client.id && !claims.aud.contains(&client.id) {
+                return Err(invalid(format!(
+                    "the {role} token was issued to another client"
+                )));
+            }
+            // RFC 9449: a bound token is useless without its key; an exchange must not
+            // turn it into a bearer token (or one bound to another key).
+            if claims.cnf_jkt.is_some() {
+                return Err(invalid(format!(
+                    "the {role} token is DPoP-bound and cannot be exchanged"
+                )));
             }
             Ok(Presented {
                 sub: claims.sub,
@@ -94,6 +100,7 @@ async fn verify(
                 amr,
                 acr: claims.acr,
                 act: set.get("act").cloned(),
+                exp: claims.exp,
             })
         }
         ID_TOKEN_TYPE => {
@@ -109,7 +116,8 @@ async fn verify(
                 _ => false,
             };
             let is_id_token = header.token_type() == Some("JWT") && set.contains_key("auth_time");
-            if !(ours && live && is_id_token && (aud_ok || !is_subject)) {
+            // Subject or actor, an ID token issued to this client only.
+            if !(ours && live && is_id_token && aud_ok) {
                 return Err(refused());
             }
             Ok(Presented {
@@ -119,6 +127,7 @@ async fn verify(
                 amr,
                 acr: text("acr"),
                 act: None,
+                exp: set.get("exp").and_then(Value::as_i64).unwrap_or(ctx.now),
             })
         }
         other => Err(invalid(format!(
@@ -154,10 +163,10 @@ pub async fn exchange(
         }
     }
     let target = exchange_target(ctx, client, params).await?;
-    let subject = verify(ctx, client, subject_token, subject_type, "subject", true).await?;
+    let subject = verify(ctx, client, subject_token, subject_type, "subject").await?;
     // RFC 8693 §2.1: actor_token_type comes with actor_token, and only with it.
     let actor = match (params.get("actor_token"), params.get("actor_token_type")) {
-        (Some(token), Some(t)) => Some(verify(ctx, client, token, t, "actor", false).await?),
+        (Some(token), Some(t)) => Some(verify(ctx, client, token, t, "actor").await?),
         (None, None) => None,
         _ => {
             return Err(invalid(
@@ -173,8 +182,8 @@ pub async fn exchange(
     .ok_or_else(|| invalid("the subject token's subject is not an active user"))?;
 
     // Narrowing only: at most what the subject token carries (for an ID token, what the user
-    // granted this client), then only the target's scopes.
-    let ceiling = match subject.scope {
+    // granted this client), within the client's own scope, then only the target's scopes.
+    let ceiling = match subject.scope.clone() {
         Some(s) => s,
         None => Scope::parse(
             &ctx.store
@@ -185,6 +194,15 @@ pub async fn exchange(
         )
         .unwrap_or_default(),
     };
+    let allowed = Scope::parse(&client.scope).unwrap_or_default();
+    let ceiling = Scope::parse(
+        &ceiling
+            .iter()
+            .filter(|s| allowed.contains(s))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+    .unwrap_or_default();
     let scope = match params.get("scope") {
         None => ceiling.clone(),
         Some(raw) => {
@@ -209,14 +227,29 @@ pub async fn exchange(
             ),
         ));
     }
-    // RFC 8693 §4.1: the actor, with the chain it already acted in nested inside.
-    let act = actor.as_ref().map(|a| {
-        let mut act = json!({ "sub": a.sub });
-        if let Some(prior) = &a.act {
-            act["act"] = prior.clone();
+    // RFC 8693 §4.1: the actor, with the subject token's earlier actors nested inside; with
+    // no new actor, the subject token's chain is kept.
+    let act = match actor.as_ref() {
+        Some(a) => {
+            let mut act = json!({ "sub": a.sub });
+            if let Some(prior) = &subject.act {
+                act["act"] = prior.clone();
+            }
+            Some(act)
         }
-        act
-    });
+        None => subject.act.clone(),
+    };
+    // The new token lives no longer than the subject token: an exchange (or a chain of them)
+    // never outlasts the revocation of what it came from.
+    let remaining = subject.exp - ctx.now;
+    if remaining <= 0 {
+        return Err(invalid("the subject token has expired"));
+    }
+    let mut target = target;
+    let ttl = target
+        .access_token_ttl_secs
+        .unwrap_or(ctx.settings.tokens.access_token_ttl_secs as i64);
+    target.access_token_ttl_secs = Some(ttl.min(remaining));
     let grant = Grant {
         issuer: &ctx.settings.issuer,
         client_id: &client.id,
