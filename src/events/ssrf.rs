@@ -15,7 +15,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -23,18 +23,43 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || v4.is_multicast()
                 || a == 0
+                || a >= 240 // 240.0.0.0/4, reserved
                 || (a == 100 && (64..128).contains(&b)) // 100.64.0.0/10, shared (CGNAT)
+                || (a == 198 && (b == 18 || b == 19)) // 198.18.0.0/15, benchmarking
+                || (a == 192 && b == 0 && c == 0) // 192.0.0.0/24, IETF protocol assignments
         }
         IpAddr::V6(v6) => {
-            if let Some(mapped) = v6.to_ipv4_mapped() {
-                return is_internal(IpAddr::V4(mapped));
+            // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (the old compatible form) reach IPv4.
+            if let Some(v4) = v6.to_ipv4() {
+                if !v6.is_loopback() && !v6.is_unspecified() {
+                    return is_internal(IpAddr::V4(v4));
+                }
             }
-            let first = v6.segments()[0];
+            let seg = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                IpAddr::V4(std::net::Ipv4Addr::new(
+                    (hi >> 8) as u8,
+                    hi as u8,
+                    (lo >> 8) as u8,
+                    lo as u8,
+                ))
+            };
+            // NAT64 (64:ff9b::/96, RFC 6052) and 6to4 (2002::/16, RFC 3056) carry an IPv4
+            // address that a gateway would reach.
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_internal(embedded(seg[6], seg[7])) {
+                return true;
+            }
+            if seg[0] == 0x2002 && is_internal(embedded(seg[1], seg[2])) {
+                return true;
+            }
+            let first = seg[0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || first & 0xfe00 == 0xfc00 // fc00::/7, unique local
                 || first & 0xffc0 == 0xfe80 // fe80::/10, link-local
+                || first & 0xffc0 == 0xfec0 // fec0::/10, the old site-local
+                || (first == 0x64 && seg[1] == 0xff9b && seg[2] == 1) // 64:ff9b:1::/48, local NAT64
         }
     }
 }
@@ -130,11 +155,25 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::a9fe:a9fe",
+            "64:ff9b::a00:5",
+            "64:ff9b:1::1",
+            "2002:c0a8:0101::1",
+            "fec0::1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "192.0.0.8",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(refused(ip, &[]), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:4700::1111", "100.128.0.1"] {
+        for ip in [
+            "93.184.216.34",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+        ] {
             assert!(!refused(ip.parse().unwrap(), &[]), "{ip}");
         }
         let allowed: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
