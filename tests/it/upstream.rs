@@ -235,6 +235,31 @@ async fn set_email(app: &TestApp, id: uuid::Uuid, email: &str) {
     }
 }
 
+/// No identity is linked to the user.
+async fn assert_unlinked(app: &TestApp, user: uuid::Uuid) {
+    assert!(app
+        .state
+        .store
+        .identities_of(user)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A fresh browser signs in at the upstream for the relying party and comes back: our page.
+async fn come_back_from_upstream(p: &Pair) -> String {
+    let b = browser();
+    let url = auth_url(&p.ours, &p.rp, &[]);
+    let back = upstream_answer(p, &b, &url, &p.up_user, "allow").await;
+    b.get(back.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub(crate) async fn user_count(app: &TestApp) -> usize {
     app.state.store.list_users().await.unwrap().len()
 }
@@ -423,14 +448,7 @@ async fn an_untrusted_address_must_prove_the_existing_account_before_linking() {
         !html.contains("/upstream/corp/start"),
         "no provider buttons on this page"
     );
-    assert!(p
-        .ours
-        .state
-        .store
-        .identities_of(existing.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_unlinked(&p.ours, existing.id).await;
     // A wrong password links nothing either.
     let return_to = form_value(&html, "return_to").unwrap();
     assert!(return_to.starts_with("/upstream/link?pending="));
@@ -446,26 +464,12 @@ async fn an_untrusted_address_must_prove_the_existing_account_before_linking() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    assert!(p
-        .ours
-        .state
-        .store
-        .identities_of(existing.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_unlinked(&p.ours, existing.id).await;
     // The held link in another browser, even signed in as the owner, is refused.
     let other = browser();
     let landing = sign_in_at(&p.ours, &other, &p.ours.url(&return_to), &existing, "allow").await;
     assert!(matches!(landing, Landing::Page(400, _)));
-    assert!(p
-        .ours
-        .state
-        .store
-        .identities_of(existing.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_unlinked(&p.ours, existing.id).await;
     // The password in the browser that came back: linked, and on to the relying party.
     let landing = sign_in_at(&p.ours, &b, &p.ours.url(&return_to), &existing, "allow").await;
     let Landing::Client(rp_back) = landing else {
@@ -733,14 +737,7 @@ async fn the_security_page_lists_links_and_unlinks_identities_but_not_the_last_w
         .unwrap();
     assert_eq!(unlinked.status(), 200);
     assert!(unlinked.text().await.unwrap().contains("Corp is unlinked"));
-    assert!(p
-        .ours
-        .state
-        .store
-        .identities_of(owner.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_unlinked(&p.ours, owner.id).await;
     let kinds = audit_kinds(&p.ours).await;
     assert!(kinds.iter().any(|(k, _)| k == "upstream.unlinked"));
 }
@@ -780,26 +777,9 @@ async fn a_trusted_provider_vouching_for_nothing_still_needs_the_existing_accoun
         .ours
         .create_user("ada@corp.example", "our own password 1")
         .await;
-    let b = browser();
-    let url = auth_url(&p.ours, &p.rp, &[]);
-    let back = upstream_answer(&p, &b, &url, &p.up_user, "allow").await;
-    let html = b
-        .get(back.as_str())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = come_back_from_upstream(&p).await;
     assert!(html.contains("already exists here"), "{html}");
-    assert!(p
-        .ours
-        .state
-        .store
-        .identities_of(existing.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_unlinked(&p.ours, existing.id).await;
     assert_eq!(user_count(&p.ours).await, 1, "no second account either");
 }
 
@@ -822,26 +802,9 @@ async fn a_trusted_address_never_links_to_an_account_whose_own_address_is_unprov
         .unwrap();
     user.email_verified = false;
     assert!(p.ours.state.store.update_user(&user, &[]).await.unwrap());
-    let b = browser();
-    let url = auth_url(&p.ours, &p.rp, &[]);
-    let back = upstream_answer(&p, &b, &url, &p.up_user, "allow").await;
-    let html = b
-        .get(back.as_str())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = come_back_from_upstream(&p).await;
     assert!(html.contains("already exists here"), "{html}");
-    assert!(p
-        .ours
-        .state
-        .store
-        .identities_of(squatter.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_unlinked(&p.ours, squatter.id).await;
 }
 
 #[tokio::test]
